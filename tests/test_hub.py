@@ -1,0 +1,151 @@
+"""The session registry and router, without sockets or an event loop."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tornado_chat.hub import Delivery, Hub, Session
+from tornado_chat.protocol import Message, ProtocolError
+
+NOW = 1000.0
+
+
+def frames_for(deliveries: list[Delivery], session: Session) -> list[dict[str, Any]]:
+    return [json.loads(d.frame) for d in deliveries if session in d.recipients]
+
+
+def open_(hub: Hub, user: str, sid: str) -> tuple[Session, list[Delivery]]:
+    return hub.open_session(user, sid, transport=None, now=NOW)
+
+
+def test_presence_goes_to_room_mates_on_first_open_and_last_close() -> None:
+    hub = Hub()
+    alice, _ = open_(hub, "alice", "a1")
+    bob, _ = open_(hub, "bob", "b1")
+    hub.join(alice, "lobby")
+    hub.join(bob, "lobby")
+    assert hub.close_session(bob)[0].frame == b'{"type":"presence","user":"bob","status":"offline"}'
+    bob1, online = open_(hub, "bob", "b2")
+    assert frames_for(online, alice) == [{"type": "presence", "user": "bob", "status": "online"}]
+    _, second = open_(hub, "bob", "b3")
+    assert second == []  # bob was already online
+    assert hub.close_session(hub.sessions["b3"]) == []
+    assert frames_for(hub.close_session(bob1), alice)[0]["status"] == "offline"
+    assert hub.users_online == 1
+
+
+def test_close_is_idempotent() -> None:
+    hub = Hub()
+    session, _ = open_(hub, "alice", "a1")
+    hub.close_session(session)
+    assert hub.close_session(session) == []
+    assert hub.users_online == 0 and not hub.sessions
+
+
+def test_room_fan_out_is_one_frame_for_every_online_session() -> None:
+    hub = Hub()
+    sessions = [open_(hub, f"u{i}", f"s{i}")[0] for i in range(50)]
+    extra, _ = open_(hub, "u0", "s0-tab2")
+    for session in sessions:
+        hub.join(session, "big")
+    deliveries = hub.route(Message(1, "u3", "hi", NOW, "c", room="big"))
+    assert len(deliveries) == 1
+    assert set(deliveries[0].recipients) == {*sessions, extra}
+    assert json.loads(deliveries[0].frame)["from"] == "u3"
+
+
+def test_online_session_cache_follows_joins_leaves_opens_and_closes() -> None:
+    hub = Hub()
+    a, _ = open_(hub, "a", "a1")
+    b, _ = open_(hub, "b", "b1")
+    hub.join(a, "r")
+    room = hub.rooms["r"]
+    assert hub.online_sessions(room) == (a,)
+    hub.join(b, "r")
+    assert set(hub.online_sessions(room)) == {a, b}
+    b2, _ = open_(hub, "b", "b2")
+    assert set(hub.online_sessions(room)) == {a, b, b2}
+    hub.close_session(b)
+    assert set(hub.online_sessions(room)) == {a, b2}
+    hub.leave(b2, "r")
+    assert hub.online_sessions(room) == (a,)
+
+
+def test_direct_message_reaches_both_users_and_records_the_conversation() -> None:
+    hub = Hub()
+    a1, _ = open_(hub, "alice", "a1")
+    a2, _ = open_(hub, "alice", "a2")
+    b1, _ = open_(hub, "bob", "b1")
+    deliveries = hub.route(Message(5, "alice", "hi", NOW, "c", to="bob"))
+    assert set(deliveries[0].recipients) == {a1, a2, b1}
+    assert hub.users["alice"].contacts == {"bob"} and hub.users["bob"].contacts == {"alice"}
+    assert hub.last_seq == 5
+
+
+def test_membership_belongs_to_the_user() -> None:
+    hub = Hub()
+    tab1, _ = open_(hub, "alice", "t1")
+    tab2, _ = open_(hub, "alice", "t2")
+    changed, deliveries = hub.join(tab1, "lobby")
+    assert changed
+    assert frames_for(deliveries, tab2) == [
+        {"type": "joined", "room": "lobby", "members": ["alice"], "online": ["alice"]}
+    ]
+    changed, _ = hub.join(tab2, "lobby")
+    assert not changed
+    hub.check_target(tab2.user, "lobby", None)
+
+
+def test_targets_are_checked() -> None:
+    hub = Hub()
+    alice, _ = open_(hub, "alice", "a")
+    with pytest.raises(ProtocolError) as not_member:
+        hub.check_target(alice.user, "lobby", None)
+    assert not_member.value.code == "not_member"
+    with pytest.raises(ProtocolError) as unknown:
+        hub.check_target(alice.user, None, "nobody")
+    assert unknown.value.code == "unknown_user"
+    hub.add_user("nobody")
+    hub.check_target(alice.user, None, "nobody")
+    with pytest.raises(ProtocolError):
+        hub.leave(alice, "lobby")
+
+
+def test_offline_since_marks_what_a_user_may_have_missed() -> None:
+    hub = Hub()
+    hub.last_seq = 10
+    user = hub.add_user("carol")
+    assert user.offline_since_seq == 10
+    session, _ = open_(hub, "carol", "c1")
+    hub.route(Message(11, "x", "t", NOW, "c", room="r"))
+    hub.close_session(session)
+    assert user.offline_since_seq == 11
+
+
+def test_restored_state_matches_what_was_saved() -> None:
+    hub = Hub()
+    hub.restore_membership("alice", "lobby")
+    hub.restore_membership("bob", "lobby")
+    hub.restore_contact("alice", "carol")
+    assert hub.rooms["lobby"].members == {"alice", "bob"}
+    assert hub.users["carol"].contacts == {"alice"}
+    alice, _ = open_(hub, "alice", "a")
+    _, online = open_(hub, "bob", "b")
+    assert frames_for(online, alice)[0]["user"] == "bob"
+    assert hub.peers_online(alice.user) == ["bob"]
+
+
+def test_removing_a_user_drops_memberships_and_returns_open_sessions() -> None:
+    hub = Hub()
+    alice, _ = open_(hub, "alice", "a")
+    open_(hub, "bob", "b")
+    hub.join(alice, "r")
+    hub.route(Message(1, "alice", "t", NOW, "c", to="bob"))
+    assert hub.remove_user("alice") == [alice]
+    assert "alice" not in hub.rooms["r"].members and hub.users["bob"].contacts == set()
+    assert "alice" not in hub.users
+    hub.close_session(alice)
+    assert hub.users_online == 1

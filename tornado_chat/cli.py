@@ -1,0 +1,103 @@
+"""The ``tornado-chat`` command: parse settings, prepare the data directory, run the server."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from . import __version__
+from .logs import setup_logging
+from .server import ChatServer
+from .settings import Settings, SettingsError, add_arguments, settings_from_args
+from .store import MemoryStore, Store
+
+log = logging.getLogger("tornado_chat")
+
+SECRET_FILE = "secret"
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tornado-chat",
+        description="A self-hosted real-time chat server. Every option can also be set with the "
+        "environment variable named after it; a flag wins over the variable.",
+    )
+    parser.add_argument("--version", action="version", version=f"tornado-chat {__version__}")
+    add_arguments(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Entry point of the console script; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from_args(args, os.environ if environ is None else environ)
+    except SettingsError as exc:
+        print(f"tornado-chat: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    setup_logging(settings.log_format, settings.log_level)
+    try:
+        secret = prepare_data_dir(settings)
+    except OSError as exc:
+        print(f"tornado-chat: error: data directory {settings.data_dir}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return asyncio.run(serve(settings, secret))
+
+
+def prepare_data_dir(settings: Settings) -> bytes:
+    """Create the data directory if missing and return the token secret (from settings or the secret file)."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.secret:
+        return settings.secret.encode("utf-8")
+    return load_or_create_secret(settings.data_dir / SECRET_FILE)
+
+
+def load_or_create_secret(path: Path) -> bytes:
+    """The secret kept in ``path``, generated on first use and readable by the owner only (0600)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        secret = path.read_bytes().strip()
+        if not secret:
+            raise OSError(f"{path} is empty; delete it to generate a new secret") from None
+        return secret
+    secret = secrets.token_urlsafe(48).encode("ascii")
+    with os.fdopen(fd, "wb") as file:
+        file.write(secret + b"\n")
+        file.flush()
+        os.fsync(file.fileno())
+    return secret
+
+
+def make_store(settings: Settings) -> Store:
+    return MemoryStore()
+
+
+async def serve(settings: Settings, secret: bytes) -> int:
+    """Run until SIGTERM or SIGINT, then shut down; returns the exit code."""
+    server = ChatServer(settings, make_store(settings), secret)
+    try:
+        server.listen()
+    except OSError as exc:
+        log.error("cannot listen on %s:%s: %s", settings.address, settings.port, exc.strerror or exc)
+        return EXIT_FAILURE
+    log.info("tornado-chat %s listening on http://%s:%d/", __version__, settings.address, server.chat_port)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    await stopping.wait()
+    log.info("shutting down")
+    await server.stop()
+    return EXIT_OK

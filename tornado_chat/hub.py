@@ -1,0 +1,299 @@
+"""Session registry and router: users, their sessions, rooms, presence.
+
+Pure code: no sockets, no clock, no Tornado. Every operation returns the
+deliveries it causes, as ``Delivery(frame, recipients)`` pairs in which each
+frame is encoded once however many sessions receive it; the network layer
+writes them. Membership of rooms and direct conversations ("contacts") belong
+to the user, so every session of a user sees the same rooms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
+
+from . import protocol
+from .protocol import ErrorCode, Message, ProtocolError
+
+
+class Session:
+    """One authenticated connection of a user. ``transport`` belongs to the network layer."""
+
+    __slots__ = ("opened_at", "sid", "transport", "user")
+
+    def __init__(self, sid: str, user: User, transport: Any, opened_at: float) -> None:
+        self.sid = sid
+        self.user = user
+        self.transport = transport
+        self.opened_at = opened_at
+
+    def __repr__(self) -> str:
+        return f"<Session {self.sid} of {self.user.name}>"
+
+
+class User:
+    """A known user: online while ``sessions`` is not empty."""
+
+    __slots__ = ("contacts", "name", "offline_since_seq", "rooms", "sessions")
+
+    def __init__(self, name: str, offline_since_seq: int = 0) -> None:
+        self.name = name
+        self.sessions: dict[str, Session] = {}
+        self.rooms: set[str] = set()
+        self.contacts: set[str] = set()
+        # The last message sequence number the user could have seen live: a
+        # session opened without a resume point replays what came after it.
+        self.offline_since_seq = offline_since_seq
+
+    @property
+    def online(self) -> bool:
+        return bool(self.sessions)
+
+
+class Room:
+    """A room and its members (user names). The tuple of online member sessions is cached for fan-out."""
+
+    __slots__ = ("_online", "members", "name")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.members: set[str] = set()
+        self._online: tuple[Session, ...] | None = None
+
+    def invalidate(self) -> None:
+        self._online = None
+
+
+class Delivery(NamedTuple):
+    """One encoded frame and the sessions it goes to."""
+
+    frame: bytes
+    recipients: Sequence[Session]
+
+
+class Hub:
+    """All users, sessions and rooms of one server. Owned by one application object."""
+
+    def __init__(self) -> None:
+        self.users: dict[str, User] = {}
+        self.rooms: dict[str, Room] = {}
+        self.sessions: dict[str, Session] = {}
+        self.users_online = 0
+        # Highest sequence number handed out so far (committed by the store).
+        self.last_seq = 0
+
+    # ------------------------------------------------------------ state
+
+    def add_user(self, name: str) -> User:
+        """The user called ``name``, made known if new (idempotent)."""
+        user = self.users.get(name)
+        if user is None:
+            user = self.users[name] = User(name, self.last_seq)
+        return user
+
+    def remove_user(self, name: str) -> list[Session]:
+        """Forget a user (account deleted); returns their open sessions for the caller to close."""
+        user = self.users.pop(name, None)
+        if user is None:
+            return []
+        open_sessions = list(user.sessions.values())
+        for room_name in list(user.rooms):
+            self._drop_member(user, self.rooms[room_name])
+        for contact in user.contacts:
+            other = self.users.get(contact)
+            if other is not None:
+                other.contacts.discard(name)
+        return open_sessions
+
+    def restore_membership(self, user_name: str, room_name: str) -> None:
+        """Load a membership from the store at start-up (no frames)."""
+        room = self.rooms.get(room_name) or self._create_room(room_name)
+        user = self.add_user(user_name)
+        room.members.add(user_name)
+        user.rooms.add(room_name)
+
+    def restore_room(self, room_name: str) -> None:
+        if room_name not in self.rooms:
+            self._create_room(room_name)
+
+    def restore_contact(self, a: str, b: str) -> None:
+        self.add_user(a).contacts.add(b)
+        self.add_user(b).contacts.add(a)
+
+    def _create_room(self, name: str) -> Room:
+        room = self.rooms[name] = Room(name)
+        return room
+
+    def online_sessions(self, room: Room) -> tuple[Session, ...]:
+        """Every open session of every member of ``room`` (cached until membership or sessions change)."""
+        cached = room._online
+        if cached is None:
+            users = self.users
+            cached = room._online = tuple(
+                session for member in room.members for session in users[member].sessions.values()
+            )
+        return cached
+
+    # ------------------------------------------------------------ sessions
+
+    def open_session(self, user_name: str, sid: str, transport: Any, now: float) -> tuple[Session, list[Delivery]]:
+        """Register a new session; when it is the user's first, tell those who share a room or conversation."""
+        user = self.add_user(user_name)
+        session = Session(sid, user, transport, now)
+        first = not user.sessions
+        user.sessions[sid] = session
+        self.sessions[sid] = session
+        self._invalidate_rooms_of(user)
+        deliveries: list[Delivery] = []
+        if first:
+            self.users_online += 1
+            watchers = self._watchers(user)
+            if watchers:
+                deliveries.append(Delivery(protocol.presence_frame(user.name, True), watchers))
+        return session, deliveries
+
+    def close_session(self, session: Session) -> list[Delivery]:
+        """Forget a session (idempotent); when it was the user's last, tell the others the user is offline."""
+        if self.sessions.pop(session.sid, None) is None:
+            return []
+        user = session.user
+        del user.sessions[session.sid]
+        self._invalidate_rooms_of(user)
+        if user.sessions:
+            return []
+        self.users_online -= 1
+        user.offline_since_seq = self.last_seq
+        watchers = self._watchers(user)
+        return [Delivery(protocol.presence_frame(user.name, False), watchers)] if watchers else []
+
+    def _invalidate_rooms_of(self, user: User) -> None:
+        rooms = self.rooms
+        for room_name in user.rooms:
+            rooms[room_name]._online = None
+
+    def _watchers(self, user: User) -> list[Session]:
+        """Open sessions of the other users who share a room or a direct conversation with ``user``."""
+        names: set[str] = set(user.contacts)
+        for room_name in user.rooms:
+            names.update(self.rooms[room_name].members)
+        names.discard(user.name)
+        users = self.users
+        return [s for name in names if (other := users.get(name)) is not None for s in other.sessions.values()]
+
+    def peers_online(self, user: User) -> list[str]:
+        """Names of the online users who share a room or a conversation with ``user``, sorted."""
+        names: set[str] = set(user.contacts)
+        for room_name in user.rooms:
+            names.update(self.rooms[room_name].members)
+        names.discard(user.name)
+        return sorted(name for name in names if (other := self.users.get(name)) is not None and other.online)
+
+    # ------------------------------------------------------------ rooms
+
+    def join(self, session: Session, room_name: str) -> tuple[bool, list[Delivery]]:
+        """Make the session's user a member of ``room_name`` (created if new).
+
+        Returns whether membership changed (the caller persists it) and the
+        deliveries: ``joined`` with the member list to every session of the user,
+        ``member`` to the other members' sessions when the user is new there.
+        """
+        user = session.user
+        room = self.rooms.get(room_name) or self._create_room(room_name)
+        changed = user.name not in room.members
+        deliveries: list[Delivery] = []
+        if changed:
+            others = self.online_sessions(room)
+            room.members.add(user.name)
+            user.rooms.add(room_name)
+            room._online = None
+            if others:
+                deliveries.append(Delivery(self._member_frame(room, user.name, "joined"), others))
+        deliveries.append(Delivery(self._membership_frame("joined", room), tuple(user.sessions.values())))
+        return changed, deliveries
+
+    def leave(self, session: Session, room_name: str) -> list[Delivery]:
+        """End the user's membership of ``room_name``; raises ``not_member`` if there is none."""
+        user = session.user
+        room = self.rooms.get(room_name)
+        if room is None or user.name not in room.members:
+            raise ProtocolError(ErrorCode.NOT_MEMBER, f"you are not a member of room {room_name!r}")
+        self._drop_member(user, room)
+        deliveries = [Delivery(self._membership_frame("left", room), tuple(user.sessions.values()))]
+        others = self.online_sessions(room)
+        if others:
+            deliveries.append(Delivery(self._member_frame(room, user.name, "left"), others))
+        return deliveries
+
+    def _drop_member(self, user: User, room: Room) -> None:
+        room.members.discard(user.name)
+        user.rooms.discard(room.name)
+        room._online = None
+
+    def _membership_frame(self, kind: str, room: Room) -> bytes:
+        members = sorted(room.members)
+        online = [name for name in members if self.users[name].online]
+        return protocol.encode({"type": kind, "room": room.name, "members": members, "online": online})
+
+    @staticmethod
+    def _member_frame(room: Room, user_name: str, event: str) -> bytes:
+        return protocol.encode(
+            {"type": "member", "room": room.name, "user": user_name, "event": event, "count": len(room.members)}
+        )
+
+    def room_list(self, user: User) -> bytes:
+        """Every room with its member and online counts, and whether ``user`` is a member."""
+        rooms = [
+            {
+                "room": room.name,
+                "members": len(room.members),
+                "online": sum(1 for m in room.members if self.users[m].online),
+                "member": room.name in user.rooms,
+            }
+            for room in sorted(self.rooms.values(), key=lambda r: r.name)
+        ]
+        return protocol.encode({"type": "rooms", "rooms": rooms})
+
+    # ------------------------------------------------------------ messages
+
+    def check_target(self, user: User, room: str | None, other_user: str | None) -> None:
+        """Raise ``not_member``/``unknown_user`` unless ``user`` may send to or read this room or conversation."""
+        if room is not None:
+            if room not in user.rooms:
+                raise ProtocolError(ErrorCode.NOT_MEMBER, f"you are not a member of room {room!r}")
+        elif other_user not in self.users:
+            raise ProtocolError(ErrorCode.UNKNOWN_USER, f"no user is called {other_user!r}")
+
+    def route(self, message: Message) -> list[Delivery]:
+        """Who gets a committed message: every online session of the room, or of both users of a conversation.
+
+        The sending session is among the recipients; the network layer skips it
+        (it gets an ack instead).
+        """
+        self.last_seq = max(self.last_seq, message.seq)
+        frame = protocol.message_frame(message, own=False)
+        if message.room is not None:
+            room = self.rooms.get(message.room)
+            if room is None:
+                return []
+            return [Delivery(frame, self.online_sessions(room))]
+        sender = self.users[message.sender]
+        recipient = self.users.get(message.to or "")
+        if recipient is None:
+            return []
+        if recipient is not sender and message.to not in sender.contacts:
+            sender.contacts.add(recipient.name)
+            recipient.contacts.add(sender.name)
+        sessions = list(recipient.sessions.values())
+        if recipient is not sender:
+            sessions.extend(sender.sessions.values())
+        return [Delivery(frame, sessions)] if sessions else []
+
+    def addressed_to(self, user: User, message: Message) -> bool:
+        """Whether ``message`` belongs in ``user``'s replay: their rooms, or a conversation they are part of."""
+        if message.room is not None:
+            return message.room in user.rooms
+        return user.name in (message.sender, message.to)
+
+
+def recipients_count(deliveries: Iterable[Delivery]) -> int:
+    return sum(len(d.recipients) for d in deliveries)

@@ -1,0 +1,349 @@
+"""Wire protocol v1: parse client frames into typed objects, encode server frames.
+
+Pure code: no sockets, no clock, no Tornado. ``parse_client_frame`` either
+returns one of the frame dataclasses below or raises ``ProtocolError`` carrying
+an ``ErrorCode``; it never raises anything else, whatever it is given
+(``tests/test_protocol_properties.py`` checks this). Encoders return UTF-8
+JSON bytes, ready to be framed once and written to every recipient.
+
+The frames and errors are documented, with examples, in ``docs/protocol.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+PROTOCOL_VERSION = 1
+ROOM_PATTERN = re.compile(r"[a-z0-9_-]{1,64}")
+USERNAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,32}")
+MAX_CLIENT_ID_CHARS = 64
+HISTORY_DEFAULT_LIMIT = 50
+HISTORY_MAX_LIMIT = 200
+# Sequence numbers are SQLite integers; anything larger cannot name a message.
+MAX_SEQ = 2**63 - 1
+
+# Control characters other than tab and newline are removed from message text:
+# they can rewrite terminals and logs, and no chat needs them.
+_CONTROL_CHARS = dict.fromkeys([c for c in range(0x20) if c not in (0x09, 0x0A)] + list(range(0x7F, 0xA0)))
+
+
+class ErrorCode(StrEnum):
+    """The ``code`` of an error frame."""
+
+    BAD_JSON = "bad_json"
+    BAD_FRAME = "bad_frame"
+    UNKNOWN_TYPE = "unknown_type"
+    TOO_LARGE = "too_large"
+    NOT_MEMBER = "not_member"
+    UNKNOWN_USER = "unknown_user"
+    BAD_ROOM = "bad_room"
+    BAD_TEXT = "bad_text"
+    INTERNAL = "internal"
+
+
+class ProtocolError(Exception):
+    """A frame the server will not act on; becomes an error frame, the connection stays open."""
+
+    def __init__(self, code: ErrorCode, message: str, frame_id: FrameId = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.frame_id = frame_id
+
+
+# ---------------------------------------------------------------- client frames
+
+
+FrameId = str | int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    room: str
+    frame_id: FrameId = None
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    room: str
+    frame_id: FrameId = None
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """A message to one user (``to``) or to a room (``room``); exactly one of them is set."""
+
+    client_id: str
+    text: str
+    to: str | None = None
+    room: str | None = None
+
+    @property
+    def frame_id(self) -> FrameId:
+        return self.client_id
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    frame_id: FrameId = None
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """Older messages of a room or of a direct conversation, newest first."""
+
+    room: str | None = None
+    with_user: str | None = None
+    before: int | None = None
+    limit: int = HISTORY_DEFAULT_LIMIT
+    frame_id: FrameId = None
+
+
+@dataclass(frozen=True, slots=True)
+class ListRooms:
+    frame_id: FrameId = None
+
+
+ClientFrame = Join | Leave | Send | Ping | History | ListRooms
+
+
+def parse_client_frame(data: str | bytes, max_text_chars: int) -> ClientFrame:
+    """Parse one WebSocket message from a client.
+
+    ``data`` is ``bytes`` for a binary frame (always refused) and ``str`` for a text
+    frame. Raises ``ProtocolError`` for anything that is not a valid v1 frame.
+    """
+    if not isinstance(data, str):
+        raise ProtocolError(ErrorCode.BAD_FRAME, "binary frames are not part of the protocol; send JSON text")
+    try:
+        obj = json.loads(data)
+    except (ValueError, RecursionError):
+        raise ProtocolError(ErrorCode.BAD_JSON, "frame is not valid JSON") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError(ErrorCode.BAD_FRAME, "frame must be a JSON object")
+    frame_id = obj.get("id")
+    if not _is_echoable_id(frame_id):
+        frame_id = None
+    kind = obj.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolError(ErrorCode.BAD_FRAME, "field 'type' must be a string", frame_id)
+    parser = _PARSERS.get(kind)
+    if parser is None:
+        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown frame type {_shorten(kind)!r}", frame_id)
+    try:
+        return parser(obj, frame_id, max_text_chars)
+    except ProtocolError as exc:
+        exc.frame_id = frame_id
+        raise
+
+
+def _is_echoable_id(value: object) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return -MAX_SEQ <= value <= MAX_SEQ
+    return isinstance(value, str) and 0 < len(value) <= MAX_CLIENT_ID_CHARS and _is_clean(value)
+
+
+def _is_clean(value: str) -> bool:
+    """True when ``value`` encodes to UTF-8 (no lone surrogates) and has no control characters."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return value.translate(_CONTROL_CHARS) == value
+
+
+def _shorten(text: str, limit: int = 40) -> str:
+    text = text.encode("utf-8", "replace").decode("utf-8")
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _room(obj: dict[str, Any], field: str = "room") -> str:
+    room = obj.get(field)
+    if not isinstance(room, str):
+        raise ProtocolError(ErrorCode.BAD_FRAME, f"field {field!r} must be a string")
+    if not ROOM_PATTERN.fullmatch(room):
+        raise ProtocolError(ErrorCode.BAD_ROOM, "room names are 1-64 characters of a-z, 0-9, _ and -")
+    return room
+
+
+def _username(obj: dict[str, Any], field: str) -> str:
+    name = obj.get(field)
+    if not isinstance(name, str):
+        raise ProtocolError(ErrorCode.BAD_FRAME, f"field {field!r} must be a string")
+    if not USERNAME_PATTERN.fullmatch(name):
+        raise ProtocolError(ErrorCode.UNKNOWN_USER, f"no user is called {_shorten(name)!r}")
+    return name
+
+
+def _optional_int(obj: dict[str, Any], field: str, lowest: int, highest: int) -> int | None:
+    value = obj.get(field)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not lowest <= value <= highest:
+        raise ProtocolError(ErrorCode.BAD_FRAME, f"field {field!r} must be an integer from {lowest} to {highest}")
+    return value
+
+
+def _one_target(obj: dict[str, Any], user_field: str) -> None:
+    if ("room" in obj) == (user_field in obj):
+        raise ProtocolError(ErrorCode.BAD_FRAME, f"give exactly one of 'room' and {user_field!r}")
+
+
+def clean_text(text: str, max_text_chars: int) -> str:
+    """Message text as stored: control characters other than tab and newline removed.
+
+    Raises ``ProtocolError(bad_text)`` when nothing visible is left, when it is
+    longer than ``max_text_chars``, or when it is not valid Unicode.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ProtocolError(ErrorCode.BAD_TEXT, "text is not valid Unicode") from None
+    cleaned = text.translate(_CONTROL_CHARS)
+    if not cleaned.strip():
+        raise ProtocolError(ErrorCode.BAD_TEXT, "text is empty")
+    if len(cleaned) > max_text_chars:
+        raise ProtocolError(ErrorCode.BAD_TEXT, f"text is longer than {max_text_chars} characters")
+    return cleaned
+
+
+def _parse_join(obj: dict[str, Any], frame_id: FrameId, max_text_chars: int) -> Join:
+    return Join(_room(obj), frame_id)
+
+
+def _parse_leave(obj: dict[str, Any], frame_id: FrameId, max_text_chars: int) -> Leave:
+    return Leave(_room(obj), frame_id)
+
+
+def _parse_send(obj: dict[str, Any], frame_id: FrameId, max_text_chars: int) -> Send:
+    client_id = obj.get("id")
+    if not isinstance(client_id, str) or not _is_echoable_id(client_id):
+        raise ProtocolError(
+            ErrorCode.BAD_FRAME, f"field 'id' must be a string of 1-{MAX_CLIENT_ID_CHARS} printable characters"
+        )
+    _one_target(obj, "to")
+    text = obj.get("text")
+    if not isinstance(text, str):
+        raise ProtocolError(ErrorCode.BAD_FRAME, "field 'text' must be a string")
+    text = clean_text(text, max_text_chars)
+    if "room" in obj:
+        return Send(client_id, text, room=_room(obj))
+    return Send(client_id, text, to=_username(obj, "to"))
+
+
+def _parse_ping(obj: dict[str, Any], frame_id: FrameId, max_text_chars: int) -> Ping:
+    if obj.get("id") is not None and frame_id is None:
+        raise ProtocolError(ErrorCode.BAD_FRAME, "field 'id' must be a short string or an integer")
+    return Ping(frame_id)
+
+
+def _parse_history(obj: dict[str, Any], frame_id: FrameId, max_text_chars: int) -> History:
+    _one_target(obj, "with")
+    before = _optional_int(obj, "before", 1, MAX_SEQ)
+    limit = _optional_int(obj, "limit", 1, HISTORY_MAX_LIMIT)
+    limit = HISTORY_DEFAULT_LIMIT if limit is None else limit
+    if "room" in obj:
+        return History(room=_room(obj), before=before, limit=limit, frame_id=frame_id)
+    return History(with_user=_username(obj, "with"), before=before, limit=limit, frame_id=frame_id)
+
+
+def _parse_rooms(obj: dict[str, Any], frame_id: FrameId, max_text_chars: int) -> ListRooms:
+    return ListRooms(frame_id)
+
+
+_PARSERS: dict[str, Callable[[dict[str, Any], FrameId, int], ClientFrame]] = {
+    "join": _parse_join,
+    "leave": _parse_leave,
+    "send": _parse_send,
+    "ping": _parse_ping,
+    "history": _parse_history,
+    "rooms": _parse_rooms,
+}
+CLIENT_FRAME_TYPES = tuple(_PARSERS)
+
+# ---------------------------------------------------------------- server frames
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A stored chat message. ``ts`` is seconds since the epoch; exactly one of ``to``/``room`` is set."""
+
+    seq: int
+    sender: str
+    text: str
+    ts: float
+    client_id: str
+    to: str | None = None
+    room: str | None = None
+
+    @property
+    def kind(self) -> str:
+        """``room`` or ``direct``, the label used by metrics."""
+        return "room" if self.room is not None else "direct"
+
+
+def encode(frame: dict[str, Any]) -> bytes:
+    """Compact UTF-8 JSON; the one place server frames become bytes."""
+    return json.dumps(frame, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def iso_time(ts: float) -> str:
+    """``ts`` (seconds since the epoch) as ISO 8601 UTC with milliseconds, e.g. 2026-11-26T02:15:40.123Z."""
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def message_fields(message: Message, own: bool) -> dict[str, Any]:
+    """A message as it appears on the wire; ``own`` adds the sender's client id."""
+    fields: dict[str, Any] = {"seq": message.seq, "from": message.sender}
+    if message.room is not None:
+        fields["room"] = message.room
+    else:
+        fields["to"] = message.to
+    fields["text"] = message.text
+    fields["ts"] = iso_time(message.ts)
+    if own:
+        fields["id"] = message.client_id
+    return fields
+
+
+def message_frame(message: Message, own: bool) -> bytes:
+    return encode({"type": "message", **message_fields(message, own)})
+
+
+def ack_frame(message: Message) -> bytes:
+    return encode({"type": "ack", "id": message.client_id, "seq": message.seq, "ts": iso_time(message.ts)})
+
+
+def error_frame(code: ErrorCode, message: str, frame_id: FrameId = None) -> bytes:
+    frame: dict[str, Any] = {"type": "error", "code": str(code), "message": message}
+    if frame_id is not None:
+        frame["id"] = frame_id
+    return encode(frame)
+
+
+def pong_frame(ping_id: FrameId, now: float) -> bytes:
+    """``ts`` is the server's clock in milliseconds since the epoch, for clock-offset estimates."""
+    return encode({"type": "pong", "id": ping_id, "ts": round(now * 1000)})
+
+
+def presence_frame(user: str, online: bool) -> bytes:
+    return encode({"type": "presence", "user": user, "status": "online" if online else "offline"})
+
+
+def history_frame(request: History, messages: list[Message], more: bool, viewer: str) -> bytes:
+    frame: dict[str, Any] = {"type": "history"}
+    if request.room is not None:
+        frame["room"] = request.room
+    else:
+        frame["with"] = request.with_user
+    frame["messages"] = [message_fields(m, m.sender == viewer) for m in messages]
+    frame["more"] = more
+    return encode(frame)

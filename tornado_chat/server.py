@@ -1,0 +1,596 @@
+"""The Tornado layer: HTTP and WebSocket handlers that translate socket events into core calls.
+
+``ChatServer`` is the one application object: it owns the hub, the store and
+the token signer, and every handler gets it through ``initialize``. Handlers
+keep no state of their own beyond the request they serve.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import socket
+import struct
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import tornado.httpserver
+import tornado.netutil
+import tornado.web
+import tornado.websocket
+from tornado.iostream import IOStream, StreamClosedError
+
+from . import __version__, protocol
+from .auth import Claims, TokenError, TokenProblem, TokenSigner
+from .hub import Delivery, Hub, Session
+from .protocol import ErrorCode, ProtocolError
+from .settings import Settings
+from .static_files import static_dir
+from .store import AppendResult, Draft, Store, StoreError
+
+log = logging.getLogger("tornado_chat.server")
+
+TOKEN_COOKIE = "chat_token"
+WS_CLOSE_NORMAL = 1000
+WS_CLOSE_TOO_LARGE = 1009
+USERNAME_RULE = "1-32 characters of A-Z, a-z, 0-9, _, . and -"
+
+
+def ws_text_frame(payload: bytes) -> bytes:
+    """An unmasked, final WebSocket text frame (RFC 6455 section 5.2) carrying ``payload``.
+
+    Built once per fan-out and written as-is to every recipient.
+    """
+    length = len(payload)
+    if length < 126:
+        return bytes((0x81, length)) + payload
+    if length <= 0xFFFF:
+        return struct.pack("!BBH", 0x81, 126, length) + payload
+    return struct.pack("!BBQ", 0x81, 127, length) + payload
+
+
+class Connection:
+    """The network side of one session: writes frames to its socket, holds live frames during a replay."""
+
+    __slots__ = ("close_reason", "closed", "handler", "held", "live_floor", "remote_ip", "session", "stream")
+
+    def __init__(self, handler: ChatSocketHandler, stream: IOStream, remote_ip: str) -> None:
+        self.handler = handler
+        self.stream = stream
+        self.session: Session | None = None
+        self.remote_ip = remote_ip
+        self.closed = False
+        self.close_reason = "client"
+        # While a replay is running, live frames wait here as (seq or 0, frame).
+        self.held: list[tuple[int, bytes]] | None = None
+        # Sequence number of the first message delivered live; a later resume replays only below it.
+        self.live_floor = 0
+
+    def write(self, frame: bytes) -> None:
+        """Write an already framed message; a closed stream is left to the close callback."""
+        if self.closed:
+            return
+        try:
+            self.stream.write(frame)
+        except StreamClosedError:
+            self.closed = True
+
+    def send(self, payload: bytes) -> None:
+        """Frame and write one server frame (a reply to this session)."""
+        self.write(ws_text_frame(payload))
+
+    def deliver(self, frame: bytes) -> None:
+        """A fan-out frame that is not a message (presence, membership)."""
+        if self.held is not None:
+            self.held.append((0, frame))
+        else:
+            self.write(frame)
+
+    def deliver_message(self, frame: bytes, seq: int) -> None:
+        """A message frame; held while a replay runs so that the replay comes first."""
+        if self.held is not None:
+            self.held.append((seq, frame))
+            return
+        if not self.live_floor:
+            self.live_floor = seq
+        self.write(frame)
+
+    def close(self, code: int, reason: str, close_reason: str) -> None:
+        """Start a WebSocket close handshake; ``close_reason`` is the metrics label."""
+        self.close_reason = close_reason
+        self.handler.close(code, reason)
+
+
+class ChatServer:
+    """One chat server: hub, store and signer, the Tornado application, and its listener."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        secret: bytes,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.clock = clock
+        self.hub = Hub()
+        self.signer = TokenSigner(secret)
+        self.started_at = clock()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._http: tornado.httpserver.HTTPServer | None = None
+        self.chat_port = 0
+        self._dispatch: dict[type, Callable[[Connection, Any], None]] = {
+            protocol.Join: self._on_join,
+            protocol.Leave: self._on_leave,
+            protocol.Send: self._on_send,
+            protocol.Ping: self._on_ping,
+            protocol.History: self._on_history,
+            protocol.ListRooms: self._on_list_rooms,
+        }
+
+    # ------------------------------------------------------------ life cycle
+
+    def restore(self) -> None:
+        """Load users, rooms and memberships from the store into the hub."""
+        snapshot = self.store.load()
+        hub = self.hub
+        hub.last_seq = snapshot.last_seq
+        for name, offline_since in snapshot.users.items():
+            hub.add_user(name).offline_since_seq = offline_since
+        for room in snapshot.rooms:
+            hub.restore_room(room)
+        for user, room in snapshot.memberships:
+            hub.restore_membership(user, room)
+        for a, b in snapshot.contacts:
+            hub.restore_contact(a, b)
+
+    def make_app(self) -> tornado.web.Application:
+        static = static_dir()
+        args = {"server": self}
+        return tornado.web.Application(
+            [
+                (r"/", PageHandler, {"server": self, "path": static / "index.html"}),
+                (r"/ws", ChatSocketHandler, args),
+                (r"/api/login", LoginHandler, args),
+                (r"/api/me", MeHandler, args),
+                (r"/api/.*", ApiNotFoundHandler, args),
+            ],
+            static_path=str(static),
+            static_url_prefix="/static/",
+            websocket_max_message_size=self.settings.max_message_bytes,
+            cross_origin_protection=True,
+            trusted_origins=[o for o in self.settings.allowed_origins if o != "*"],
+            log_function=self._log_request,
+        )
+
+    def listen(self) -> None:
+        """Restore state and start accepting connections on the configured address and port."""
+        self.restore()
+        sockets = tornado.netutil.bind_sockets(self.settings.port, self.settings.address, family=socket.AF_INET)
+        self._http = tornado.httpserver.HTTPServer(self.make_app())
+        self._http.add_sockets(sockets)
+        self.chat_port = sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        """Stop listening, close every connection, and close the store."""
+        if self._http is not None:
+            self._http.stop()
+        for session in list(self.hub.sessions.values()):
+            session.transport.close(1001, "server stopping", "shutdown")
+        for task in list(self._tasks):
+            task.cancel()
+        await self.store.close()
+
+    def spawn(self, coro: Awaitable[None]) -> None:
+        """Run a coroutine in the background, keeping a reference and logging its failure."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("background task failed", exc_info=exc)
+
+    @staticmethod
+    def _log_request(handler: tornado.web.RequestHandler) -> None:
+        status = handler.get_status()
+        level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+        request = handler.request
+        log.log(
+            level,
+            "%s %s %d",
+            request.method,
+            request.path,
+            status,
+            extra={"duration_ms": round(1000 * request.request_time(), 1), "remote": request.remote_ip},
+        )
+
+    # ------------------------------------------------------------ identity
+
+    def login(self, username: str) -> tuple[str, Claims]:
+        """A signed token for ``username``, who becomes a known user."""
+        if self.hub.users.get(username) is None:
+            self.hub.add_user(username)
+            self.store.add_user(username)
+        return self.signer.issue(username, secrets.token_urlsafe(12), self.clock(), self.settings.token_ttl_s)
+
+    def authenticate(self, token: str | None) -> Claims:
+        """The claims of a valid token for a known user; raises ``TokenError``."""
+        claims = self.signer.verify(token, self.clock())
+        if claims.user not in self.hub.users:
+            raise TokenError(TokenProblem.REVOKED)
+        return claims
+
+    def origin_allowed(self, origin: str) -> bool:
+        """Cross-origin WebSocket check; same-origin requests never get here (Tornado checks Host first)."""
+        allowed = self.settings.allowed_origins
+        return "*" in allowed or origin.rstrip("/") in allowed
+
+    # ------------------------------------------------------------ connections
+
+    def open_connection(self, handler: ChatSocketHandler, claims: Claims, since: int | None) -> Connection:
+        """Register a new WebSocket as a session, greet it, and replay what it missed."""
+        assert handler.ws_connection is not None and handler.ws_connection.stream is not None
+        connection = Connection(handler, handler.ws_connection.stream, handler.request.remote_ip or "")
+        hub = self.hub
+        user = hub.users[claims.user]
+        was_offline = not user.online
+        session, deliveries = hub.open_session(user.name, secrets.token_urlsafe(9), connection, self.clock())
+        connection.session = session
+        connection.send(self._welcome(session))
+        self.deliver(deliveries)
+        if since is None and was_offline:
+            since = user.offline_since_seq
+        if since is not None:
+            self.start_replay(connection, since)
+        return connection
+
+    def _welcome(self, session: Session) -> bytes:
+        user = session.user
+        return protocol.encode(
+            {
+                "type": "welcome",
+                "user": user.name,
+                "session": session.sid,
+                "rooms": sorted(user.rooms),
+                "contacts": sorted(user.contacts),
+                "online": self.hub.peers_online(user),
+                "heartbeat": {"interval": self.settings.ping_interval_s, "timeout": self.settings.ping_timeout_s},
+                "server": __version__,
+                "protocol": protocol.PROTOCOL_VERSION,
+                "seq": self.hub.last_seq,
+                "limits": {
+                    "text_chars": self.settings.max_text_chars,
+                    "message_bytes": self.settings.max_message_bytes,
+                },
+            }
+        )
+
+    def close_connection(self, connection: Connection) -> None:
+        """Clean up after a closed connection, exactly once whatever closed it."""
+        session = connection.session
+        if session is None or self.hub.sessions.get(session.sid) is not session:
+            connection.closed = True
+            return
+        connection.closed = True
+        user = session.user
+        self.deliver(self.hub.close_session(session))
+        if not user.online:
+            self.store.set_offline_since(user.name, user.offline_since_seq)
+
+    def deliver(self, deliveries: Iterable[Delivery]) -> None:
+        """Write each frame that is not a message, framed once, to every recipient."""
+        for payload, recipients in deliveries:
+            frame = ws_text_frame(payload)
+            for session in recipients:
+                session.transport.deliver(frame)
+
+    def deliver_message(self, deliveries: Iterable[Delivery], seq: int, skip: Session | None) -> None:
+        """Write a message frame, framed once, to every recipient but ``skip`` (the sender, who gets an ack)."""
+        for payload, recipients in deliveries:
+            frame = ws_text_frame(payload)
+            for session in recipients:
+                if session is not skip:
+                    session.transport.deliver_message(frame, seq)
+
+    # ------------------------------------------------------------ frames
+
+    def receive(self, connection: Connection, data: str | bytes) -> None:
+        """Handle one client frame; a bad frame gets an error frame and the connection stays open."""
+        try:
+            frame = protocol.parse_client_frame(data, self.settings.max_text_chars)
+        except ProtocolError as exc:
+            connection.send(protocol.error_frame(exc.code, exc.message, exc.frame_id))
+            return
+        try:
+            self._dispatch[type(frame)](connection, frame)
+        except ProtocolError as exc:
+            connection.send(protocol.error_frame(exc.code, exc.message, frame.frame_id))
+        except Exception:
+            log.exception("handling a %s frame failed", type(frame).__name__)
+            connection.send(
+                protocol.error_frame(ErrorCode.INTERNAL, "the server failed to handle this frame", frame.frame_id)
+            )
+
+    def _on_join(self, connection: Connection, frame: protocol.Join) -> None:
+        assert connection.session is not None
+        changed, deliveries = self.hub.join(connection.session, frame.room)
+        if changed:
+            self.store.set_membership(connection.session.user.name, frame.room, True, self.hub.last_seq)
+        self.deliver(deliveries)
+
+    def _on_leave(self, connection: Connection, frame: protocol.Leave) -> None:
+        assert connection.session is not None
+        deliveries = self.hub.leave(connection.session, frame.room)
+        self.store.set_membership(connection.session.user.name, frame.room, False, self.hub.last_seq)
+        self.deliver(deliveries)
+
+    def _on_send(self, connection: Connection, frame: protocol.Send) -> None:
+        assert connection.session is not None
+        user = connection.session.user
+        self.hub.check_target(user, frame.room, frame.to)
+        draft = Draft(user.name, frame.text, self.clock(), frame.client_id, frame.to, frame.room)
+        self.store.append(draft, partial(self._on_stored, connection, frame.client_id))
+
+    def _on_stored(self, connection: Connection, client_id: str, result: AppendResult) -> None:
+        """The store has the message (or failed): ack the sender, then deliver to everyone else."""
+        message = result.message
+        if message is None:
+            connection.send(
+                protocol.error_frame(ErrorCode.INTERNAL, "the message was not stored; send it again", client_id)
+            )
+            return
+        connection.send(protocol.ack_frame(message))
+        if result.duplicate:
+            return
+        self.deliver_message(self.hub.route(message), message.seq, connection.session)
+
+    def _on_ping(self, connection: Connection, frame: protocol.Ping) -> None:
+        connection.send(protocol.pong_frame(frame.frame_id, self.clock()))
+
+    def _on_history(self, connection: Connection, frame: protocol.History) -> None:
+        assert connection.session is not None
+        self.hub.check_target(connection.session.user, frame.room, frame.with_user)
+        self.spawn(self._answer_history(connection, frame))
+
+    async def _answer_history(self, connection: Connection, frame: protocol.History) -> None:
+        assert connection.session is not None
+        viewer = connection.session.user.name
+        try:
+            messages, more = await self.store.history(viewer, frame.room, frame.with_user, frame.before, frame.limit)
+        except StoreError:
+            connection.send(protocol.error_frame(ErrorCode.INTERNAL, "history is unavailable; try again"))
+            return
+        connection.send(protocol.history_frame(frame, messages, more, viewer))
+
+    def _on_list_rooms(self, connection: Connection, frame: protocol.ListRooms) -> None:
+        assert connection.session is not None
+        connection.send(self.hub.room_list(connection.session.user))
+
+    # ------------------------------------------------------------ replay
+
+    def start_replay(self, connection: Connection, since: int) -> None:
+        """Send what the session missed after ``since``, before any live message; one replay at a time."""
+        if connection.held is not None:
+            raise ProtocolError(ErrorCode.BAD_FRAME, "a resume is already running on this connection")
+        connection.held = []
+        self.spawn(self._replay(connection, since))
+
+    async def _replay(self, connection: Connection, since: int) -> None:
+        assert connection.session is not None
+        user = connection.session.user.name
+        below = connection.live_floor or None
+        replayed: set[int] = set()
+        try:
+            replay = await self.store.replay(user, since, below, 1000)
+        except StoreError:
+            connection.send(protocol.error_frame(ErrorCode.INTERNAL, "missed messages are unavailable; resume again"))
+        else:
+            for message in replay.messages:
+                connection.send(protocol.message_frame(message, own=message.sender == user))
+                replayed.add(message.seq)
+            until = replay.last_seq if below is None else below - 1
+            connection.send(
+                protocol.encode(
+                    {
+                        "type": "resumed",
+                        "since": since,
+                        "until": max(since, until),
+                        "count": len(replay.messages),
+                        "truncated": replay.truncated,
+                    }
+                )
+            )
+        held, connection.held = connection.held or [], None
+        for seq, frame in held:
+            if seq:
+                if seq in replayed:
+                    continue
+                connection.deliver_message(frame, seq)
+            else:
+                connection.write(frame)
+
+
+# ---------------------------------------------------------------- handlers
+
+
+class _ChatWebSocketProtocol(tornado.websocket.WebSocketProtocol13):
+    """Tornado's protocol, plus a ``too_large`` error frame before the 1009 close for an oversize message."""
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        oversize = code == WS_CLOSE_TOO_LARGE and not self.server_terminated and not self.stream.closed()
+        if oversize:
+            payload = protocol.error_frame(ErrorCode.TOO_LARGE, "message is larger than the server accepts")
+            with contextlib.suppress(StreamClosedError):
+                self.stream.write(ws_text_frame(payload))
+        super().close(code, reason)
+        if oversize and not self.stream.closed() and not self.stream.writing():
+            # Tornado aborts the socket next, with the rest of the oversize message
+            # unread, and the kernel answers that with a reset that can drop our
+            # last frames. Sending FIN first pushes the error and close frames out.
+            with contextlib.suppress(OSError):
+                self.stream.socket.shutdown(socket.SHUT_WR)
+
+
+class ChatSocketHandler(tornado.websocket.WebSocketHandler):
+    """``GET /ws``: authenticate before the upgrade, then hand every event to the server."""
+
+    server: ChatServer
+
+    def initialize(self, server: ChatServer) -> None:
+        self.server = server
+        self.claims: Claims | None = None
+        self.since: int | None = None
+        self.connection: Connection | None = None
+
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        token = self.get_query_argument("token", None) or self.get_cookie(TOKEN_COOKIE)
+        try:
+            self.claims = self.server.authenticate(token)
+        except TokenError as exc:
+            self._refuse(401, exc.problem.value, "a valid login token is required (cookie or ?token=)")
+            return
+        since = self.get_query_argument("since", None)
+        if since is not None:
+            if not since.isdigit() or int(since) > protocol.MAX_SEQ:
+                self._refuse(400, "bad_since", "since must be a non-negative integer sequence number")
+                return
+            self.since = int(since)
+        await super().get(*args, **kwargs)
+
+    def _refuse(self, status: int, code: str, message: str) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(protocol.encode({"error": code, "message": message}))
+
+    def check_origin(self, origin: str) -> bool:
+        return self.server.origin_allowed(origin)
+
+    def get_websocket_protocol(self) -> tornado.websocket.WebSocketProtocol | None:
+        if self.request.headers.get("Sec-WebSocket-Version") != "13":
+            return None
+        params = tornado.websocket._WebSocketParams(
+            ping_interval=None, ping_timeout=None, max_message_size=self.max_message_size, compression_options=None
+        )
+        return _ChatWebSocketProtocol(self, False, params)
+
+    def open(self, *args: str, **kwargs: str) -> None:
+        assert self.claims is not None
+        self.set_nodelay(True)
+        self.connection = self.server.open_connection(self, self.claims, self.since)
+
+    def on_message(self, message: str | bytes) -> None:
+        if self.connection is not None:
+            self.server.receive(self.connection, message)
+
+    def on_close(self) -> None:
+        if self.connection is not None:
+            self.server.close_connection(self.connection)
+
+
+class BaseHandler(tornado.web.RequestHandler):
+    """Common headers and JSON errors for every HTTP response."""
+
+    server: ChatServer
+
+    def initialize(self, server: ChatServer) -> None:
+        self.server = server
+
+    def set_default_headers(self) -> None:
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Referrer-Policy", "no-referrer")
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, ApiError):
+            code, message = exc.code, exc.message
+        else:
+            code, message = self._reason.lower().replace(" ", "_"), self._reason
+        self.set_header("Content-Type", "application/json")
+        self.finish(protocol.encode({"error": code, "message": message}))
+
+    def json_body(self) -> dict[str, Any]:
+        """The request body as a JSON object; 415 for another content type, 400 for bad JSON."""
+        content_type = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+        try:
+            body = tornado.escape.json_decode(self.request.body)
+        except (ValueError, RecursionError):
+            raise ApiError(400, "bad_json", "the body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise ApiError(400, "bad_request", "the body must be a JSON object")
+        return body
+
+    def current_claims(self) -> Claims:
+        """Claims of the request's token (Authorization bearer, or the cookie); 401 without a valid one."""
+        header = self.request.headers.get("Authorization", "")
+        token = header[7:].strip() if header.lower().startswith("bearer ") else self.get_cookie(TOKEN_COOKIE)
+        try:
+            return self.server.authenticate(token)
+        except TokenError as exc:
+            raise ApiError(401, exc.problem.value, "a valid login token is required") from None
+
+
+class ApiError(tornado.web.HTTPError):
+    """An HTTP error answered with ``{"error": code, "message": message}``."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(status, reason=None, log_message=message)
+        self.code = code
+        self.message = message
+
+
+class LoginHandler(BaseHandler):
+    """``POST /api/login {"username": U}``: a token in the body and in an HttpOnly cookie."""
+
+    def post(self) -> None:
+        body = self.json_body()
+        username = body.get("username")
+        if not isinstance(username, str) or not protocol.USERNAME_PATTERN.fullmatch(username):
+            raise ApiError(400, "bad_username", f"username must be {USERNAME_RULE}")
+        token, claims = self.server.login(username)
+        self.set_cookie(
+            TOKEN_COOKIE,
+            token,
+            path="/",
+            expires=claims.expires,
+            httponly=True,
+            samesite="Lax",
+            secure=self.request.protocol == "https",
+        )
+        self.write({"token": token, "username": username, "expires": protocol.iso_time(claims.expires)})
+
+
+class MeHandler(BaseHandler):
+    """``GET /api/me``: who the token belongs to."""
+
+    def get(self) -> None:
+        claims = self.current_claims()
+        self.write({"username": claims.user, "expires": protocol.iso_time(claims.expires)})
+
+
+class ApiNotFoundHandler(BaseHandler):
+    def prepare(self) -> None:
+        raise ApiError(404, "not_found", "no such API endpoint")
+
+
+class PageHandler(BaseHandler):
+    """The chat page."""
+
+    def initialize(self, server: ChatServer, path: Path) -> None:  # type: ignore[override]
+        super().initialize(server)
+        self.path = path
+
+    def get(self) -> None:
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.set_header("Cache-Control", "no-cache")
+        self.write(self.path.read_bytes())

@@ -1,0 +1,241 @@
+"""Server settings: one frozen dataclass, read from flags, then environment, then defaults.
+
+Every option is declared once in ``OPTIONS``; the command-line parser, the
+``TORNADO_CHAT_*`` environment variables, ``--help`` and the documentation
+table in ``docs/operations.md`` all come from that table. Values are checked by
+``load_settings`` and a bad value raises ``SettingsError`` with a one-line
+message; the CLI turns that into exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import ipaddress
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "TORNADO_CHAT_"
+
+
+class SettingsError(ValueError):
+    """A setting has a value the server cannot run with; the message is one line."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the server can be told. Durations in seconds, sizes in bytes."""
+
+    address: str = "127.0.0.1"
+    port: int = 8888
+    data_dir: Path = Path("./chat-data")
+    secret: str | None = None
+    max_message_bytes: int = 65536
+    max_text_chars: int = 4000
+    allowed_origins: tuple[str, ...] = ()
+    log_format: str = "text"
+    log_level: str = "info"
+    token_ttl_s: float = 7 * 24 * 3600.0
+    ping_interval_s: float = 25.0
+    ping_timeout_s: float = 10.0
+    store: str = "memory"
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied (still validated by the caller if needed)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _positive(value: float) -> str | None:
+    return None if value > 0 else "must be greater than 0"
+
+
+def _port(value: int) -> str | None:
+    return None if 0 <= value <= 65535 else "must be between 0 and 65535"
+
+
+def _address(value: str) -> str | None:
+    if value in ("localhost", ""):
+        return None
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        if re.fullmatch(r"[A-Za-z0-9.-]{1,253}", value):
+            return None
+        return "must be an IP address or a host name"
+    return None
+
+
+def _choice(*choices: str) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        return None if value in choices else f"must be one of {', '.join(choices)}"
+
+    return check
+
+
+def _origins(value: tuple[str, ...]) -> str | None:
+    for origin in value:
+        if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+            return f"{origin!r} is not an origin like https://chat.example.org"
+    return None
+
+
+def _min(lowest: float) -> Callable[[float], str | None]:
+    def check(value: float) -> str | None:
+        return None if value >= lowest else f"must be at least {lowest:g}"
+
+    return check
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{text!r} is not a boolean (use true or false)")
+
+
+def _parse_origins(text: str) -> tuple[str, ...]:
+    return tuple(part.strip().rstrip("/") for part in text.split(",") if part.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One setting: its flag, how to parse text into it, how to check it, and its help."""
+
+    field: str
+    help: str
+    parse: Callable[[str], Any]
+    check: Callable[[Any], str | None] | None = None
+    metavar: str | None = None
+    is_flag: bool = False
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.field.removesuffix("_s").replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.field.removesuffix("_s").upper()
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("address", "address the chat listener binds", str, _address, "ADDR"),
+    Option("port", "port of the chat listener (0 picks a free one)", int, _port, "PORT"),
+    Option("data_dir", "directory for the database and the generated secret (created if missing)", Path, None, "DIR"),
+    Option(
+        "secret",
+        "key that signs login tokens; when absent one is generated once and kept in DATA_DIR/secret (mode 0600)",
+        str,
+        None,
+        "KEY",
+    ),
+    Option(
+        "max_message_bytes",
+        "largest WebSocket message accepted, in bytes; larger ones close the connection with 1009",
+        int,
+        _min(256),
+        "BYTES",
+    ),
+    Option("max_text_chars", "longest message text, in characters", int, _min(1), "CHARS"),
+    Option(
+        "allowed_origins",
+        "comma-separated extra origins allowed to open WebSockets and post to the API"
+        " (the page's own origin is always allowed; * allows any)",
+        _parse_origins,
+        _origins,
+        "ORIGINS",
+    ),
+    Option("log_format", "log line format: text or json", str, _choice("text", "json"), "FORMAT"),
+    Option(
+        "log_level",
+        "least severe level logged: debug, info, warning or error",
+        str.lower,
+        _choice("debug", "info", "warning", "error"),
+        "LEVEL",
+    ),
+    Option("token_ttl_s", "lifetime of a login token, in seconds", float, _positive, "SECONDS"),
+    Option(
+        "ping_interval_s",
+        "seconds between heartbeat pings to each connection; browsers send an application ping as often",
+        float,
+        _positive,
+        "SECONDS",
+    ),
+    Option(
+        "ping_timeout_s",
+        "extra seconds of silence after a ping interval before a connection counts as dead",
+        float,
+        _positive,
+        "SECONDS",
+    ),
+    Option("store", "message store: memory (lost on exit)", str, _choice("memory"), "KIND"),
+)
+
+_FIELDS = {f.name for f in dataclasses.fields(Settings)}
+assert {o.field for o in OPTIONS} <= _FIELDS, "every option names a Settings field"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per option; defaults are left as None so the environment can fill in."""
+    defaults = Settings()
+    for option in OPTIONS:
+        default = getattr(defaults, option.field)
+        shown = ",".join(default) if isinstance(default, tuple) else default
+        help_text = f"{option.help} (env {option.env}; default: {shown if shown not in ('', None) else 'none'})"
+        if option.is_flag:
+            parser.add_argument(
+                option.flag,
+                dest=option.field,
+                nargs="?",
+                const="true",
+                default=None,
+                metavar=option.metavar,
+                help=help_text,
+            )
+        else:
+            parser.add_argument(option.flag, dest=option.field, default=None, metavar=option.metavar, help=help_text)
+
+
+def load_settings(flags: Mapping[str, str | None], environ: Mapping[str, str]) -> Settings:
+    """Build validated settings: a flag wins over its environment variable, which wins over the default.
+
+    ``flags`` maps field names to the raw text given on the command line (None when absent).
+    Raises ``SettingsError`` naming the flag and the problem.
+    """
+    values: dict[str, Any] = {}
+    for option in OPTIONS:
+        raw = flags.get(option.field)
+        source = option.flag
+        if raw is None and option.env in environ:
+            raw = environ[option.env]
+            source = option.env
+        if raw is None:
+            continue
+        try:
+            value = option.parse(raw)
+        except ValueError as exc:
+            raise SettingsError(f"{source}: {raw!r} is not valid ({exc})") from None
+        if option.check is not None and (problem := option.check(value)) is not None:
+            raise SettingsError(f"{source}: {problem} (got {raw!r})")
+        values[option.field] = value
+    return Settings(**values)
+
+
+def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
+    """Settings from a parsed namespace made by a parser that ``add_arguments`` filled."""
+    return load_settings({o.field: getattr(args, o.field, None) for o in OPTIONS}, environ)
+
+
+def option_table(options: Sequence[Option] = OPTIONS) -> str:
+    """A Markdown table of every option, for docs/operations.md."""
+    defaults = Settings()
+    rows = ["| flag | environment | default | meaning |", "| --- | --- | --- | --- |"]
+    for option in options:
+        default = getattr(defaults, option.field)
+        shown = ",".join(default) if isinstance(default, tuple) else default
+        rows.append(f"| `{option.flag}` | `{option.env}` | `{shown}` | {option.help} |")
+    return "\n".join(rows)

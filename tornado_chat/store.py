@@ -1,0 +1,215 @@
+"""Message stores: the interface the server uses, and the in-memory store.
+
+A store assigns sequence numbers, keeps messages, memberships and users, and
+answers history and replay queries. Appends are asynchronous: the store calls
+``done`` on the event loop once the message is stored, in sequence order, and
+only then does the server ack the sender and deliver it. The durable SQLite
+store lives in ``sqlite_store.py``; ``MemoryStore`` keeps everything in this
+process (``--store memory``) and forgets it on exit.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .protocol import Message
+
+# The memory store keeps this many newest messages; older ones leave history.
+MEMORY_STORE_MAX_MESSAGES = 100_000
+
+
+class StoreError(Exception):
+    """The store could not do what was asked; the operation had no effect."""
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """A message accepted from a client but not yet stored. ``ts`` is seconds since the epoch."""
+
+    sender: str
+    text: str
+    ts: float
+    client_id: str
+    to: str | None = None
+    room: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """What happened to a draft: stored as ``message``, already stored (``duplicate``), or ``error``."""
+
+    message: Message | None
+    duplicate: bool = False
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """Messages for a resuming session, oldest first; ``truncated`` when older ones were left out."""
+
+    messages: list[Message]
+    truncated: bool
+    last_seq: int
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """What the server loads at start: users, rooms, memberships, direct-conversation partners."""
+
+    last_seq: int = 0
+    users: dict[str, int] = field(default_factory=dict)  # name -> offline_since_seq
+    rooms: list[str] = field(default_factory=list)
+    memberships: list[tuple[str, str]] = field(default_factory=list)  # (user, room)
+    contacts: list[tuple[str, str]] = field(default_factory=list)
+
+
+AppendCallback = Callable[[AppendResult], None]
+
+
+class Store(Protocol):
+    """What the server needs from a store. Reads are coroutines that must not block the event loop."""
+
+    def load(self) -> Snapshot:
+        """Open the store and read the start-up snapshot (called once, before serving)."""
+        ...
+
+    def append(self, draft: Draft, done: AppendCallback) -> None:
+        """Store a message; ``done`` is called on the event loop, in sequence order."""
+        ...
+
+    def add_user(self, name: str) -> None:
+        """Record a user (idempotent)."""
+        ...
+
+    def set_membership(self, user: str, room: str, member: bool, seq: int) -> None:
+        """Record a join (``member``) or leave; ``seq`` is the last sequence number at that moment."""
+        ...
+
+    def set_offline_since(self, user: str, seq: int) -> None:
+        """Record the last sequence number a user could have seen live when their last session closed."""
+        ...
+
+    async def history(
+        self, viewer: str, room: str | None, with_user: str | None, before: int | None, limit: int
+    ) -> tuple[list[Message], bool]:
+        """Messages of a room or conversation older than ``before``, newest first, and whether more exist."""
+        ...
+
+    async def replay(self, user: str, since: int, below: int | None, limit: int) -> Replay:
+        """Messages addressed to ``user`` with ``since < seq`` (and ``seq < below`` when given)."""
+        ...
+
+    @property
+    def healthy(self) -> bool:
+        """False while the store cannot write (the server stops reporting ready)."""
+        ...
+
+    async def close(self) -> None:
+        """Finish pending writes and release files."""
+        ...
+
+
+class MemoryStore:
+    """A store in this process's memory: fast, and forgotten on exit. Appends complete at once.
+
+    It keeps the newest ``max_messages`` messages for replay and as many per
+    room or conversation for history; older ones are dropped in chunks.
+    """
+
+    def __init__(self, max_messages: int = MEMORY_STORE_MAX_MESSAGES) -> None:
+        self._max_messages = max_messages
+        self._log: list[Message] = []
+        self._threads: dict[tuple[str, ...], list[Message]] = {}
+        self._by_client_id: dict[tuple[str, str], Message] = {}
+        self._last_seq = 0
+        self._users: dict[str, int] = {}
+        # room -> {user: seq at join}; a member's replay covers room messages after that seq.
+        self._members: dict[str, dict[str, int]] = {}
+
+    @property
+    def healthy(self) -> bool:
+        return True
+
+    def load(self) -> Snapshot:
+        return Snapshot(
+            last_seq=self._last_seq,
+            users=dict(self._users),
+            rooms=list(self._members),
+            memberships=[(u, r) for r, members in self._members.items() for u in members],
+        )
+
+    @staticmethod
+    def _thread_key(viewer: str, room: str | None, other: str | None) -> tuple[str, ...]:
+        if room is not None:
+            return ("room", room)
+        return ("direct", *sorted((viewer, other or "")))
+
+    def _trim(self, messages: list[Message]) -> list[Message]:
+        """Drop the oldest tenth once a list is over the cap, so trimming costs O(1) per append on average."""
+        if len(messages) <= self._max_messages:
+            return []
+        cut = max(1, self._max_messages // 10)
+        dropped = messages[:cut]
+        del messages[:cut]
+        return dropped
+
+    def append(self, draft: Draft, done: AppendCallback) -> None:
+        key = (draft.sender, draft.client_id)
+        existing = self._by_client_id.get(key)
+        if existing is not None:
+            done(AppendResult(existing, duplicate=True))
+            return
+        self._last_seq += 1
+        message = Message(self._last_seq, draft.sender, draft.text, draft.ts, draft.client_id, draft.to, draft.room)
+        self._log.append(message)
+        self._by_client_id[key] = message
+        thread = self._threads.setdefault(self._thread_key(draft.sender, draft.room, draft.to), [])
+        thread.append(message)
+        self._trim(thread)
+        for old in self._trim(self._log):
+            self._by_client_id.pop((old.sender, old.client_id), None)
+        done(AppendResult(message))
+
+    def add_user(self, name: str) -> None:
+        self._users.setdefault(name, self._last_seq)
+
+    def set_membership(self, user: str, room: str, member: bool, seq: int) -> None:
+        members = self._members.setdefault(room, {})
+        if member:
+            members.setdefault(user, seq)
+        else:
+            members.pop(user, None)
+
+    def set_offline_since(self, user: str, seq: int) -> None:
+        self._users[user] = seq
+
+    def _visible(self, viewer: str, message: Message) -> bool:
+        if message.room is not None:
+            joined = self._members.get(message.room, {}).get(viewer)
+            return joined is not None and message.seq > joined
+        return viewer in (message.sender, message.to)
+
+    async def history(
+        self, viewer: str, room: str | None, with_user: str | None, before: int | None, limit: int
+    ) -> tuple[list[Message], bool]:
+        thread = self._threads.get(self._thread_key(viewer, room, with_user), [])
+        end = len(thread) if before is None else bisect.bisect_left(thread, before, key=_seq)
+        start = max(0, end - limit)
+        return thread[start:end][::-1], start > 0
+
+    async def replay(self, user: str, since: int, below: int | None, limit: int) -> Replay:
+        start = bisect.bisect_right(self._log, since, key=_seq)
+        end = len(self._log) if below is None else bisect.bisect_left(self._log, below, key=_seq)
+        matched = [m for m in self._log[start:end] if self._visible(user, m)]
+        truncated = len(matched) > limit
+        return Replay(matched[-limit:] if truncated else matched, truncated, self._last_seq)
+
+    async def close(self) -> None:
+        return None
+
+
+def _seq(message: Message) -> int:
+    return message.seq
