@@ -15,7 +15,7 @@ from .support import ServerThread
 
 def make_settings(tmp_path: Path, **changes: object) -> Settings:
     """Test settings: loopback, ephemeral port, a fresh data directory."""
-    base = Settings(address="127.0.0.1", port=0, data_dir=tmp_path / "data")
+    base = Settings(address="127.0.0.1", port=0, ops_port=0, data_dir=tmp_path / "data")
     return base.replace(**changes)
 
 

@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
@@ -121,17 +122,22 @@ class ServerThread:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/"
 
+    @property
+    def ops_url(self) -> str:
+        return f"http://127.0.0.1:{self.chat.ops_port}/"
+
 
 class ServerProcess:
     """``python -m tornado_chat`` as a subprocess; the port is read from its 'listening' log line."""
 
-    LISTENING = re.compile(r"listening on http://[^:/]+:(\d+)/")
+    LISTENING = re.compile(r"listening on http://[^:/]+:(\d+)/ \(ops on http://[^:/]+:(\d+)/\)")
 
     def __init__(self, *args: str, env: dict[str, str] | None = None, secret: bool = True) -> None:
-        self.args = ["--port", "0", *(["--secret", SECRET.decode()] if secret else []), *args]
+        self.args = ["--port", "0", "--ops-port", "0", *(["--secret", SECRET.decode()] if secret else []), *args]
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[str] | None = None
         self.port = 0
+        self.ops_port = 0
         self.lines: list[str] = []
         self._lines_changed = threading.Condition()
         self.ports: dict[str, int] = {}
@@ -149,6 +155,7 @@ class ServerProcess:
         match = self.LISTENING.search(line)
         assert match is not None
         self.port = int(match.group(1))
+        self.ops_port = int(match.group(2))
         return self
 
     def _read(self) -> None:
@@ -182,6 +189,10 @@ class ServerProcess:
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/"
+
+    @property
+    def ops_url(self) -> str:
+        return f"http://127.0.0.1:{self.ops_port}/"
 
     def signal(self, signum: int) -> None:
         assert self.proc is not None
@@ -413,3 +424,31 @@ class RawClient:
 
     def close(self) -> None:
         self.sock.close()
+
+
+Sample = tuple[str, tuple[tuple[str, str], ...]]
+
+
+def scrape(ops_url: str) -> dict[Sample, float]:
+    """Every sample of ``/metrics`` as {(name, sorted labels): value}."""
+    status, _, body = http("GET", ops_url + "metrics")
+    assert status == 200
+    samples: dict[Sample, float] = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def metric(samples: dict[Sample, float], name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
+    """Poll ``condition`` (from this thread) until it holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        pause.wait(0.02)

@@ -12,6 +12,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import prometheus_client
+
 from . import __version__
 from .logs import setup_logging
 from .server import ChatServer
@@ -47,6 +49,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         print(f"tornado-chat: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     setup_logging(settings.log_format, settings.log_level)
+    # The *_created series double the number of series and no dashboard or alert here reads them.
+    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
     try:
         secret = prepare_data_dir(settings)
     except OSError as exc:
@@ -92,7 +96,14 @@ async def serve(settings: Settings, secret: bytes) -> int:
     except OSError as exc:
         log.error("cannot listen on %s:%s: %s", settings.address, settings.port, exc.strerror or exc)
         return EXIT_FAILURE
-    log.info("tornado-chat %s listening on http://%s:%d/", __version__, settings.address, server.chat_port)
+    log.info(
+        "tornado-chat %s listening on http://%s:%d/ (ops on http://%s:%d/)",
+        __version__,
+        settings.address,
+        server.chat_port,
+        settings.ops_address,
+        server.ops_port,
+    )
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -20,15 +20,20 @@ from pathlib import Path
 from typing import Any
 
 import tornado.httpserver
+import tornado.ioloop
 import tornado.netutil
 import tornado.web
 import tornado.websocket
+from prometheus_client import CollectorRegistry, Counter
 from tornado.iostream import IOStream, StreamClosedError
 
 from . import __version__, protocol
 from .auth import Claims, TokenError, TokenProblem, TokenSigner
+from .heartbeat import HeartbeatMonitor, Peer
 from .hub import Delivery, Hub, Session
-from .protocol import ErrorCode, ProtocolError
+from .metrics import ChatMetrics
+from .ops import make_ops_app
+from .protocol import ErrorCode, FrameId, ProtocolError
 from .settings import Settings
 from .static_files import static_dir
 from .store import AppendResult, Draft, Store, StoreError
@@ -39,6 +44,24 @@ TOKEN_COOKIE = "chat_token"
 WS_CLOSE_NORMAL = 1000
 WS_CLOSE_TOO_LARGE = 1009
 USERNAME_RULE = "1-32 characters of A-Z, a-z, 0-9, _, . and -"
+# How often the loop-lag probe timer runs; each run observes how late it fired.
+LOOP_LAG_PROBE_INTERVAL_S = 0.1
+# /healthz fails when the heartbeat has missed this many ticks in a row.
+HEALTH_MISSED_TICKS = 3
+FRAME_LABELS = {
+    protocol.Join: "join",
+    protocol.Leave: "leave",
+    protocol.Send: "send",
+    protocol.Ping: "ping",
+    protocol.History: "history",
+    protocol.ListRooms: "rooms",
+}
+
+
+def ws_ping_frame(payload: bytes) -> bytes:
+    """An unmasked WebSocket ping frame; control frame payloads are at most 125 bytes."""
+    assert len(payload) <= 125
+    return bytes((0x89, len(payload))) + payload
 
 
 def ws_text_frame(payload: bytes) -> bytes:
@@ -57,22 +80,42 @@ def ws_text_frame(payload: bytes) -> bytes:
 class Connection:
     """The network side of one session: writes frames to its socket, holds live frames during a replay."""
 
-    __slots__ = ("close_reason", "closed", "handler", "held", "live_floor", "remote_ip", "session", "stream")
+    __slots__ = (
+        "handler",
+        "stream",
+        "session",
+        "peer",
+        "remote_ip",
+        "opened_at",
+        "closed",
+        "close_reason",
+        "held",
+        "live_floor",
+        "sent_bytes",
+    )
 
-    def __init__(self, handler: ChatSocketHandler, stream: IOStream, remote_ip: str) -> None:
+    def __init__(
+        self, handler: ChatSocketHandler, stream: IOStream, remote_ip: str, opened_at: float, sent_bytes: Counter
+    ) -> None:
         self.handler = handler
         self.stream = stream
         self.session: Session | None = None
+        self.peer: Peer | None = None
         self.remote_ip = remote_ip
+        self.opened_at = opened_at
         self.closed = False
         self.close_reason = "client"
+        self.sent_bytes = sent_bytes
         # While a replay is running, live frames wait here as (seq or 0, frame).
         self.held: list[tuple[int, bytes]] | None = None
         # Sequence number of the first message delivered live; a later resume replays only below it.
         self.live_floor = 0
 
     def write(self, frame: bytes) -> None:
-        """Write an already framed message; a closed stream is left to the close callback."""
+        """Write an already framed message, uncounted (fan-out counts its bytes once for all recipients).
+
+        A closed stream is left to the close callback.
+        """
         if self.closed:
             return
         try:
@@ -81,8 +124,20 @@ class Connection:
             self.closed = True
 
     def send(self, payload: bytes) -> None:
-        """Frame and write one server frame (a reply to this session)."""
-        self.write(ws_text_frame(payload))
+        """Frame, write and count one server frame (a reply to this session)."""
+        frame = ws_text_frame(payload)
+        self.sent_bytes.inc(len(frame))
+        self.write(frame)
+
+    def ping(self, payload: bytes) -> None:
+        frame = ws_ping_frame(payload)
+        self.sent_bytes.inc(len(frame))
+        self.write(frame)
+
+    def abort(self) -> None:
+        """Drop the TCP connection at once, with no close handshake (the peer is not answering)."""
+        self.closed = True
+        self.stream.close()
 
     def deliver(self, frame: bytes) -> None:
         """A fan-out frame that is not a message (presence, membership)."""
@@ -115,21 +170,34 @@ class ChatServer:
         store: Store,
         secret: bytes,
         *,
+        registry: CollectorRegistry | None = None,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.store = store
         self.clock = clock
+        self.monotonic = monotonic
         self.hub = Hub()
         self.signer = TokenSigner(secret)
         self.started_at = clock()
+        self.started_mono = monotonic()
+        self.state = "starting"
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.metrics = ChatMetrics(self.registry, self.scrape_state, settings.ping_interval_s + settings.ping_timeout_s)
+        self.heartbeat = HeartbeatMonitor(settings.ping_interval_s, settings.ping_timeout_s)
+        self.heartbeat_timer = tornado.ioloop.PeriodicCallback(self.heartbeat_tick, settings.heartbeat_tick_s * 1000)
+        self.last_tick_mono = self.started_mono
+        self.last_loop_lag_s = 0.0
+        self._lag_probe: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._http: tornado.httpserver.HTTPServer | None = None
+        self._ops_http: tornado.httpserver.HTTPServer | None = None
         self.chat_port = 0
+        self.ops_port = 0
         self._dispatch: dict[type, Callable[[Connection, Any], None]] = {
             protocol.Join: self._on_join,
             protocol.Leave: self._on_leave,
-            protocol.Send: self._on_send,
             protocol.Ping: self._on_ping,
             protocol.History: self._on_history,
             protocol.ListRooms: self._on_list_rooms,
@@ -171,22 +239,131 @@ class ChatServer:
         )
 
     def listen(self) -> None:
-        """Restore state and start accepting connections on the configured address and port."""
+        """Restore state, start the heartbeat and the loop probe, and accept connections on both listeners.
+
+        Must be called on the event loop that will run the server.
+        """
         self.restore()
-        sockets = tornado.netutil.bind_sockets(self.settings.port, self.settings.address, family=socket.AF_INET)
+        settings = self.settings
+        ops_sockets = tornado.netutil.bind_sockets(settings.ops_port, settings.ops_address, family=socket.AF_INET)
+        self._ops_http = tornado.httpserver.HTTPServer(make_ops_app(self))
+        self._ops_http.add_sockets(ops_sockets)
+        self.ops_port = ops_sockets[0].getsockname()[1]
+        sockets = tornado.netutil.bind_sockets(settings.port, settings.address, family=socket.AF_INET)
         self._http = tornado.httpserver.HTTPServer(self.make_app())
         self._http.add_sockets(sockets)
         self.chat_port = sockets[0].getsockname()[1]
+        self.last_tick_mono = self.monotonic()
+        self.heartbeat_timer.start()
+        self._schedule_lag_probe()
+        self.state = "ready"
 
     async def stop(self) -> None:
         """Stop listening, close every connection, and close the store."""
+        self.state = "stopping"
         if self._http is not None:
             self._http.stop()
         for session in list(self.hub.sessions.values()):
             session.transport.close(1001, "server stopping", "shutdown")
+        self.heartbeat_timer.stop()
+        if self._lag_probe is not None:
+            self._lag_probe.cancel()
         for task in list(self._tasks):
             task.cancel()
         await self.store.close()
+        if self._ops_http is not None:
+            self._ops_http.stop()
+
+    # ------------------------------------------------------------ health
+
+    def scrape_state(self) -> dict[str, float]:
+        """Current-state gauges, read at scrape time."""
+        return {
+            "chat_connections": len(self.hub.sessions),
+            "chat_users_online": self.hub.users_online,
+            "chat_rooms": len(self.hub.rooms),
+            "chat_heartbeat_monitored": len(self.heartbeat),
+        }
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Liveness: the heartbeat has ticked recently and the event loop is not lagging."""
+        now = self.monotonic()
+        tick_age = now - self.last_tick_mono
+        problems = []
+        if tick_age > HEALTH_MISSED_TICKS * self.settings.heartbeat_tick_s:
+            problems.append(f"heartbeat has not ticked for {tick_age:.2f}s")
+        if self.last_loop_lag_s > self.settings.loop_lag_unhealthy_s:
+            problems.append(f"event loop lag {self.last_loop_lag_s:.3f}s is over {self.settings.loop_lag_unhealthy_s}s")
+        body: dict[str, Any] = {
+            "status": "ok" if not problems else "unhealthy",
+            "uptime_s": round(now - self.started_mono, 3),
+            "connections": len(self.hub.sessions),
+            "heartbeat_tick_age_s": round(tick_age, 3),
+            "loop_lag_s": round(self.last_loop_lag_s, 6),
+        }
+        if problems:
+            body["reasons"] = problems
+        return not problems, body
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Readiness: serving, not starting or stopping, and the store can write."""
+        problems = []
+        if self.state != "ready":
+            problems.append(self.state)
+        if not self.store.healthy:
+            problems.append("store unavailable")
+        body: dict[str, Any] = {"status": "ready" if not problems else "not ready", "state": self.state}
+        if problems:
+            body["reasons"] = problems
+        return not problems, body
+
+    def _schedule_lag_probe(self) -> None:
+        loop = asyncio.get_running_loop()
+        expected = loop.time() + LOOP_LAG_PROBE_INTERVAL_S
+        self._lag_probe = loop.call_at(expected, self._lag_probe_fired, loop, expected)
+
+    def _lag_probe_fired(self, loop: asyncio.AbstractEventLoop, expected: float) -> None:
+        lag = max(0.0, loop.time() - expected)
+        self.last_loop_lag_s = lag
+        self.metrics.event_loop_lag_seconds.observe(lag)
+        self._schedule_lag_probe()
+
+    # ------------------------------------------------------------ heartbeat
+
+    def heartbeat_tick(self) -> None:
+        """One run of the heartbeat timer: ping the connections that are due, reap the silent ones."""
+        started = time.perf_counter()
+        now = self.monotonic()
+        self.last_tick_mono = now
+        result = self.heartbeat.tick(now)
+        metrics = self.metrics
+        for peer, payload in result.pings:
+            peer.connection.ping(payload)
+        if result.pings:
+            metrics.heartbeat_pings.inc(len(result.pings))
+        for peer, silence in result.dead:
+            connection: Connection = peer.connection
+            user = connection.session.user.name if connection.session else None
+            log.info("reaping a silent connection", extra={"user": user, "silent_s": round(silence, 3)})
+            connection.close_reason = "reaped"
+            self.close_connection(connection)
+            connection.abort()
+            metrics.heartbeat_reaped.inc()
+            metrics.heartbeat_detection_seconds.observe(silence)
+        metrics.heartbeat_last_tick.set(self.clock())
+        metrics.heartbeat_tick_seconds.observe(time.perf_counter() - started)
+
+    def on_pong(self, connection: Connection, payload: bytes) -> None:
+        if connection.peer is None:
+            return
+        rtt = HeartbeatMonitor.pong(connection.peer, payload, self.monotonic())
+        if rtt is not None:
+            self.metrics.heartbeat_pongs.inc()
+            self.metrics.heartbeat_rtt_seconds.observe(rtt)
+
+    def on_client_ping(self, connection: Connection) -> None:
+        if connection.peer is not None:
+            connection.peer.last_seen = self.monotonic()
 
     def spawn(self, coro: Awaitable[None]) -> None:
         """Run a coroutine in the background, keeping a reference and logging its failure."""
@@ -239,7 +416,12 @@ class ChatServer:
     def open_connection(self, handler: ChatSocketHandler, claims: Claims, since: int | None) -> Connection:
         """Register a new WebSocket as a session, greet it, and replay what it missed."""
         assert handler.ws_connection is not None and handler.ws_connection.stream is not None
-        connection = Connection(handler, handler.ws_connection.stream, handler.request.remote_ip or "")
+        now = self.monotonic()
+        connection = Connection(
+            handler, handler.ws_connection.stream, handler.request.remote_ip or "", now, self.metrics.sent_bytes
+        )
+        connection.peer = self.heartbeat.add(connection, now)
+        self.metrics.connections_opened.inc()
         hub = self.hub
         user = hub.users[claims.user]
         was_offline = not user.online
@@ -276,6 +458,10 @@ class ChatServer:
 
     def close_connection(self, connection: Connection) -> None:
         """Clean up after a closed connection, exactly once whatever closed it."""
+        if connection.peer is not None:
+            self.heartbeat.remove(connection.peer)
+            connection.peer = None
+            self.metrics.connections_closed[connection.close_reason].inc()
         session = connection.session
         if session is None or self.hub.sessions.get(session.sid) is not session:
             connection.closed = True
@@ -288,37 +474,67 @@ class ChatServer:
 
     def deliver(self, deliveries: Iterable[Delivery]) -> None:
         """Write each frame that is not a message, framed once, to every recipient."""
+        sent = 0
         for payload, recipients in deliveries:
             frame = ws_text_frame(payload)
             for session in recipients:
                 session.transport.deliver(frame)
+            sent += len(frame) * len(recipients)
+        if sent:
+            self.metrics.sent_bytes.inc(sent)
 
-    def deliver_message(self, deliveries: Iterable[Delivery], seq: int, skip: Session | None) -> None:
-        """Write a message frame, framed once, to every recipient but ``skip`` (the sender, who gets an ack)."""
+    def deliver_message(self, deliveries: Iterable[Delivery], seq: int, skip: Session | None) -> int:
+        """Write a message frame, framed once, to every recipient but ``skip`` (the sender, who gets an ack).
+
+        Returns the number of sessions it went to.
+        """
+        count = 0
+        sent = 0
         for payload, recipients in deliveries:
             frame = ws_text_frame(payload)
+            written = 0
             for session in recipients:
                 if session is not skip:
                     session.transport.deliver_message(frame, seq)
+                    written += 1
+            count += written
+            sent += len(frame) * written
+        if count:
+            self.metrics.deliveries.inc(count)
+            self.metrics.sent_bytes.inc(sent)
+        return count
 
     # ------------------------------------------------------------ frames
 
+    def send_error(self, connection: Connection, code: ErrorCode, message: str, frame_id: FrameId = None) -> None:
+        self.metrics.errors[code].inc()
+        connection.send(protocol.error_frame(code, message, frame_id))
+
     def receive(self, connection: Connection, data: str | bytes) -> None:
         """Handle one client frame; a bad frame gets an error frame and the connection stays open."""
+        received_at = time.perf_counter()
+        metrics = self.metrics
+        if connection.peer is not None:
+            connection.peer.last_seen = self.monotonic()
+        metrics.received_bytes.inc(len(data) if isinstance(data, bytes) or data.isascii() else len(data.encode()))
         try:
             frame = protocol.parse_client_frame(data, self.settings.max_text_chars)
         except ProtocolError as exc:
-            connection.send(protocol.error_frame(exc.code, exc.message, exc.frame_id))
+            metrics.frames_received["invalid"].inc()
+            self.send_error(connection, exc.code, exc.message, exc.frame_id)
             return
+        frame_type = type(frame)
+        metrics.frames_received[FRAME_LABELS[frame_type]].inc()
         try:
-            self._dispatch[type(frame)](connection, frame)
+            if isinstance(frame, protocol.Send):
+                self._on_send(connection, frame, received_at)
+            else:
+                self._dispatch[frame_type](connection, frame)
         except ProtocolError as exc:
-            connection.send(protocol.error_frame(exc.code, exc.message, frame.frame_id))
-        except Exception:
-            log.exception("handling a %s frame failed", type(frame).__name__)
-            connection.send(
-                protocol.error_frame(ErrorCode.INTERNAL, "the server failed to handle this frame", frame.frame_id)
-            )
+            self.send_error(connection, exc.code, exc.message, frame.frame_id)
+        except Exception:  # a bug in handling one frame must not end the session
+            log.exception("handling a %s frame failed", frame_type.__name__)
+            self.send_error(connection, ErrorCode.INTERNAL, "the server failed to handle this frame", frame.frame_id)
 
     def _on_join(self, connection: Connection, frame: protocol.Join) -> None:
         assert connection.session is not None
@@ -333,25 +549,25 @@ class ChatServer:
         self.store.set_membership(connection.session.user.name, frame.room, False, self.hub.last_seq)
         self.deliver(deliveries)
 
-    def _on_send(self, connection: Connection, frame: protocol.Send) -> None:
+    def _on_send(self, connection: Connection, frame: protocol.Send, received_at: float) -> None:
         assert connection.session is not None
         user = connection.session.user
         self.hub.check_target(user, frame.room, frame.to)
         draft = Draft(user.name, frame.text, self.clock(), frame.client_id, frame.to, frame.room)
-        self.store.append(draft, partial(self._on_stored, connection, frame.client_id))
+        self.store.append(draft, partial(self._on_stored, connection, frame.client_id, received_at))
 
-    def _on_stored(self, connection: Connection, client_id: str, result: AppendResult) -> None:
+    def _on_stored(self, connection: Connection, client_id: str, received_at: float, result: AppendResult) -> None:
         """The store has the message (or failed): ack the sender, then deliver to everyone else."""
         message = result.message
         if message is None:
-            connection.send(
-                protocol.error_frame(ErrorCode.INTERNAL, "the message was not stored; send it again", client_id)
-            )
+            self.send_error(connection, ErrorCode.INTERNAL, "the message was not stored; send it again", client_id)
             return
         connection.send(protocol.ack_frame(message))
         if result.duplicate:
             return
         self.deliver_message(self.hub.route(message), message.seq, connection.session)
+        self.metrics.messages[message.kind].inc()
+        self.metrics.fanout_seconds.observe(time.perf_counter() - received_at)
 
     def _on_ping(self, connection: Connection, frame: protocol.Ping) -> None:
         connection.send(protocol.pong_frame(frame.frame_id, self.clock()))
@@ -367,7 +583,7 @@ class ChatServer:
         try:
             messages, more = await self.store.history(viewer, frame.room, frame.with_user, frame.before, frame.limit)
         except StoreError:
-            connection.send(protocol.error_frame(ErrorCode.INTERNAL, "history is unavailable; try again"))
+            self.send_error(connection, ErrorCode.INTERNAL, "history is unavailable; try again", frame.frame_id)
             return
         connection.send(protocol.history_frame(frame, messages, more, viewer))
 
@@ -392,11 +608,12 @@ class ChatServer:
         try:
             replay = await self.store.replay(user, since, below, 1000)
         except StoreError:
-            connection.send(protocol.error_frame(ErrorCode.INTERNAL, "missed messages are unavailable; resume again"))
+            self.send_error(connection, ErrorCode.INTERNAL, "missed messages are unavailable; resume again")
         else:
             for message in replay.messages:
                 connection.send(protocol.message_frame(message, own=message.sender == user))
                 replayed.add(message.seq)
+            self.metrics.deliveries.inc(len(replay.messages))
             until = replay.last_seq if below is None else below - 1
             connection.send(
                 protocol.encode(
@@ -410,6 +627,7 @@ class ChatServer:
                 )
             )
         held, connection.held = connection.held or [], None
+        # Held frames were counted as sent when they were fanned out.
         for seq, frame in held:
             if seq:
                 if seq in replayed:
@@ -467,12 +685,16 @@ class ChatSocketHandler(tornado.websocket.WebSocketHandler):
         await super().get(*args, **kwargs)
 
     def _refuse(self, status: int, code: str, message: str) -> None:
+        self.server.metrics.handshakes_rejected[code].inc()
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
         self.finish(protocol.encode({"error": code, "message": message}))
 
     def check_origin(self, origin: str) -> bool:
-        return self.server.origin_allowed(origin)
+        allowed = self.server.origin_allowed(origin)
+        if not allowed:
+            self.server.metrics.handshakes_rejected["origin"].inc()
+        return allowed
 
     def get_websocket_protocol(self) -> tornado.websocket.WebSocketProtocol | None:
         if self.request.headers.get("Sec-WebSocket-Version") != "13":
@@ -490,6 +712,14 @@ class ChatSocketHandler(tornado.websocket.WebSocketHandler):
     def on_message(self, message: str | bytes) -> None:
         if self.connection is not None:
             self.server.receive(self.connection, message)
+
+    def on_pong(self, data: bytes) -> None:
+        if self.connection is not None:
+            self.server.on_pong(self.connection, data)
+
+    def on_ping(self, data: bytes) -> None:
+        if self.connection is not None:
+            self.server.on_client_ping(self.connection)
 
     def on_close(self) -> None:
         if self.connection is not None:

@@ -41,6 +41,10 @@ class Settings:
     token_ttl_s: float = 7 * 24 * 3600.0
     ping_interval_s: float = 25.0
     ping_timeout_s: float = 10.0
+    heartbeat_tick_s: float = 0.25
+    ops_address: str = "127.0.0.1"
+    ops_port: int = 8889
+    loop_lag_unhealthy_s: float = 1.0
     store: str = "memory"
 
     def replace(self, **changes: Any) -> Settings:
@@ -172,6 +176,22 @@ OPTIONS: tuple[Option, ...] = (
         _positive,
         "SECONDS",
     ),
+    Option(
+        "heartbeat_tick_s",
+        "period of the one heartbeat timer that sends due pings and reaps silent connections, in seconds",
+        float,
+        _positive,
+        "SECONDS",
+    ),
+    Option("ops_address", "address of the ops listener (/metrics, /healthz, /readyz)", str, _address, "ADDR"),
+    Option("ops_port", "port of the ops listener (0 picks a free one)", int, _port, "PORT"),
+    Option(
+        "loop_lag_unhealthy_s",
+        "event loop lag above which /healthz answers 503, in seconds",
+        float,
+        _positive,
+        "SECONDS",
+    ),
     Option("store", "message store: memory (lost on exit)", str, _choice("memory"), "KIND"),
 )
 
@@ -179,13 +199,22 @@ _FIELDS = {f.name for f in dataclasses.fields(Settings)}
 assert {o.field for o in OPTIONS} <= _FIELDS, "every option names a Settings field"
 
 
+def _default_text(field: str) -> str:
+    """A field's default as people write it on a command line."""
+    default = getattr(Settings(), field)
+    if isinstance(default, tuple):
+        default = ",".join(default)
+    if isinstance(default, float):
+        return f"{default:g}"
+    if default in ("", None):
+        return "none"
+    return str(default)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one flag per option; defaults are left as None so the environment can fill in."""
-    defaults = Settings()
     for option in OPTIONS:
-        default = getattr(defaults, option.field)
-        shown = ",".join(default) if isinstance(default, tuple) else default
-        help_text = f"{option.help} (env {option.env}; default: {shown if shown not in ('', None) else 'none'})"
+        help_text = f"{option.help} (env {option.env}; default: {_default_text(option.field)})"
         if option.is_flag:
             parser.add_argument(
                 option.flag,
@@ -222,7 +251,10 @@ def load_settings(flags: Mapping[str, str | None], environ: Mapping[str, str]) -
         if option.check is not None and (problem := option.check(value)) is not None:
             raise SettingsError(f"{source}: {problem} (got {raw!r})")
         values[option.field] = value
-    return Settings(**values)
+    settings = Settings(**values)
+    if settings.heartbeat_tick_s > settings.ping_interval_s:
+        raise SettingsError("--heartbeat-tick: must not be longer than --ping-interval")
+    return settings
 
 
 def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
@@ -232,10 +264,7 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> 
 
 def option_table(options: Sequence[Option] = OPTIONS) -> str:
     """A Markdown table of every option, for docs/operations.md."""
-    defaults = Settings()
     rows = ["| flag | environment | default | meaning |", "| --- | --- | --- | --- |"]
     for option in options:
-        default = getattr(defaults, option.field)
-        shown = ",".join(default) if isinstance(default, tuple) else default
-        rows.append(f"| `{option.flag}` | `{option.env}` | `{shown}` | {option.help} |")
+        rows.append(f"| `{option.flag}` | `{option.env}` | `{_default_text(option.field)}` | {option.help} |")
     return "\n".join(rows)

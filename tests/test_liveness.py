@@ -1,0 +1,132 @@
+"""Real dead peers against a real server with a short heartbeat: reaped on time, counted once."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import make_settings
+from .support import (
+    RawClient,
+    ServerThread,
+    clients,
+    http,
+    login,
+    metric,
+    scrape,
+    wait_until,
+    ws_url,
+)
+
+INTERVAL_S = 0.5
+TIMEOUT_S = 0.5
+TICK_S = 0.1
+# The reap happens at the first tick after the deadline; one more tick of slack covers a timer that fires late.
+DETECTION_LIMIT_S = INTERVAL_S + TIMEOUT_S + 2 * TICK_S
+
+
+@pytest.fixture
+def fast_server(tmp_path: Path) -> Iterator[ServerThread]:
+    settings = make_settings(tmp_path, ping_interval_s=INTERVAL_S, ping_timeout_s=TIMEOUT_S, heartbeat_tick_s=TICK_S)
+    running = ServerThread(settings).start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def assert_reaped_once(server: ServerThread, before: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> None:
+    after = scrape(server.ops_url)
+
+    def delta(name: str, **labels: str) -> float:
+        return metric(after, name, **labels) - metric(before, name, **labels)
+
+    assert delta("chat_connections_closed_total", reason="reaped") == 1
+    assert delta("chat_heartbeat_reaped_total") == 1
+    assert delta("chat_heartbeat_detection_seconds_count") == 1
+    silence = delta("chat_heartbeat_detection_seconds_sum")
+    assert INTERVAL_S + TIMEOUT_S <= silence <= DETECTION_LIMIT_S, silence
+    assert delta("chat_connections_closed_total", reason="client") == 0
+
+
+def test_a_client_that_never_reads_or_answers_is_reaped(fast_server: ServerThread) -> None:
+    with clients(fast_server.base_url, "watcher") as (watcher,):
+        watcher.join("lobby")
+        silent = RawClient(fast_server.port, login(fast_server.base_url, "silent"))
+        try:
+            silent.send_frame(b'{"type": "join", "room": "lobby"}')
+            watcher.expect("member", user="silent", event="joined")
+            before = scrape(fast_server.ops_url)
+            assert metric(before, "chat_connections") == 2
+            # From here on the raw client neither reads nor answers pings.
+            watcher.expect("presence", user="silent", status="offline")
+            assert_reaped_once(fast_server, before)
+            assert metric(scrape(fast_server.ops_url), "chat_connections") == 1
+            watcher.barrier()  # the watcher itself, answering pings, is still connected
+        finally:
+            silent.close()
+
+
+def test_a_stopped_client_process_is_reaped(fast_server: ServerThread) -> None:
+    token = login(fast_server.base_url, "frozen")
+    with clients(fast_server.base_url, "watcher") as (watcher,):
+        watcher.join("lobby")
+        peer = subprocess.Popen(
+            [sys.executable, "-m", "tests.peer_client", ws_url(fast_server.base_url, token), "lobby"],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+        try:
+            assert peer.stdout is not None and peer.stdout.readline().strip() == "ready"
+            watcher.expect("member", user="frozen", event="joined")
+            # Alive and answering pings before it is frozen.
+            wait_until(lambda: metric(scrape(fast_server.ops_url), "chat_heartbeat_pongs_total") >= 1, "a pong")
+            before = scrape(fast_server.ops_url)
+            peer.send_signal(signal.SIGSTOP)
+            watcher.expect("presence", user="frozen", status="offline")
+            assert_reaped_once(fast_server, before)
+        finally:
+            peer.kill()
+            peer.send_signal(signal.SIGCONT)
+            peer.wait(10)
+
+
+def test_a_well_behaved_idle_client_is_never_reaped(fast_server: ServerThread) -> None:
+    with clients(fast_server.base_url, "idle") as (idle,):
+        # Ten intervals pass: the server has pinged it and heard a pong at least ten times.
+        wait_until(lambda: metric(scrape(fast_server.ops_url), "chat_heartbeat_pongs_total") >= 10, "ten pongs")
+        samples = scrape(fast_server.ops_url)
+        assert metric(samples, "chat_heartbeat_reaped_total") == 0
+        assert metric(samples, "chat_connections") == 1
+        assert metric(samples, "chat_heartbeat_pings_total") >= 10
+        idle.barrier()
+
+
+def test_rtt_histogram_observes_pongs(fast_server: ServerThread) -> None:
+    with clients(fast_server.base_url, "alice"):
+        wait_until(lambda: metric(scrape(fast_server.ops_url), "chat_heartbeat_rtt_seconds_count") >= 2, "two pongs")
+        samples = scrape(fast_server.ops_url)
+        count = metric(samples, "chat_heartbeat_rtt_seconds_count")
+        total = metric(samples, "chat_heartbeat_rtt_seconds_sum")
+        # Loopback round trips: positive, and far below a second each.
+        assert 0 < total < count * 1.0
+        assert metric(samples, "chat_heartbeat_rtt_seconds_bucket", le="+Inf") == count
+
+
+def test_healthz_fails_while_the_heartbeat_is_stopped(fast_server: ServerThread) -> None:
+    status, _, body = http("GET", fast_server.ops_url + "healthz")
+    assert status == 200 and body["status"] == "ok"
+    assert body["heartbeat_tick_age_s"] < 3 * TICK_S
+    fast_server.call(fast_server.chat.heartbeat_timer.stop)
+    wait_until(lambda: http("GET", fast_server.ops_url + "healthz")[0] == 503, "healthz to fail")
+    status, _, body = http("GET", fast_server.ops_url + "healthz")
+    assert status == 503 and body["status"] == "unhealthy"
+    assert "heartbeat has not ticked" in body["reasons"][0]
+    fast_server.call(fast_server.chat.heartbeat_timer.start)
+    wait_until(lambda: http("GET", fast_server.ops_url + "healthz")[0] == 200, "healthz to recover")

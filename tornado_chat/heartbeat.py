@@ -1,0 +1,142 @@
+"""Heartbeat bookkeeping: who is due a ping, who has gone silent for too long.
+
+Pure code: no sockets, no timers; every call takes ``now`` (seconds on a
+monotonic clock). A ``tornado.ioloop.PeriodicCallback`` calls ``tick`` every
+``--heartbeat-tick`` seconds and acts on what it returns.
+
+Each peer has one pending event in a heap. A tick pops only the events that
+are due, so its cost follows the number of peers due, not the number
+connected. Signs of life (any frame, a pong) only update ``last_seen``: the
+heap is not touched on the hot path. A peer's events follow its own phase: a
+ping, then a check ``timeout`` later; a peer heard from since its ping waits
+for its next ping, one that has not been heard from waits for its deadline.
+Healthy peers therefore cost two events per interval, spread by phase, and
+peers that connected together never fall due together.
+
+Timing, with interval I and timeout T:
+- the first ping goes out at a random point in [I/2, I] after the peer is
+  added, so peers that connect together do not stay in step;
+- later pings follow every I seconds on the peer's own phase;
+- a peer with no sign of life for I + T seconds is dead, and ``tick`` reports
+  it at the first tick after that moment.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+_PAYLOAD = struct.Struct("!Q")
+
+
+class Peer:
+    """Heartbeat state of one connection; ``connection`` is the network layer's object."""
+
+    __slots__ = ("connection", "last_seen", "next_ping_at", "ping_payload", "ping_sent_at", "monitored")
+
+    def __init__(self, connection: Any, now: float, first_ping_at: float) -> None:
+        self.connection = connection
+        self.last_seen = now
+        self.next_ping_at = first_ping_at
+        self.ping_payload: bytes | None = None
+        self.ping_sent_at = 0.0
+        self.monitored = True
+
+
+@dataclass(slots=True)
+class TickResult:
+    """What one tick decided: pings to send as (peer, payload), dead peers with their silence in seconds."""
+
+    pings: list[tuple[Peer, bytes]] = field(default_factory=list)
+    dead: list[tuple[Peer, float]] = field(default_factory=list)
+    touched: int = 0
+
+
+class HeartbeatMonitor:
+    """Schedules pings and finds dead peers for any number of connections."""
+
+    def __init__(self, interval_s: float, timeout_s: float, rng: random.Random | None = None) -> None:
+        if interval_s <= 0 or timeout_s <= 0:
+            raise ValueError("interval and timeout must be positive")
+        self.interval_s = interval_s
+        self.timeout_s = timeout_s
+        self.dead_after_s = interval_s + timeout_s
+        self._rng = rng or random.Random()
+        self._events: list[tuple[float, int, Peer]] = []
+        self._order = itertools.count()
+        self._ping_numbers = itertools.count(1)
+        self.peers = 0
+
+    def __len__(self) -> int:
+        return self.peers
+
+    def add(self, connection: Any, now: float) -> Peer:
+        """Start watching a connection that opened at ``now``."""
+        first_ping_at = now + self._rng.uniform(self.interval_s / 2, self.interval_s)
+        peer = Peer(connection, now, first_ping_at)
+        peer.ping_sent_at = now
+        heapq.heappush(self._events, (first_ping_at, next(self._order), peer))
+        self.peers += 1
+        return peer
+
+    def remove(self, peer: Peer) -> None:
+        """Stop watching (idempotent); its pending event is dropped when it comes up."""
+        if peer.monitored:
+            peer.monitored = False
+            self.peers -= 1
+
+    @staticmethod
+    def seen(peer: Peer, now: float) -> None:
+        """A frame arrived from the peer."""
+        peer.last_seen = now
+
+    @staticmethod
+    def pong(peer: Peer, payload: bytes, now: float) -> float | None:
+        """A pong arrived: a sign of life, and the round trip in seconds if it answers the latest ping."""
+        peer.last_seen = now
+        if peer.ping_payload is None or payload != peer.ping_payload:
+            return None
+        peer.ping_payload = None
+        return now - peer.ping_sent_at
+
+    def tick(self, now: float) -> TickResult:
+        """Pop every event due by ``now``: send due pings, report peers silent for ``dead_after_s``."""
+        result = TickResult()
+        events = self._events
+        interval = self.interval_s
+        while events and events[0][0] <= now:
+            _, _, peer = heapq.heappop(events)
+            if not peer.monitored:
+                continue
+            result.touched += 1
+            deadline = peer.last_seen + self.dead_after_s
+            if now >= deadline:
+                self.remove(peer)
+                result.dead.append((peer, now - peer.last_seen))
+                continue
+            if now >= peer.next_ping_at:
+                payload = _PAYLOAD.pack(next(self._ping_numbers))
+                peer.ping_payload = payload
+                peer.ping_sent_at = now
+                result.pings.append((peer, payload))
+                # Keep the peer's phase; after a stall longer than an interval, restart it from now.
+                peer.next_ping_at += interval
+                if peer.next_ping_at <= now:
+                    peer.next_ping_at = now + interval
+                due = min(now + self.timeout_s, deadline)
+            elif peer.last_seen >= peer.ping_sent_at:
+                due = peer.next_ping_at  # heard from since the last ping; its deadline is later still
+            else:
+                due = min(peer.next_ping_at, deadline)
+            heapq.heappush(events, (due, next(self._order), peer))
+        return result
+
+    def next_event_at(self) -> float | None:
+        """When the earliest pending event is due (for tests and status pages)."""
+        while self._events and not self._events[0][2].monitored:
+            heapq.heappop(self._events)
+        return self._events[0][0] if self._events else None

@@ -1,0 +1,193 @@
+"""Every Prometheus metric the server exports, declared here and nowhere else.
+
+Naming: ``chat_<noun>[_<verb>]_<unit>``, following
+https://prometheus.io/docs/practices/naming/ : counters end in ``_total``
+(prometheus_client adds it), durations are histograms in ``_seconds``, sizes
+in ``_bytes``. Every label takes values from a fixed list, declared below and
+pre-initialised, so a series exists (at zero) before its first event and
+dashboards and alerts never see gaps; no label value ever comes from a client.
+
+Gauges that describe current state (connections, users online, rooms, store
+queue depth) are not kept up to date by the code that changes that state:
+``StateCollector`` reads them from the server at scrape time, so they cannot
+drift from the truth.
+
+Everything is registered on the ``CollectorRegistry`` passed in, never on the
+global default registry, so several servers (as in the tests) can run in one
+process.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable, Iterable, Mapping
+
+import tornado
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+
+from . import __version__
+from .protocol import CLIENT_FRAME_TYPES, ErrorCode
+
+# Why a connection ended.
+CLOSE_REASONS = ("client", "reaped", "slow_consumer", "shutdown", "protocol_error", "policy")
+# Why a WebSocket handshake was refused before the upgrade.
+HANDSHAKE_REJECT_REASONS = (
+    "no_token",
+    "bad_token",
+    "bad_signature",
+    "expired_token",
+    "revoked_token",
+    "bad_since",
+    "origin",
+    "too_many_connections",
+    "too_many_for_user",
+    "shutting_down",
+)
+# Frame types as counted: the client frame types, plus frames that could not be parsed at all.
+FRAME_TYPE_LABELS = (*CLIENT_FRAME_TYPES, "invalid")
+MESSAGE_KINDS = ("direct", "room")
+ERROR_CODES = tuple(code.value for code in ErrorCode)
+
+LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+RTT_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+TICK_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
+LOOP_LAG_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# Detection time is judged against the configured deadline (ping interval + timeout),
+# so its buckets are fractions and multiples of that deadline.
+DETECTION_BUCKET_FRACTIONS = (0.25, 0.5, 0.75, 0.9, 1.0, 1.02, 1.05, 1.1, 1.25, 1.5, 2.0, 3.0)
+# Gauges read from the server at scrape time: (name, help).
+STATE_GAUGES = (
+    ("chat_connections", "Open WebSocket connections (sessions)."),
+    ("chat_users_online", "Users with at least one open session."),
+    ("chat_rooms", "Rooms that exist."),
+    ("chat_heartbeat_monitored", "Connections the heartbeat is watching."),
+)
+
+
+class StateCollector(Collector):
+    """Gauges read from live server state at scrape time."""
+
+    def __init__(self, read_state: Callable[[], Mapping[str, float]]) -> None:
+        self._read_state = read_state
+
+    def describe(self) -> Iterable[Metric]:
+        return [GaugeMetricFamily(name, text) for name, text in STATE_GAUGES]
+
+    def collect(self) -> Iterable[Metric]:
+        state = self._read_state()
+        for name, text in STATE_GAUGES:
+            yield GaugeMetricFamily(name, text, value=state[name])
+
+
+class ChatMetrics:
+    """The server's metrics on one registry. ``read_state`` supplies the scrape-time gauges."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        read_state: Callable[[], Mapping[str, float]],
+        dead_after_s: float,
+        *,
+        process_metrics: bool = True,
+    ) -> None:
+        self.registry = registry
+        registry.register(StateCollector(read_state))
+        if process_metrics:
+            ProcessCollector(registry=registry)
+            PlatformCollector(registry=registry)
+            GCCollector(registry=registry)
+
+        build = Gauge(
+            "chat_build_info",
+            "Version of this server and of what it runs on (always 1).",
+            ["version", "python", "tornado"],
+            registry=registry,
+        )
+        build.labels(__version__, platform.python_version(), tornado.version).set(1)
+
+        # Connections and handshakes.
+        self.connections_opened = Counter(
+            "chat_connections_opened", "WebSocket connections accepted.", registry=registry
+        )
+        closed = Counter(
+            "chat_connections_closed", "WebSocket connections ended, by why they ended.", ["reason"], registry=registry
+        )
+        self.connections_closed = {reason: closed.labels(reason) for reason in CLOSE_REASONS}
+        rejected = Counter(
+            "chat_handshakes_rejected",
+            "WebSocket handshakes refused before the upgrade, by why.",
+            ["reason"],
+            registry=registry,
+        )
+        self.handshakes_rejected = {reason: rejected.labels(reason) for reason in HANDSHAKE_REJECT_REASONS}
+
+        # Traffic.
+        frames = Counter(
+            "chat_frames_received", "Frames received from clients, by frame type.", ["type"], registry=registry
+        )
+        self.frames_received = {kind: frames.labels(kind) for kind in FRAME_TYPE_LABELS}
+        messages = Counter("chat_messages", "Chat messages stored and delivered, by kind.", ["kind"], registry=registry)
+        self.messages = {kind: messages.labels(kind) for kind in MESSAGE_KINDS}
+        self.deliveries = Counter("chat_deliveries", "Message frames written to recipient sessions.", registry=registry)
+        self.received_bytes = Counter(
+            "chat_received_bytes", "Bytes of WebSocket messages received (payload, UTF-8).", registry=registry
+        )
+        self.sent_bytes = Counter(
+            "chat_sent_bytes", "Bytes of WebSocket frames written to clients (with framing).", registry=registry
+        )
+        errors = Counter("chat_errors", "Error frames sent to clients, by error code.", ["code"], registry=registry)
+        self.errors = {code: errors.labels(code) for code in ERROR_CODES}
+        self.fanout_seconds = Histogram(
+            "chat_fanout_seconds",
+            "From a send frame received to its ack and every recipient's write issued (includes storing it).",
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
+        )
+
+        # Heartbeat.
+        self.heartbeat_pings = Counter(
+            "chat_heartbeat_pings", "WebSocket ping frames sent by the heartbeat.", registry=registry
+        )
+        self.heartbeat_pongs = Counter(
+            "chat_heartbeat_pongs", "Pong frames that answered the heartbeat's latest ping.", registry=registry
+        )
+        self.heartbeat_rtt_seconds = Histogram(
+            "chat_heartbeat_rtt_seconds",
+            "Round trip from a heartbeat ping to its pong.",
+            buckets=RTT_BUCKETS_S,
+            registry=registry,
+        )
+        self.heartbeat_reaped = Counter(
+            "chat_heartbeat_reaped", "Connections closed by the heartbeat for silence.", registry=registry
+        )
+        self.heartbeat_detection_seconds = Histogram(
+            "chat_heartbeat_detection_seconds",
+            "How long a reaped connection had been silent: last sign of life to reap.",
+            buckets=tuple(round(f * dead_after_s, 6) for f in DETECTION_BUCKET_FRACTIONS),
+            registry=registry,
+        )
+        self.heartbeat_tick_seconds = Histogram(
+            "chat_heartbeat_tick_seconds",
+            "Time one heartbeat tick took (sending due pings, reaping dead connections).",
+            buckets=TICK_BUCKETS_S,
+            registry=registry,
+        )
+        self.heartbeat_last_tick = Gauge(
+            "chat_heartbeat_last_tick_timestamp_seconds",
+            "Unix time of the last heartbeat tick.",
+            registry=registry,
+        )
+        self.event_loop_lag_seconds = Histogram(
+            "chat_event_loop_lag_seconds",
+            "How late a probe timer ran on the event loop (scheduling delay).",
+            buckets=LOOP_LAG_BUCKETS_S,
+            registry=registry,
+        )
+
+    def error(self, code: str) -> None:
+        self.errors[code].inc()

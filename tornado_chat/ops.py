@@ -1,0 +1,84 @@
+"""The ops listener: Prometheus metrics and health probes, on their own address and port.
+
+Kept off the chat listener so that chat users cannot read metrics or probe
+health by default; ``--ops-address``/``--ops-port`` choose where it listens.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import tornado.web
+from prometheus_client.exposition import choose_encoder
+
+from . import protocol
+
+if TYPE_CHECKING:
+    from .server import ChatServer
+
+
+class OpsHandler(tornado.web.RequestHandler):
+    server: ChatServer
+
+    def initialize(self, server: ChatServer) -> None:
+        self.server = server
+
+    def set_default_headers(self) -> None:
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("X-Content-Type-Options", "nosniff")
+
+    def write_json(self, ok: bool, body: dict[str, Any]) -> None:
+        self.set_status(200 if ok else 503)
+        self.set_header("Content-Type", "application/json")
+        self.finish(protocol.encode(body))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.finish(protocol.encode({"error": self._reason.lower().replace(" ", "_"), "message": self._reason}))
+
+    def log_exception(self, *args: Any) -> None:
+        # Probes are polled every few seconds; their 404s and 503s are not worth a log line each.
+        if not isinstance(args[1], tornado.web.HTTPError):
+            super().log_exception(*args)
+
+
+class MetricsHandler(OpsHandler):
+    """``GET /metrics``: Prometheus text format, or OpenMetrics when the scraper asks for it."""
+
+    def get(self) -> None:
+        encoder, content_type = choose_encoder(self.request.headers.get("Accept", ""))
+        self.set_header("Content-Type", content_type)
+        self.finish(encoder(self.server.registry))
+
+
+class HealthHandler(OpsHandler):
+    """``GET /healthz``: 200 while the heartbeat ticks and the loop keeps up, else 503 with the reasons."""
+
+    def get(self) -> None:
+        self.write_json(*self.server.health())
+
+
+class ReadyHandler(OpsHandler):
+    """``GET /readyz``: 200 while the server accepts chat traffic, else 503 (starting, stopping, store down)."""
+
+    def get(self) -> None:
+        self.write_json(*self.server.readiness())
+
+
+class OpsNotFoundHandler(OpsHandler):
+    def prepare(self) -> None:
+        raise tornado.web.HTTPError(404)
+
+
+def make_ops_app(server: ChatServer) -> tornado.web.Application:
+    args = {"server": server}
+    return tornado.web.Application(
+        [
+            (r"/metrics", MetricsHandler, args),
+            (r"/healthz", HealthHandler, args),
+            (r"/readyz", ReadyHandler, args),
+        ],
+        default_handler_class=OpsNotFoundHandler,
+        default_handler_args=args,
+        log_function=lambda handler: None,
+    )
