@@ -34,7 +34,8 @@ from websockets.sync.client import connect as ws_connect
 
 from tornado_chat.server import ChatServer
 from tornado_chat.settings import Settings
-from tornado_chat.store import MemoryStore, Store
+from tornado_chat.sqlite_store import SqliteStore
+from tornado_chat.store import Store
 
 T = TypeVar("T")
 WAIT_S = 10.0
@@ -46,7 +47,8 @@ class ServerThread:
 
     def __init__(self, settings: Settings, store: Store | None = None, secret: bytes = SECRET) -> None:
         self.settings = settings
-        self.store = store if store is not None else MemoryStore()
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = store if store is not None else SqliteStore(settings.data_dir, settings.sync)
         self.secret = secret
         self.server: ChatServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -286,6 +288,14 @@ class Client:
                 skipped.append(frame)
         finally:
             self.backlog.extend(skipped)
+
+    def outcome(self, frame_id: str) -> dict[str, Any]:
+        """The ack or the error that answers the send with this id."""
+        while True:
+            for index, frame in enumerate(self.backlog):
+                if frame.get("type") in ("ack", "error") and frame.get("id") == frame_id:
+                    return self.backlog.pop(index)
+            self.backlog.append(json.loads(self.ws.recv(timeout=WAIT_S)))
 
     def frames_until(self, kind: str, **fields: Any) -> list[dict[str, Any]]:
         """Every frame up to and including the first matching one (a barrier for exactly-once checks)."""

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from tornado_chat.store import MemoryStore
+
+from .conftest import make_settings
 from .support import ServerThread, clients, connect, login
 
 
@@ -170,3 +175,23 @@ def test_room_list_counts_members(base_url: str) -> None:
             {"room": "alpha", "members": 2, "online": 2, "member": True},
             {"room": "beta", "members": 1, "online": 1, "member": False},
         ]
+
+
+def test_the_memory_store_serves_the_same_protocol(tmp_path: Path) -> None:
+    running = ServerThread(make_settings(tmp_path, store="memory"), store=MemoryStore()).start()
+    try:
+        token = login(running.base_url, "bob")
+        with clients(running.base_url, "alice") as (alice,):
+            alice.join("mem")
+            offline = alice.send_message("while bob is away", to="bob")
+            room = [alice.send_message(f"r{i}", room="mem")["seq"] for i in range(3)]
+            alice.send({"type": "history", "room": "mem", "limit": 2})
+            page = alice.expect("history", room="mem")
+            assert [m["seq"] for m in page["messages"]] == room[:0:-1] and page["more"] is True
+            bob = connect(running.base_url, "bob", token=token)
+            assert bob.expect("message", seq=offline["seq"])["text"] == "while bob is away"
+            alice.send({"type": "send", "id": offline["id"], "to": "bob", "text": "dup"})
+            assert alice.expect("ack", id=offline["id"])["seq"] == offline["seq"]
+            bob.close()
+    finally:
+        running.stop()

@@ -18,6 +18,7 @@ from . import __version__
 from .logs import setup_logging
 from .server import ChatServer
 from .settings import Settings, SettingsError, add_arguments, settings_from_args
+from .sqlite_store import SqliteStore
 from .store import MemoryStore, Store
 
 log = logging.getLogger("tornado_chat")
@@ -85,7 +86,9 @@ def load_or_create_secret(path: Path) -> bytes:
 
 
 def make_store(settings: Settings) -> Store:
-    return MemoryStore()
+    if settings.store == "memory":
+        return MemoryStore()
+    return SqliteStore(settings.data_dir, settings.sync, settings.max_commit_batch)
 
 
 async def serve(settings: Settings, secret: bytes) -> int:
@@ -110,5 +113,10 @@ async def serve(settings: Settings, secret: bytes) -> int:
         loop.add_signal_handler(signum, stopping.set)
     await stopping.wait()
     log.info("shutting down")
-    await server.stop()
+    try:
+        await asyncio.wait_for(server.stop(), settings.shutdown_timeout_s)
+    except TimeoutError:
+        log.error("shutdown took longer than %gs; exiting without finishing it", settings.shutdown_timeout_s)
+        return EXIT_FAILURE
+    log.info("stopped")
     return EXIT_OK

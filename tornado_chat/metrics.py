@@ -66,7 +66,10 @@ STATE_GAUGES = (
     ("chat_users_online", "Users with at least one open session."),
     ("chat_rooms", "Rooms that exist."),
     ("chat_heartbeat_monitored", "Connections the heartbeat is watching."),
+    ("chat_store_queue_depth", "Store writes waiting for their transaction."),
 )
+COMMIT_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 
 
 class StateCollector(Collector):
@@ -189,5 +192,27 @@ class ChatMetrics:
             registry=registry,
         )
 
-    def error(self, code: str) -> None:
-        self.errors[code].inc()
+        # Store.
+        self.store_commit_seconds = Histogram(
+            "chat_store_commit_seconds",
+            "Time to apply and commit one store transaction (fsync included).",
+            buckets=COMMIT_BUCKETS_S,
+            registry=registry,
+        )
+        self.store_batch_size = Histogram(
+            "chat_store_batch_size",
+            "Writes committed together in one store transaction (group commit).",
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=registry,
+        )
+        self.store_errors = Counter(
+            "chat_store_errors", "Store transactions that failed (nothing in them was acked).", registry=registry
+        )
+
+    def store_committed(self, seconds: float, batch_size: int) -> None:
+        """A store transaction committed (called from the store's writer thread)."""
+        self.store_commit_seconds.observe(seconds)
+        self.store_batch_size.observe(batch_size)
+
+    def store_failed(self) -> None:
+        self.store_errors.inc()

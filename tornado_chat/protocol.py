@@ -110,7 +110,15 @@ class ListRooms:
     frame_id: FrameId = None
 
 
-ClientFrame = Join | Leave | Send | Ping | History | ListRooms
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """Replay what was missed after ``since``, then continue live."""
+
+    since: int
+    frame_id: FrameId = None
+
+
+ClientFrame = Join | Leave | Send | Ping | History | ListRooms | Resume
 
 
 def parse_client_frame(data: str | bytes, max_text_chars: int) -> ClientFrame:
@@ -259,6 +267,13 @@ def _parse_rooms(obj: dict[str, Any], frame_id: FrameId, max_text_chars: int) ->
     return ListRooms(frame_id)
 
 
+def _parse_resume(obj: dict[str, Any], frame_id: FrameId, max_text_chars: int) -> Resume:
+    since = _optional_int(obj, "since", 0, MAX_SEQ)
+    if since is None:
+        raise ProtocolError(ErrorCode.BAD_FRAME, "field 'since' is required: the last seq you have, or 0")
+    return Resume(since, frame_id)
+
+
 _PARSERS: dict[str, Callable[[dict[str, Any], FrameId, int], ClientFrame]] = {
     "join": _parse_join,
     "leave": _parse_leave,
@@ -266,6 +281,7 @@ _PARSERS: dict[str, Callable[[dict[str, Any], FrameId, int], ClientFrame]] = {
     "ping": _parse_ping,
     "history": _parse_history,
     "rooms": _parse_rooms,
+    "resume": _parse_resume,
 }
 CLIENT_FRAME_TYPES = tuple(_PARSERS)
 

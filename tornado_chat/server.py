@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import secrets
 import socket
 import struct
@@ -43,6 +44,9 @@ log = logging.getLogger("tornado_chat.server")
 TOKEN_COOKIE = "chat_token"
 WS_CLOSE_NORMAL = 1000
 WS_CLOSE_TOO_LARGE = 1009
+WS_CLOSE_SERVICE_RESTART = 1012
+# On shutdown, how long clients get to complete the close handshake before they are cut off.
+CLOSE_HANDSHAKE_WAIT_S = 3.0
 USERNAME_RULE = "1-32 characters of A-Z, a-z, 0-9, _, . and -"
 # How often the loop-lag probe timer runs; each run observes how late it fired.
 LOOP_LAG_PROBE_INTERVAL_S = 0.1
@@ -55,6 +59,7 @@ FRAME_LABELS = {
     protocol.Ping: "ping",
     protocol.History: "history",
     protocol.ListRooms: "rooms",
+    protocol.Resume: "resume",
 }
 
 
@@ -190,6 +195,8 @@ class ChatServer:
         self.last_tick_mono = self.started_mono
         self.last_loop_lag_s = 0.0
         self._lag_probe: asyncio.TimerHandle | None = None
+        self._drained = asyncio.Event()
+        self._rng = random.Random()
         self._tasks: set[asyncio.Task[None]] = set()
         self._http: tornado.httpserver.HTTPServer | None = None
         self._ops_http: tornado.httpserver.HTTPServer | None = None
@@ -201,12 +208,14 @@ class ChatServer:
             protocol.Ping: self._on_ping,
             protocol.History: self._on_history,
             protocol.ListRooms: self._on_list_rooms,
+            protocol.Resume: self._on_resume,
         }
 
     # ------------------------------------------------------------ life cycle
 
     def restore(self) -> None:
         """Load users, rooms and memberships from the store into the hub."""
+        self.store.observer = self.metrics
         snapshot = self.store.load()
         hub = self.hub
         hub.last_seq = snapshot.last_seq
@@ -228,6 +237,7 @@ class ChatServer:
                 (r"/ws", ChatSocketHandler, args),
                 (r"/api/login", LoginHandler, args),
                 (r"/api/me", MeHandler, args),
+                (r"/api/history", HistoryHandler, args),
                 (r"/api/.*", ApiNotFoundHandler, args),
             ],
             static_path=str(static),
@@ -259,12 +269,31 @@ class ChatServer:
         self.state = "ready"
 
     async def stop(self) -> None:
-        """Stop listening, close every connection, and close the store."""
+        """Graceful shutdown: refuse new connections, tell every client to come back later, commit, close.
+
+        ``/readyz`` answers 503 from the first moment. Each client gets close code 1012
+        (service restart) with ``{"retry_after_ms": N}`` as the reason, N drawn at random
+        up to ``--reconnect-spread`` so that clients do not all return in the same second.
+        Connections that have not finished their close handshake in time are aborted;
+        then everything queued for the store is committed.
+        """
+        if self.state == "stopping":
+            return
         self.state = "stopping"
         if self._http is not None:
             self._http.stop()
+        spread_ms = self.settings.reconnect_spread_s * 1000
         for session in list(self.hub.sessions.values()):
-            session.transport.close(1001, "server stopping", "shutdown")
+            hint = protocol.encode({"retry_after_ms": round(self._rng.uniform(0, spread_ms))}).decode()
+            session.transport.close(WS_CLOSE_SERVICE_RESTART, hint, "shutdown")
+        if self.hub.sessions:
+            wait_s = min(CLOSE_HANDSHAKE_WAIT_S, self.settings.shutdown_timeout_s / 2)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), wait_s)
+        for session in list(self.hub.sessions.values()):
+            connection: Connection = session.transport
+            self.close_connection(connection)
+            connection.abort()
         self.heartbeat_timer.stop()
         if self._lag_probe is not None:
             self._lag_probe.cancel()
@@ -283,6 +312,7 @@ class ChatServer:
             "chat_users_online": self.hub.users_online,
             "chat_rooms": len(self.hub.rooms),
             "chat_heartbeat_monitored": len(self.heartbeat),
+            "chat_store_queue_depth": self.store.queue_depth,
         }
 
     def health(self) -> tuple[bool, dict[str, Any]]:
@@ -471,6 +501,8 @@ class ChatServer:
         self.deliver(self.hub.close_session(session))
         if not user.online:
             self.store.set_offline_since(user.name, user.offline_since_seq)
+        if self.state == "stopping" and not self.hub.sessions:
+            self._drained.set()
 
     def deliver(self, deliveries: Iterable[Delivery]) -> None:
         """Write each frame that is not a message, framed once, to every recipient."""
@@ -587,6 +619,9 @@ class ChatServer:
             return
         connection.send(protocol.history_frame(frame, messages, more, viewer))
 
+    def _on_resume(self, connection: Connection, frame: protocol.Resume) -> None:
+        self.start_replay(connection, frame.since)
+
     def _on_list_rooms(self, connection: Connection, frame: protocol.ListRooms) -> None:
         assert connection.session is not None
         connection.send(self.hub.room_list(connection.session.user))
@@ -606,7 +641,7 @@ class ChatServer:
         below = connection.live_floor or None
         replayed: set[int] = set()
         try:
-            replay = await self.store.replay(user, since, below, 1000)
+            replay = await self.store.replay(user, since, below, self.settings.replay_limit)
         except StoreError:
             self.send_error(connection, ErrorCode.INTERNAL, "missed messages are unavailable; resume again")
         else:
@@ -670,6 +705,9 @@ class ChatSocketHandler(tornado.websocket.WebSocketHandler):
         self.connection: Connection | None = None
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
+        if self.server.state != "ready":
+            self._refuse(503, "shutting_down", "the server is restarting; reconnect in a few seconds")
+            return
         token = self.get_query_argument("token", None) or self.get_cookie(TOKEN_COOKIE)
         try:
             self.claims = self.server.authenticate(token)
@@ -806,6 +844,37 @@ class MeHandler(BaseHandler):
     def get(self) -> None:
         claims = self.current_claims()
         self.write({"username": claims.user, "expires": protocol.iso_time(claims.expires)})
+
+
+class HistoryHandler(BaseHandler):
+    """``GET /api/history?room=R|with=U&before=SEQ&limit=N``: a page of history, newest first."""
+
+    async def get(self) -> None:
+        claims = self.current_claims()
+        query: dict[str, Any] = {"type": "history"}
+        for name in ("room", "with"):
+            if (value := self.get_query_argument(name, None)) is not None:
+                query[name] = value
+        for name in ("before", "limit"):
+            if (value := self.get_query_argument(name, None)) is not None:
+                if not value.isdigit():
+                    raise ApiError(400, "bad_request", f"{name} must be a positive integer")
+                query[name] = int(value)
+        try:
+            request = protocol.parse_client_frame(protocol.encode(query).decode(), 1)
+            assert isinstance(request, protocol.History)
+            self.server.hub.check_target(self.server.hub.users[claims.user], request.room, request.with_user)
+        except ProtocolError as exc:
+            status = 403 if exc.code == ErrorCode.NOT_MEMBER else 404 if exc.code == ErrorCode.UNKNOWN_USER else 400
+            raise ApiError(status, exc.code.value, exc.message) from None
+        try:
+            messages, more = await self.server.store.history(
+                claims.user, request.room, request.with_user, request.before, request.limit
+            )
+        except StoreError:
+            raise ApiError(503, "internal", "history is unavailable; try again") from None
+        self.set_header("Content-Type", "application/json")
+        self.finish(protocol.history_frame(request, messages, more, claims.user))
 
 
 class ApiNotFoundHandler(BaseHandler):

@@ -45,7 +45,12 @@ class Settings:
     ops_address: str = "127.0.0.1"
     ops_port: int = 8889
     loop_lag_unhealthy_s: float = 1.0
-    store: str = "memory"
+    store: str = "sqlite"
+    sync: str = "full"
+    max_commit_batch: int = 1000
+    replay_limit: int = 1000
+    reconnect_spread_s: float = 5.0
+    shutdown_timeout_s: float = 10.0
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied (still validated by the caller if needed)."""
@@ -192,7 +197,49 @@ OPTIONS: tuple[Option, ...] = (
         _positive,
         "SECONDS",
     ),
-    Option("store", "message store: memory (lost on exit)", str, _choice("memory"), "KIND"),
+    Option(
+        "store",
+        "message store: sqlite (durable, in DATA_DIR) or memory (forgotten on exit; for demos and tests)",
+        str,
+        _choice("sqlite", "memory"),
+        "KIND",
+    ),
+    Option(
+        "sync",
+        "SQLite synchronous mode: full (an acked message survives power loss) or normal (faster; survives a"
+        " crash of the process but not of the machine)",
+        str.lower,
+        _choice("full", "normal"),
+        "MODE",
+    ),
+    Option(
+        "max_commit_batch",
+        "most writes the store commits in one transaction (group commit); 1 commits every message on its own",
+        int,
+        _min(1),
+        "COUNT",
+    ),
+    Option(
+        "replay_limit",
+        "most messages replayed on reconnect; beyond it the newest are sent and the reply says truncated",
+        int,
+        _min(1),
+        "COUNT",
+    ),
+    Option(
+        "reconnect_spread_s",
+        "on shutdown each client is told to wait a random delay up to this many seconds before reconnecting",
+        float,
+        _min(0),
+        "SECONDS",
+    ),
+    Option(
+        "shutdown_timeout_s",
+        "seconds a graceful shutdown (SIGTERM, SIGINT) may take before the process exits regardless",
+        float,
+        _positive,
+        "SECONDS",
+    ),
 )
 
 _FIELDS = {f.name for f in dataclasses.fields(Settings)}

@@ -69,8 +69,18 @@ class Snapshot:
 AppendCallback = Callable[[AppendResult], None]
 
 
+class StoreObserver(Protocol):
+    """Receives store events for metrics; may be called from a store thread."""
+
+    def store_committed(self, seconds: float, batch_size: int) -> None: ...
+
+    def store_failed(self) -> None: ...
+
+
 class Store(Protocol):
     """What the server needs from a store. Reads are coroutines that must not block the event loop."""
+
+    observer: StoreObserver | None
 
     def load(self) -> Snapshot:
         """Open the store and read the start-up snapshot (called once, before serving)."""
@@ -107,6 +117,11 @@ class Store(Protocol):
         """False while the store cannot write (the server stops reporting ready)."""
         ...
 
+    @property
+    def queue_depth(self) -> int:
+        """Writes waiting for their transaction."""
+        ...
+
     async def close(self) -> None:
         """Finish pending writes and release files."""
         ...
@@ -120,6 +135,7 @@ class MemoryStore:
     """
 
     def __init__(self, max_messages: int = MEMORY_STORE_MAX_MESSAGES) -> None:
+        self.observer: StoreObserver | None = None
         self._max_messages = max_messages
         self._log: list[Message] = []
         self._threads: dict[tuple[str, ...], list[Message]] = {}
@@ -132,6 +148,10 @@ class MemoryStore:
     @property
     def healthy(self) -> bool:
         return True
+
+    @property
+    def queue_depth(self) -> int:
+        return 0
 
     def load(self) -> Snapshot:
         return Snapshot(
