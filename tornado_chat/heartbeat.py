@@ -36,7 +36,7 @@ _PAYLOAD = struct.Struct("!Q")
 class Peer:
     """Heartbeat state of one connection; ``connection`` is the network layer's object."""
 
-    __slots__ = ("connection", "last_seen", "next_ping_at", "ping_payload", "ping_sent_at", "monitored")
+    __slots__ = ("connection", "last_seen", "next_ping_at", "ping_payload", "ping_sent_at", "monitored", "rtt_s")
 
     def __init__(self, connection: Any, now: float, first_ping_at: float) -> None:
         self.connection = connection
@@ -45,6 +45,8 @@ class Peer:
         self.ping_payload: bytes | None = None
         self.ping_sent_at = 0.0
         self.monitored = True
+        # Round trip of the latest answered ping, in seconds (None until the first pong).
+        self.rtt_s: float | None = None
 
 
 @dataclass(slots=True)
@@ -101,7 +103,8 @@ class HeartbeatMonitor:
         if peer.ping_payload is None or payload != peer.ping_payload:
             return None
         peer.ping_payload = None
-        return now - peer.ping_sent_at
+        peer.rtt_s = now - peer.ping_sent_at
+        return peer.rtt_s
 
     def tick(self, now: float) -> TickResult:
         """Pop every event due by ``now``: send due pings, report peers silent for ``dead_after_s``."""

@@ -97,6 +97,7 @@ class Connection:
         "held",
         "live_floor",
         "sent_bytes",
+        "buffered",
     )
 
     def __init__(
@@ -111,6 +112,8 @@ class Connection:
         self.closed = False
         self.close_reason = "client"
         self.sent_bytes = sent_bytes
+        # Bytes handed to the stream's buffer and not yet written to the socket.
+        self.buffered = 0
         # While a replay is running, live frames wait here as (seq or 0, frame).
         self.held: list[tuple[int, bytes]] | None = None
         # Sequence number of the first message delivered live; a later resume replays only below it.
@@ -119,14 +122,38 @@ class Connection:
     def write(self, frame: bytes) -> None:
         """Write an already framed message, uncounted (fan-out counts its bytes once for all recipients).
 
-        A closed stream is left to the close callback.
+        The common case costs one ``send`` system call: when nothing is queued in
+        the stream, the frame goes straight to the socket. Only what the kernel does
+        not take is handed to the stream's buffer, and those bytes are tracked in
+        ``buffered`` until the stream has written them. A closed stream is left to
+        the close callback.
         """
         if self.closed:
             return
+        stream = self.stream
+        if not stream.writing():
+            try:
+                sent = stream.socket.send(frame)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                # Reset or broken pipe: the stream notices on its next read and runs the close callback.
+                self.closed = True
+                return
+            if sent == len(frame):
+                return
+            frame = frame[sent:]
         try:
-            self.stream.write(frame)
+            written = stream.write(frame)
         except StreamClosedError:
             self.closed = True
+            return
+        size = len(frame)
+        self.buffered += size
+        written.add_done_callback(lambda _: self._flushed(size))
+
+    def _flushed(self, size: int) -> None:
+        self.buffered -= size
 
     def send(self, payload: bytes) -> None:
         """Frame, write and count one server frame (a reply to this session)."""
@@ -251,7 +278,9 @@ class ChatServer:
     def listen(self) -> None:
         """Restore state, start the heartbeat and the loop probe, and accept connections on both listeners.
 
-        Must be called on the event loop that will run the server.
+        Must be called on the event loop that will run the server. The listeners are
+        plain TCP: terminate TLS in a reverse proxy (``Connection.write`` sends on the
+        raw socket).
         """
         self.restore()
         settings = self.settings
