@@ -15,7 +15,7 @@ from tornado_chat.auth import TokenSigner
 from tornado_chat.store import AppendCallback, AppendResult, Draft, MemoryStore
 
 from .conftest import make_settings
-from .support import SECRET, WAIT_S, RawClient, ServerThread, clients, connect, http, login, ws_url
+from .support import SECRET, WAIT_S, RawClient, ServerThread, clients, connect, http, login, metric, scrape, ws_url
 
 BAD_FRAMES = [
     ("not json at all", "bad_json"),
@@ -215,5 +215,29 @@ def test_a_store_failure_is_an_internal_error_and_nothing_is_acked(tmp_path: Pat
             assert all(f["type"] != "message" for f in bob.backlog)
             alice.barrier()
             assert all(f["type"] != "ack" for f in alice.backlog)
+    finally:
+        running.stop()
+
+
+def test_connection_limits_answer_503_with_a_reason(tmp_path: Path) -> None:
+    running = ServerThread(make_settings(tmp_path, max_connections=3, max_connections_per_user=2)).start()
+    try:
+        token = login(running.base_url, "alice")
+        tabs = [connect(running.base_url, "alice", token=token) for _ in range(2)]
+        status, body = _handshake_status(ws_url(running.base_url, token))
+        assert status == 503 and body["error"] == "too_many_for_user"
+        bob = connect(running.base_url, "bob")
+        status, body = _handshake_status(ws_url(running.base_url, login(running.base_url, "carol")))
+        assert status == 503 and body["error"] == "too_many_connections"
+        samples = scrape(running.ops_url)
+        assert metric(samples, "chat_handshakes_rejected_total", reason="too_many_for_user") == 1
+        assert metric(samples, "chat_handshakes_rejected_total", reason="too_many_connections") == 1
+        assert metric(samples, "chat_connections_max") == 3
+        bob.close()
+        running.wait_for(lambda: len(running.chat.hub.sessions) == 2, "bob's connection to close")
+        carol = connect(running.base_url, "carol")
+        carol.barrier()
+        for client in [*tabs, carol]:
+            client.close()
     finally:
         running.stop()

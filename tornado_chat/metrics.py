@@ -67,6 +67,7 @@ STATE_GAUGES = (
     ("chat_rooms", "Rooms that exist."),
     ("chat_heartbeat_monitored", "Connections the heartbeat is watching."),
     ("chat_store_queue_depth", "Store writes waiting for their transaction."),
+    ("chat_connections_max", "Most WebSocket connections the server accepts (--max-connections)."),
 )
 COMMIT_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)

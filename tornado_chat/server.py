@@ -289,7 +289,7 @@ class ChatServer:
         self._ops_http.add_sockets(ops_sockets)
         self.ops_port = ops_sockets[0].getsockname()[1]
         sockets = tornado.netutil.bind_sockets(settings.port, settings.address, family=socket.AF_INET)
-        self._http = tornado.httpserver.HTTPServer(self.make_app())
+        self._http = tornado.httpserver.HTTPServer(self.make_app(), xheaders=settings.trust_proxy_headers)
         self._http.add_sockets(sockets)
         self.chat_port = sockets[0].getsockname()[1]
         self.last_tick_mono = self.monotonic()
@@ -342,6 +342,7 @@ class ChatServer:
             "chat_rooms": len(self.hub.rooms),
             "chat_heartbeat_monitored": len(self.heartbeat),
             "chat_store_queue_depth": self.store.queue_depth,
+            "chat_connections_max": self.settings.max_connections,
         }
 
     def health(self) -> tuple[bool, dict[str, Any]]:
@@ -742,6 +743,13 @@ class ChatSocketHandler(tornado.websocket.WebSocketHandler):
             self.claims = self.server.authenticate(token)
         except TokenError as exc:
             self._refuse(401, exc.problem.value, "a valid login token is required (cookie or ?token=)")
+            return
+        if len(self.server.hub.sessions) >= self.server.settings.max_connections:
+            self._refuse(503, "too_many_connections", "the server is full; try again later")
+            return
+        user = self.server.hub.users.get(self.claims.user)
+        if user is not None and len(user.sessions) >= self.server.settings.max_connections_per_user:
+            self._refuse(503, "too_many_for_user", "you have too many connections open; close one")
             return
         since = self.get_query_argument("since", None)
         if since is not None:

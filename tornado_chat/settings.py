@@ -51,6 +51,9 @@ class Settings:
     replay_limit: int = 1000
     reconnect_spread_s: float = 5.0
     shutdown_timeout_s: float = 10.0
+    max_connections: int = 20000
+    max_connections_per_user: int = 10
+    trust_proxy_headers: bool = False
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied (still validated by the caller if needed)."""
@@ -232,6 +235,28 @@ OPTIONS: tuple[Option, ...] = (
         float,
         _min(0),
         "SECONDS",
+    ),
+    Option(
+        "max_connections",
+        "most WebSocket connections in total; past it handshakes get 503 (too_many_connections)",
+        int,
+        _min(1),
+        "COUNT",
+    ),
+    Option(
+        "max_connections_per_user",
+        "most WebSocket connections one user may hold (tabs, devices); past it handshakes get 503",
+        int,
+        _min(1),
+        "COUNT",
+    ),
+    Option(
+        "trust_proxy_headers",
+        "trust X-Forwarded-For and X-Forwarded-Proto from a reverse proxy (set only behind one)",
+        _parse_bool,
+        None,
+        "BOOL",
+        is_flag=True,
     ),
     Option(
         "shutdown_timeout_s",
