@@ -43,11 +43,11 @@ function connect() {
 
 $("login-form").addEventListener("submit", async (event) => {
   event.preventDefault();
-  const response = await fetch("api/login", {
-    method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ username: $("username").value }),
-  });
+  const credentials = JSON.stringify({ username: $("username").value, password: $("password").value });
+  const post = (path) => fetch(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: credentials });
+  // A new name registers; a taken one logs in.
+  let response = await post("api/register");
+  if (response.status === 409) response = await post("api/login");
   const body = await response.json();
   if (!response.ok) {
     alert(body.message);

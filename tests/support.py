@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
+import contextlib
 import json
 import os
 import re
@@ -237,10 +238,18 @@ def http(
     return status, response_headers, parsed
 
 
+def password_for(username: str) -> str:
+    return f"pw-{username}-secret"
+
+
 def login(base_url: str, username: str) -> str:
-    status, _, body = http("POST", base_url + "api/login", {"username": username})
-    assert status == 200, body
-    return str(body["token"])
+    """A token for ``username``: registers the account on first use, logs in afterwards."""
+    body: Any = {"username": username, "password": password_for(username)}
+    status, _, answer = http("POST", base_url + "api/register", body)
+    if status == 409:
+        status, _, answer = http("POST", base_url + "api/login", body)
+    assert status == 200, answer
+    return str(answer["token"])
 
 
 class Client:
@@ -462,3 +471,42 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT_S
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         pause.wait(0.02)
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of a process, in KiB (from /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for process {pid}")
+
+
+class Recorder:
+    """A client whose frames are collected by a reader thread, so that it can send without waiting."""
+
+    def __init__(self, base_url: str, name: str, token: str) -> None:
+        self.name = name
+        self.ws = ws_connect(ws_url(base_url, token), open_timeout=WAIT_S, ping_interval=None, legacy=True)
+        self.frames: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        self.acks = threading.Semaphore(0)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        with contextlib.suppress(ConnectionClosed, OSError):
+            while True:
+                frame = json.loads(self.ws.recv())
+                with self.lock:
+                    self.frames.append(frame)
+                if frame["type"] == "ack":
+                    self.acks.release()
+
+    def of_type(self, kind: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [f for f in self.frames if f["type"] == kind]
+
+    def cursor(self) -> int:
+        """The newest seq this client has seen, in messages or in acks of its own."""
+        with self.lock:
+            return max([f["seq"] for f in self.frames if f["type"] in ("message", "ack")], default=0)

@@ -15,10 +15,9 @@ from typing import Any
 
 import pytest
 from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import connect as ws_connect
 
 from .conftest import make_settings
-from .support import WAIT_S, ServerProcess, ServerThread, clients, connect, http, login, wait_until, ws_url
+from .support import WAIT_S, Recorder, ServerProcess, ServerThread, clients, connect, http, login, wait_until
 
 ROOM = "durable"
 
@@ -39,42 +38,13 @@ def all_history(base_url: str, token: str, **target: str) -> list[dict[str, Any]
         before = f"&before={page['messages'][-1]['seq']}"
 
 
-class Recorder:
-    """A client whose frames are collected by a reader thread, so that it can send without waiting."""
-
-    def __init__(self, base_url: str, name: str, token: str) -> None:
-        self.name = name
-        self.ws = ws_connect(ws_url(base_url, token), open_timeout=WAIT_S, ping_interval=None, legacy=True)
-        self.frames: list[dict[str, Any]] = []
-        self.lock = threading.Lock()
-        self.acks = threading.Semaphore(0)
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        with contextlib.suppress(ConnectionClosed, OSError):
-            while True:
-                frame = json.loads(self.ws.recv())
-                with self.lock:
-                    self.frames.append(frame)
-                if frame["type"] == "ack":
-                    self.acks.release()
-
-    def of_type(self, kind: str) -> list[dict[str, Any]]:
-        with self.lock:
-            return [f for f in self.frames if f["type"] == kind]
-
-    def cursor(self) -> int:
-        """The newest seq this client has seen, in messages or in acks of its own."""
-        with self.lock:
-            return max([f["seq"] for f in self.frames if f["type"] in ("message", "ack")], default=0)
-
-
 def test_acked_messages_survive_a_crash_and_resume_fills_every_gap(tmp_path: Path) -> None:
     data_dir = str(tmp_path / "data")
     names = [f"user{i}" for i in range(4)]
     per_user = 300
-    server = ServerProcess("--data-dir", data_dir).start()
+    # The senders pipeline hundreds of frames at once: lift the per-connection rate limit for this test.
+    unlimited = ("--rate-limit", "1000000", "--rate-limit-burst", "1000000")
+    server = ServerProcess("--data-dir", data_dir, *unlimited).start()
     tokens = {name: login(server.base_url, name) for name in names}
     recorders = [Recorder(server.base_url, name, tokens[name]) for name in names]
     try:
@@ -107,7 +77,7 @@ def test_acked_messages_survive_a_crash_and_resume_fills_every_gap(tmp_path: Pat
     cursors = {r.name: r.cursor() for r in recorders}
     assert len(acked) >= 150
 
-    restarted = ServerProcess("--data-dir", data_dir).start()
+    restarted = ServerProcess("--data-dir", data_dir, *unlimited).start()
     try:
         room = all_history(restarted.base_url, tokens["user0"], room=ROOM)
         # Direct messages all went to user0 (user0's own are notes to self).

@@ -16,6 +16,7 @@ def test_page_logs_in_joins_sends_and_receives(browser: Browser, server: ServerT
     try:
         page.goto(server.base_url)
         page.get_by_role("textbox", name="Name").fill("webuser")
+        page.get_by_label("Password").fill("webuser-password")
         page.get_by_role("button", name="Log in").click()
         page.get_by_role("button", name="Join").click()
         expect(page.get_by_role("status")).to_contain_text("#general", timeout=TIMEOUT_MS)

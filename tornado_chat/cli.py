@@ -15,6 +15,7 @@ from pathlib import Path
 import prometheus_client
 
 from . import __version__
+from .admin import AdminError, add_user_commands, run_user_command
 from .logs import setup_logging
 from .server import ChatServer
 from .settings import Settings, SettingsError, add_arguments, settings_from_args
@@ -37,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"tornado-chat {__version__}")
     add_arguments(parser)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", help="with no command, run the server")
+    add_user_commands(commands)
     return parser
 
 
@@ -49,6 +52,13 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except SettingsError as exc:
         print(f"tornado-chat: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if args.command == "user":
+        try:
+            run_user_command(args, settings.data_dir, settings.sync)
+        except AdminError as exc:
+            print(f"tornado-chat: error: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+        return EXIT_OK
     setup_logging(settings.log_format, settings.log_level)
     # The *_created series double the number of series and no dashboard or alert here reads them.
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]

@@ -51,6 +51,18 @@ HANDSHAKE_REJECT_REASONS = (
 # Frame types as counted: the client frame types, plus frames that could not be parsed at all.
 FRAME_TYPE_LABELS = (*CLIENT_FRAME_TYPES, "invalid")
 MESSAGE_KINDS = ("direct", "room")
+# Why an account request (register, login, logout, password change) was refused.
+AUTH_REFUSALS = (
+    "bad_username",
+    "bad_password",
+    "bad_credentials",
+    "too_many_attempts",
+    "username_taken",
+    "registration_closed",
+    "password_required",
+    "no_password",
+    "unavailable",
+)
 ERROR_CODES = tuple(code.value for code in ErrorCode)
 
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -129,6 +141,14 @@ class ChatMetrics:
             registry=registry,
         )
         self.handshakes_rejected = {reason: rejected.labels(reason) for reason in HANDSHAKE_REJECT_REASONS}
+
+        refused = Counter(
+            "chat_auth_refused",
+            "Account requests (register, login, logout, password change) refused, by why.",
+            ["code"],
+            registry=registry,
+        )
+        self.auth_refused = {code: refused.labels(code) for code in AUTH_REFUSALS}
 
         # Traffic.
         frames = Counter(

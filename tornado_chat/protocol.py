@@ -44,6 +44,7 @@ class ErrorCode(StrEnum):
     UNKNOWN_USER = "unknown_user"
     BAD_ROOM = "bad_room"
     BAD_TEXT = "bad_text"
+    RATE_LIMITED = "rate_limited"
     INTERNAL = "internal"
 
 

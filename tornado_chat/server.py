@@ -1,8 +1,8 @@
-"""The Tornado layer: HTTP and WebSocket handlers that translate socket events into core calls.
+"""The Tornado layer: the one application object, and the network side of each connection.
 
-``ChatServer`` is the one application object: it owns the hub, the store and
-the token signer, and every handler gets it through ``initialize``. Handlers
-keep no state of their own beyond the request they serve.
+``ChatServer`` owns the hub, the store, the identity service, the heartbeat
+and the metrics; every handler (``handlers.py``) gets it through
+``initialize`` and only translates socket and HTTP events into its calls.
 """
 
 from __future__ import annotations
@@ -13,25 +13,32 @@ import logging
 import random
 import secrets
 import socket
-import struct
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tornado.httpserver
 import tornado.ioloop
 import tornado.netutil
 import tornado.web
-import tornado.websocket
 from prometheus_client import CollectorRegistry, Counter
 from tornado.iostream import IOStream, StreamClosedError
 
-from . import __version__, protocol
-from .auth import Claims, TokenError, TokenProblem, TokenSigner
+from . import __version__, handlers, protocol
+from .assets import Assets
+from .auth import Claims, TokenSigner
+from .frames import (
+    WS_CLOSE_POLICY,
+    WS_CLOSE_SERVICE_RESTART,
+    WS_CLOSE_TRY_AGAIN_LATER,
+    ws_ping_frame,
+    ws_text_frame,
+)
 from .heartbeat import HeartbeatMonitor, Peer
 from .hub import Delivery, Hub, Session
+from .identity import Identity
+from .limits import TokenBucket
 from .metrics import ChatMetrics
 from .ops import make_ops_app
 from .protocol import ErrorCode, FrameId, ProtocolError
@@ -39,15 +46,15 @@ from .settings import Settings
 from .static_files import static_dir
 from .store import AppendResult, Draft, Store, StoreError
 
+if TYPE_CHECKING:
+    from .handlers import ChatSocketHandler
+
 log = logging.getLogger("tornado_chat.server")
 
-TOKEN_COOKIE = "chat_token"
-WS_CLOSE_NORMAL = 1000
-WS_CLOSE_TOO_LARGE = 1009
-WS_CLOSE_SERVICE_RESTART = 1012
 # On shutdown, how long clients get to complete the close handshake before they are cut off.
 CLOSE_HANDSHAKE_WAIT_S = 3.0
-USERNAME_RULE = "1-32 characters of A-Z, a-z, 0-9, _, . and -"
+# How often account changes made by other processes (the admin CLI) are picked up.
+AUTH_SYNC_INTERVAL_S = 1.0
 # How often the loop-lag probe timer runs; each run observes how late it fired.
 LOOP_LAG_PROBE_INTERVAL_S = 0.1
 # /healthz fails when the heartbeat has missed this many ticks in a row.
@@ -61,25 +68,6 @@ FRAME_LABELS = {
     protocol.ListRooms: "rooms",
     protocol.Resume: "resume",
 }
-
-
-def ws_ping_frame(payload: bytes) -> bytes:
-    """An unmasked WebSocket ping frame; control frame payloads are at most 125 bytes."""
-    assert len(payload) <= 125
-    return bytes((0x89, len(payload))) + payload
-
-
-def ws_text_frame(payload: bytes) -> bytes:
-    """An unmasked, final WebSocket text frame (RFC 6455 section 5.2) carrying ``payload``.
-
-    Built once per fan-out and written as-is to every recipient.
-    """
-    length = len(payload)
-    if length < 126:
-        return bytes((0x81, length)) + payload
-    if length <= 0xFFFF:
-        return struct.pack("!BBH", 0x81, 126, length) + payload
-    return struct.pack("!BBQ", 0x81, 127, length) + payload
 
 
 class Connection:
@@ -98,10 +86,21 @@ class Connection:
         "live_floor",
         "sent_bytes",
         "buffered",
+        "max_buffered",
+        "on_overflow",
+        "login_id",
+        "bucket",
     )
 
     def __init__(
-        self, handler: ChatSocketHandler, stream: IOStream, remote_ip: str, opened_at: float, sent_bytes: Counter
+        self,
+        handler: ChatSocketHandler,
+        stream: IOStream,
+        remote_ip: str,
+        opened_at: float,
+        sent_bytes: Counter,
+        max_buffered: int,
+        on_overflow: Callable[[Connection], None],
     ) -> None:
         self.handler = handler
         self.stream = stream
@@ -112,8 +111,13 @@ class Connection:
         self.closed = False
         self.close_reason = "client"
         self.sent_bytes = sent_bytes
-        # Bytes handed to the stream's buffer and not yet written to the socket.
+        # Bytes handed to the stream's buffer and not yet written to the socket; past
+        # max_buffered the client is not reading and on_overflow cuts it off.
         self.buffered = 0
+        self.max_buffered = max_buffered
+        self.on_overflow = on_overflow
+        self.login_id = ""
+        self.bucket: TokenBucket | None = None
         # While a replay is running, live frames wait here as (seq or 0, frame).
         self.held: list[tuple[int, bytes]] | None = None
         # Sequence number of the first message delivered live; a later resume replays only below it.
@@ -151,6 +155,8 @@ class Connection:
         size = len(frame)
         self.buffered += size
         written.add_done_callback(lambda _: self._flushed(size))
+        if self.buffered > self.max_buffered:
+            self.on_overflow(self)
 
     def _flushed(self, size: int) -> None:
         self.buffered -= size
@@ -211,7 +217,8 @@ class ChatServer:
         self.clock = clock
         self.monotonic = monotonic
         self.hub = Hub()
-        self.signer = TokenSigner(secret)
+        self.identity = Identity(settings, store, TokenSigner(secret), self, clock, monotonic)
+        self.assets = Assets(static_dir())
         self.started_at = clock()
         self.started_mono = monotonic()
         self.state = "starting"
@@ -219,6 +226,8 @@ class ChatServer:
         self.metrics = ChatMetrics(self.registry, self.scrape_state, settings.ping_interval_s + settings.ping_timeout_s)
         self.heartbeat = HeartbeatMonitor(settings.ping_interval_s, settings.ping_timeout_s)
         self.heartbeat_timer = tornado.ioloop.PeriodicCallback(self.heartbeat_tick, settings.heartbeat_tick_s * 1000)
+        self.auth_sync_timer = tornado.ioloop.PeriodicCallback(self._sync_accounts, AUTH_SYNC_INTERVAL_S * 1000)
+        self._syncing = False
         self.last_tick_mono = self.started_mono
         self.last_loop_lag_s = 0.0
         self._lag_probe: asyncio.TimerHandle | None = None
@@ -244,6 +253,7 @@ class ChatServer:
         """Load users, rooms and memberships from the store into the hub."""
         self.store.observer = self.metrics
         snapshot = self.store.load()
+        self.identity.restore(snapshot)
         hub = self.hub
         hub.last_seq = snapshot.last_seq
         for name, offline_since in snapshot.users.items():
@@ -256,19 +266,23 @@ class ChatServer:
             hub.restore_contact(a, b)
 
     def make_app(self) -> tornado.web.Application:
-        static = static_dir()
         args = {"server": self}
         return tornado.web.Application(
             [
-                (r"/", PageHandler, {"server": self, "path": static / "index.html"}),
-                (r"/ws", ChatSocketHandler, args),
-                (r"/api/login", LoginHandler, args),
-                (r"/api/me", MeHandler, args),
-                (r"/api/history", HistoryHandler, args),
-                (r"/api/.*", ApiNotFoundHandler, args),
+                (r"/", handlers.PageHandler, args),
+                (r"/static/(.+)", handlers.AssetHandler, args),
+                (r"/ws", handlers.ChatSocketHandler, args),
+                (r"/api/config", handlers.ConfigHandler, args),
+                (r"/api/register", handlers.RegisterHandler, args),
+                (r"/api/login", handlers.LoginHandler, args),
+                (r"/api/logout", handlers.LogoutHandler, args),
+                (r"/api/password", handlers.PasswordHandler, args),
+                (r"/api/me", handlers.MeHandler, args),
+                (r"/api/history", handlers.HistoryHandler, args),
+                (r"/api/.*", handlers.ApiNotFoundHandler, args),
             ],
-            static_path=str(static),
-            static_url_prefix="/static/",
+            default_handler_class=handlers.ApiNotFoundHandler,
+            default_handler_args=args,
             websocket_max_message_size=self.settings.max_message_bytes,
             cross_origin_protection=True,
             trusted_origins=[o for o in self.settings.allowed_origins if o != "*"],
@@ -294,6 +308,7 @@ class ChatServer:
         self.chat_port = sockets[0].getsockname()[1]
         self.last_tick_mono = self.monotonic()
         self.heartbeat_timer.start()
+        self.auth_sync_timer.start()
         self._schedule_lag_probe()
         self.state = "ready"
 
@@ -324,6 +339,7 @@ class ChatServer:
             self.close_connection(connection)
             connection.abort()
         self.heartbeat_timer.stop()
+        self.auth_sync_timer.stop()
         if self._lag_probe is not None:
             self._lag_probe.cancel()
         for task in list(self._tasks):
@@ -452,19 +468,40 @@ class ChatServer:
 
     # ------------------------------------------------------------ identity
 
-    def login(self, username: str) -> tuple[str, Claims]:
-        """A signed token for ``username``, who becomes a known user."""
-        if self.hub.users.get(username) is None:
-            self.hub.add_user(username)
-            self.store.add_user(username)
-        return self.signer.issue(username, secrets.token_urlsafe(12), self.clock(), self.settings.token_ttl_s)
+    def user_added(self, name: str) -> None:
+        self.hub.add_user(name)
 
-    def authenticate(self, token: str | None) -> Claims:
-        """The claims of a valid token for a known user; raises ``TokenError``."""
-        claims = self.signer.verify(token, self.clock())
-        if claims.user not in self.hub.users:
-            raise TokenError(TokenProblem.REVOKED)
-        return claims
+    def user_removed(self, name: str) -> None:
+        for session in self.hub.remove_user(name):
+            self._close_for_policy(session.transport, "account removed")
+
+    def logins_ended(self, user: str, login_ids: set[str] | None) -> None:
+        """Close the user's connections opened with these login sessions (all when None)."""
+        account = self.hub.users.get(user)
+        if account is None:
+            return
+        for session in list(account.sessions.values()):
+            connection: Connection = session.transport
+            if login_ids is None or connection.login_id in login_ids:
+                self._close_for_policy(connection, "logged out")
+
+    def _close_for_policy(self, connection: Connection, reason: str) -> None:
+        connection.close_reason = "policy"
+        self.close_connection(connection)
+        connection.close(WS_CLOSE_POLICY, reason, "policy")
+
+    def _sync_accounts(self) -> None:
+        if not self._syncing:
+            self._syncing = True
+            self.spawn(self._sync_accounts_once())
+
+    async def _sync_accounts_once(self) -> None:
+        try:
+            await self.identity.sync()
+        except StoreError:
+            log.warning("could not read account changes; will retry")
+        finally:
+            self._syncing = False
 
     def origin_allowed(self, origin: str) -> bool:
         """Cross-origin WebSocket check; same-origin requests never get here (Tornado checks Host first)."""
@@ -477,9 +514,18 @@ class ChatServer:
         """Register a new WebSocket as a session, greet it, and replay what it missed."""
         assert handler.ws_connection is not None and handler.ws_connection.stream is not None
         now = self.monotonic()
+        settings = self.settings
         connection = Connection(
-            handler, handler.ws_connection.stream, handler.request.remote_ip or "", now, self.metrics.sent_bytes
+            handler,
+            handler.ws_connection.stream,
+            handler.request.remote_ip or "",
+            now,
+            self.metrics.sent_bytes,
+            settings.max_buffered_bytes,
+            self.slow_consumer,
         )
+        connection.login_id = claims.login_id
+        connection.bucket = TokenBucket(settings.rate_limit_per_s, settings.rate_limit_burst, now)
         connection.peer = self.heartbeat.add(connection, now)
         self.metrics.connections_opened.inc()
         hub = self.hub
@@ -515,6 +561,16 @@ class ChatServer:
                 },
             }
         )
+
+    def slow_consumer(self, connection: Connection) -> None:
+        """A client stopped reading and its buffer passed the cap: cut it off, the others go on."""
+        if connection.closed:
+            return
+        user = connection.session.user.name if connection.session else None
+        log.info("closing a slow consumer", extra={"user": user, "buffered": connection.buffered})
+        connection.close_reason = "slow_consumer"
+        self.close_connection(connection)
+        connection.close(WS_CLOSE_TRY_AGAIN_LATER, "slow consumer: not reading fast enough", "slow_consumer")
 
     def close_connection(self, connection: Connection) -> None:
         """Clean up after a closed connection, exactly once whatever closed it."""
@@ -576,8 +632,17 @@ class ChatServer:
         """Handle one client frame; a bad frame gets an error frame and the connection stays open."""
         received_at = time.perf_counter()
         metrics = self.metrics
+        now = self.monotonic()
         if connection.peer is not None:
-            connection.peer.last_seen = self.monotonic()
+            connection.peer.last_seen = now
+        bucket = connection.bucket
+        if bucket is not None and not bucket.take(now):
+            if bucket.exhausted:
+                log.info("closing a connection that kept sending over its rate limit")
+                self._close_for_policy(connection, "rate limit exceeded")
+            elif not connection.closed:
+                self.send_error(connection, ErrorCode.RATE_LIMITED, "slow down: too many frames")
+            return
         metrics.received_bytes.inc(len(data) if isinstance(data, bytes) or data.isascii() else len(data.encode()))
         try:
             frame = protocol.parse_client_frame(data, self.settings.max_text_chars)
@@ -700,233 +765,3 @@ class ChatServer:
                 connection.deliver_message(frame, seq)
             else:
                 connection.write(frame)
-
-
-# ---------------------------------------------------------------- handlers
-
-
-class _ChatWebSocketProtocol(tornado.websocket.WebSocketProtocol13):
-    """Tornado's protocol, plus a ``too_large`` error frame before the 1009 close for an oversize message."""
-
-    def close(self, code: int | None = None, reason: str | None = None) -> None:
-        oversize = code == WS_CLOSE_TOO_LARGE and not self.server_terminated and not self.stream.closed()
-        if oversize:
-            payload = protocol.error_frame(ErrorCode.TOO_LARGE, "message is larger than the server accepts")
-            with contextlib.suppress(StreamClosedError):
-                self.stream.write(ws_text_frame(payload))
-        super().close(code, reason)
-        if oversize and not self.stream.closed() and not self.stream.writing():
-            # Tornado aborts the socket next, with the rest of the oversize message
-            # unread, and the kernel answers that with a reset that can drop our
-            # last frames. Sending FIN first pushes the error and close frames out.
-            with contextlib.suppress(OSError):
-                self.stream.socket.shutdown(socket.SHUT_WR)
-
-
-class ChatSocketHandler(tornado.websocket.WebSocketHandler):
-    """``GET /ws``: authenticate before the upgrade, then hand every event to the server."""
-
-    server: ChatServer
-
-    def initialize(self, server: ChatServer) -> None:
-        self.server = server
-        self.claims: Claims | None = None
-        self.since: int | None = None
-        self.connection: Connection | None = None
-
-    async def get(self, *args: Any, **kwargs: Any) -> None:
-        if self.server.state != "ready":
-            self._refuse(503, "shutting_down", "the server is restarting; reconnect in a few seconds")
-            return
-        token = self.get_query_argument("token", None) or self.get_cookie(TOKEN_COOKIE)
-        try:
-            self.claims = self.server.authenticate(token)
-        except TokenError as exc:
-            self._refuse(401, exc.problem.value, "a valid login token is required (cookie or ?token=)")
-            return
-        if len(self.server.hub.sessions) >= self.server.settings.max_connections:
-            self._refuse(503, "too_many_connections", "the server is full; try again later")
-            return
-        user = self.server.hub.users.get(self.claims.user)
-        if user is not None and len(user.sessions) >= self.server.settings.max_connections_per_user:
-            self._refuse(503, "too_many_for_user", "you have too many connections open; close one")
-            return
-        since = self.get_query_argument("since", None)
-        if since is not None:
-            if not since.isdigit() or int(since) > protocol.MAX_SEQ:
-                self._refuse(400, "bad_since", "since must be a non-negative integer sequence number")
-                return
-            self.since = int(since)
-        await super().get(*args, **kwargs)
-
-    def _refuse(self, status: int, code: str, message: str) -> None:
-        self.server.metrics.handshakes_rejected[code].inc()
-        self.set_status(status)
-        self.set_header("Content-Type", "application/json")
-        self.finish(protocol.encode({"error": code, "message": message}))
-
-    def check_origin(self, origin: str) -> bool:
-        allowed = self.server.origin_allowed(origin)
-        if not allowed:
-            self.server.metrics.handshakes_rejected["origin"].inc()
-        return allowed
-
-    def get_websocket_protocol(self) -> tornado.websocket.WebSocketProtocol | None:
-        if self.request.headers.get("Sec-WebSocket-Version") != "13":
-            return None
-        params = tornado.websocket._WebSocketParams(
-            ping_interval=None, ping_timeout=None, max_message_size=self.max_message_size, compression_options=None
-        )
-        return _ChatWebSocketProtocol(self, False, params)
-
-    def open(self, *args: str, **kwargs: str) -> None:
-        assert self.claims is not None
-        self.set_nodelay(True)
-        self.connection = self.server.open_connection(self, self.claims, self.since)
-
-    def on_message(self, message: str | bytes) -> None:
-        if self.connection is not None:
-            self.server.receive(self.connection, message)
-
-    def on_pong(self, data: bytes) -> None:
-        if self.connection is not None:
-            self.server.on_pong(self.connection, data)
-
-    def on_ping(self, data: bytes) -> None:
-        if self.connection is not None:
-            self.server.on_client_ping(self.connection)
-
-    def on_close(self) -> None:
-        if self.connection is not None:
-            self.server.close_connection(self.connection)
-
-
-class BaseHandler(tornado.web.RequestHandler):
-    """Common headers and JSON errors for every HTTP response."""
-
-    server: ChatServer
-
-    def initialize(self, server: ChatServer) -> None:
-        self.server = server
-
-    def set_default_headers(self) -> None:
-        self.set_header("X-Content-Type-Options", "nosniff")
-        self.set_header("Referrer-Policy", "no-referrer")
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(exc, ApiError):
-            code, message = exc.code, exc.message
-        else:
-            code, message = self._reason.lower().replace(" ", "_"), self._reason
-        self.set_header("Content-Type", "application/json")
-        self.finish(protocol.encode({"error": code, "message": message}))
-
-    def json_body(self) -> dict[str, Any]:
-        """The request body as a JSON object; 415 for another content type, 400 for bad JSON."""
-        content_type = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
-        if content_type != "application/json":
-            raise ApiError(415, "unsupported_media_type", "send the body as application/json")
-        try:
-            body = tornado.escape.json_decode(self.request.body)
-        except (ValueError, RecursionError):
-            raise ApiError(400, "bad_json", "the body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise ApiError(400, "bad_request", "the body must be a JSON object")
-        return body
-
-    def current_claims(self) -> Claims:
-        """Claims of the request's token (Authorization bearer, or the cookie); 401 without a valid one."""
-        header = self.request.headers.get("Authorization", "")
-        token = header[7:].strip() if header.lower().startswith("bearer ") else self.get_cookie(TOKEN_COOKIE)
-        try:
-            return self.server.authenticate(token)
-        except TokenError as exc:
-            raise ApiError(401, exc.problem.value, "a valid login token is required") from None
-
-
-class ApiError(tornado.web.HTTPError):
-    """An HTTP error answered with ``{"error": code, "message": message}``."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(status, reason=None, log_message=message)
-        self.code = code
-        self.message = message
-
-
-class LoginHandler(BaseHandler):
-    """``POST /api/login {"username": U}``: a token in the body and in an HttpOnly cookie."""
-
-    def post(self) -> None:
-        body = self.json_body()
-        username = body.get("username")
-        if not isinstance(username, str) or not protocol.USERNAME_PATTERN.fullmatch(username):
-            raise ApiError(400, "bad_username", f"username must be {USERNAME_RULE}")
-        token, claims = self.server.login(username)
-        self.set_cookie(
-            TOKEN_COOKIE,
-            token,
-            path="/",
-            expires=claims.expires,
-            httponly=True,
-            samesite="Lax",
-            secure=self.request.protocol == "https",
-        )
-        self.write({"token": token, "username": username, "expires": protocol.iso_time(claims.expires)})
-
-
-class MeHandler(BaseHandler):
-    """``GET /api/me``: who the token belongs to."""
-
-    def get(self) -> None:
-        claims = self.current_claims()
-        self.write({"username": claims.user, "expires": protocol.iso_time(claims.expires)})
-
-
-class HistoryHandler(BaseHandler):
-    """``GET /api/history?room=R|with=U&before=SEQ&limit=N``: a page of history, newest first."""
-
-    async def get(self) -> None:
-        claims = self.current_claims()
-        query: dict[str, Any] = {"type": "history"}
-        for name in ("room", "with"):
-            if (value := self.get_query_argument(name, None)) is not None:
-                query[name] = value
-        for name in ("before", "limit"):
-            if (value := self.get_query_argument(name, None)) is not None:
-                if not value.isdigit():
-                    raise ApiError(400, "bad_request", f"{name} must be a positive integer")
-                query[name] = int(value)
-        try:
-            request = protocol.parse_client_frame(protocol.encode(query).decode(), 1)
-            assert isinstance(request, protocol.History)
-            self.server.hub.check_target(self.server.hub.users[claims.user], request.room, request.with_user)
-        except ProtocolError as exc:
-            status = 403 if exc.code == ErrorCode.NOT_MEMBER else 404 if exc.code == ErrorCode.UNKNOWN_USER else 400
-            raise ApiError(status, exc.code.value, exc.message) from None
-        try:
-            messages, more = await self.server.store.history(
-                claims.user, request.room, request.with_user, request.before, request.limit
-            )
-        except StoreError:
-            raise ApiError(503, "internal", "history is unavailable; try again") from None
-        self.set_header("Content-Type", "application/json")
-        self.finish(protocol.history_frame(request, messages, more, claims.user))
-
-
-class ApiNotFoundHandler(BaseHandler):
-    def prepare(self) -> None:
-        raise ApiError(404, "not_found", "no such API endpoint")
-
-
-class PageHandler(BaseHandler):
-    """The chat page."""
-
-    def initialize(self, server: ChatServer, path: Path) -> None:  # type: ignore[override]
-        super().initialize(server)
-        self.path = path
-
-    def get(self) -> None:
-        self.set_header("Content-Type", "text/html; charset=utf-8")
-        self.set_header("Cache-Control", "no-cache")
-        self.write(self.path.read_bytes())

@@ -54,6 +54,12 @@ class Settings:
     max_connections: int = 20000
     max_connections_per_user: int = 10
     trust_proxy_headers: bool = False
+    registration: str = "open"
+    allow_guests: bool = False
+    login_attempts_per_min: int = 10
+    rate_limit_per_s: float = 20.0
+    rate_limit_burst: int = 40
+    max_buffered_bytes: int = 1024 * 1024
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied (still validated by the caller if needed)."""
@@ -124,14 +130,21 @@ class Option:
     check: Callable[[Any], str | None] | None = None
     metavar: str | None = None
     is_flag: bool = False
+    # The flag's name without dashes, when the field's name (less a unit suffix) does not read well.
+    name: str | None = None
+
+    @property
+    def _name(self) -> str:
+        """The field's name without its seconds suffix: ping_interval_s is --ping-interval."""
+        return self.name or self.field.removesuffix("_s")
 
     @property
     def flag(self) -> str:
-        return "--" + self.field.removesuffix("_s").replace("_", "-")
+        return "--" + self._name.replace("_", "-")
 
     @property
     def env(self) -> str:
-        return ENV_PREFIX + self.field.removesuffix("_s").upper()
+        return ENV_PREFIX + self._name.upper()
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -249,6 +262,51 @@ OPTIONS: tuple[Option, ...] = (
         int,
         _min(1),
         "COUNT",
+    ),
+    Option(
+        "registration",
+        "who may create accounts: open (anyone, with POST /api/register) or closed (the admin CLI only)",
+        str,
+        _choice("open", "closed"),
+        "MODE",
+    ),
+    Option(
+        "allow_guests",
+        "allow passwordless logins as guest-NAME; for demos and load tests",
+        _parse_bool,
+        None,
+        "BOOL",
+        is_flag=True,
+    ),
+    Option(
+        "login_attempts_per_min",
+        "failed logins allowed per minute per client address and per user name before 429",
+        int,
+        _min(1),
+        "COUNT",
+    ),
+    Option(
+        "rate_limit_per_s",
+        "frames per second each connection may send on average; more get rate_limited errors",
+        float,
+        _positive,
+        "FRAMES",
+        name="rate_limit",
+    ),
+    Option(
+        "rate_limit_burst",
+        "frames a connection may send at once above the average rate",
+        int,
+        _min(1),
+        "COUNT",
+    ),
+    Option(
+        "max_buffered_bytes",
+        "outgoing bytes a connection may have waiting to be written; past it the connection is closed"
+        " with 1013 (slow consumer)",
+        int,
+        _min(4096),
+        "BYTES",
     ),
     Option(
         "trust_proxy_headers",

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import account_sql
+from .account_sql import AuthEvent
 from .protocol import Message
 from .store import AppendCallback, AppendResult, Draft, Replay, Snapshot, StoreError, StoreObserver
 
@@ -80,6 +82,29 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         CREATE INDEX messages_by_direct_sender ON messages (sender, seq) WHERE recipient IS NOT NULL;
         """,
     ),
+    (
+        2,
+        """
+        ALTER TABLE users ADD COLUMN password_hash TEXT;
+        ALTER TABLE users ADD COLUMN guest INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE users ADD COLUMN removed_at REAL;
+        CREATE TABLE logins (
+            login_id TEXT PRIMARY KEY,
+            user TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            expires_at REAL NOT NULL,
+            revoked_at REAL
+        );
+        CREATE INDEX logins_by_user ON logins (user);
+        CREATE TABLE auth_events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            kind TEXT NOT NULL,
+            user TEXT NOT NULL,
+            login_id TEXT,
+            at REAL NOT NULL
+        );
+        """,
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -124,11 +149,16 @@ def _row_to_message(row: Sequence[Any]) -> Message:
 
 @dataclass(slots=True)
 class _Op:
-    """A queued write: ``kind`` names it, ``args`` are its values, ``done`` gets the result of a message."""
+    """A queued write: ``kind`` names it, ``args`` are its values.
+
+    ``done``, when set, is called on the event loop after the commit with the
+    operation's result: an ``AppendResult`` for a message, the function's return
+    value for an account change, or a ``StoreError`` when the transaction failed.
+    """
 
     kind: str
     args: tuple[Any, ...]
-    done: AppendCallback | None = None
+    done: Callable[[Any], None] | None = None
 
 
 def connect(path: Path, sync: str) -> sqlite3.Connection:
@@ -202,7 +232,10 @@ class SqliteStore:
     def _read_snapshot(connection: sqlite3.Connection) -> Snapshot:
         snapshot = Snapshot()
         (snapshot.last_seq,) = connection.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()
-        snapshot.users = dict(connection.execute("SELECT name, offline_since_seq FROM users"))
+        snapshot.users = dict(connection.execute("SELECT name, offline_since_seq FROM users WHERE removed_at IS NULL"))
+        snapshot.accounts = account_sql.accounts(connection)
+        snapshot.logins = account_sql.open_logins(connection, time.time())
+        snapshot.last_auth_event = account_sql.last_event_id(connection)
         snapshot.rooms = [name for (name,) in connection.execute("SELECT name FROM rooms")]
         snapshot.memberships = list(connection.execute("SELECT user, room FROM memberships"))
         snapshot.contacts = list(connection.execute("SELECT a, b FROM conversations"))
@@ -241,8 +274,39 @@ class SqliteStore:
         if not self._enqueue(_Op("message", (draft,), done)):
             done(AppendResult(None, error="the store is closing"))
 
-    def add_user(self, name: str) -> None:
-        self._enqueue(_Op("user", (name, time.time())))
+    async def _committed(self, kind: str, *args: Any) -> Any:
+        """Queue a write and wait until its transaction has committed; its result, or ``StoreError``."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def done(result: Any) -> None:
+            if future.done():
+                return
+            if isinstance(result, StoreError):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+        if not self._enqueue(_Op(kind, args, done)):
+            raise StoreError("the store is closing")
+        return await future
+
+    async def create_user(self, name: str, password_hash: str | None, guest: bool) -> bool:
+        created: bool = await self._committed("create_user", name, password_hash, guest, time.time())
+        return created
+
+    async def set_password(self, name: str, password_hash: str) -> bool:
+        changed: bool = await self._committed("set_password", name, password_hash, time.time())
+        return changed
+
+    async def remove_user(self, name: str) -> bool:
+        removed: bool = await self._committed("remove_user", name, time.time())
+        return removed
+
+    async def open_login(self, login_id: str, user: str, expires: float) -> None:
+        await self._committed("open_login", login_id, user, time.time(), expires)
+
+    async def revoke_login(self, login_id: str) -> None:
+        await self._committed("revoke_login", login_id, time.time())
 
     def set_membership(self, user: str, room: str, member: bool, seq: int) -> None:
         self._enqueue(_Op("join" if member else "leave", (user, room, seq, time.time())))
@@ -266,14 +330,14 @@ class SqliteStore:
             connection.close()
 
     def _commit(self, connection: sqlite3.Connection, batch: list[_Op]) -> None:
-        """Apply ``batch`` in one transaction and hand the message results to the loop, in order."""
+        """Apply ``batch`` in one transaction and hand the results to the loop, in order."""
         started = time.perf_counter()
-        results: list[tuple[AppendCallback, AppendResult]] = []
+        results: list[tuple[Callable[[Any], None], Any]] = []
         try:
             connection.execute("BEGIN IMMEDIATE")
             for op in batch:
                 result = self._apply(connection, op)
-                if op.done is not None and result is not None:
+                if op.done is not None:
                     results.append((op.done, result))
             connection.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -289,7 +353,11 @@ class SqliteStore:
             if self.observer is not None:
                 self.observer.store_failed()
             error = f"store write failed: {exc}"
-            results = [(op.done, AppendResult(None, error=error)) for op in batch if op.done is not None]
+            results = [
+                (op.done, AppendResult(None, error=error) if op.kind == "message" else StoreError(error))
+                for op in batch
+                if op.done is not None
+            ]
         else:
             if not self._healthy:
                 log.warning("store writes work again")
@@ -304,18 +372,14 @@ class SqliteStore:
                 log.warning("the event loop closed before %d results could be delivered", len(results))
 
     @staticmethod
-    def _apply(connection: sqlite3.Connection, op: _Op) -> AppendResult | None:
+    def _apply(connection: sqlite3.Connection, op: _Op) -> Any:
         if op.kind == "message":
             (draft,) = op.args
             return _insert_message(connection, draft)
-        if op.kind == "user":
-            name, created_at = op.args
-            connection.execute(
-                "INSERT INTO users (name, created_at, offline_since_seq)"
-                " VALUES (?, ?, (SELECT coalesce(max(seq), 0) FROM messages)) ON CONFLICT DO NOTHING",
-                (name, created_at),
-            )
-        elif op.kind == "join":
+        account_change = _ACCOUNT_CHANGES.get(op.kind)
+        if account_change is not None:
+            return account_change(connection, *op.args)
+        if op.kind == "join":
             user, room, seq, now = op.args
             connection.execute("INSERT INTO rooms (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING", (room, now))
             connection.execute(
@@ -369,6 +433,22 @@ class SqliteStore:
         result: tuple[list[Message], bool] = await self._read(query)
         return result
 
+    async def auth_events_after(self, event_id: int) -> list[AuthEvent]:
+        """Account changes recorded after ``event_id`` (by this server or by the admin CLI)."""
+
+        def query(connection: sqlite3.Connection) -> list[AuthEvent]:
+            return account_sql.events_after(connection, event_id)
+
+        events: list[AuthEvent] = await self._read(query)
+        return events
+
+    async def account(self, name: str) -> account_sql.AccountRow | None:
+        def query(connection: sqlite3.Connection) -> account_sql.AccountRow | None:
+            return account_sql.account(connection, name)
+
+        row: account_sql.AccountRow | None = await self._read(query)
+        return row
+
     async def replay(self, user: str, since: int, below: int | None, limit: int) -> Replay:
         upper = below if below is not None else 2**63 - 1
 
@@ -412,9 +492,18 @@ def _insert_message(connection: sqlite3.Connection, draft: Draft) -> AppendResul
     return AppendResult(message)
 
 
-def _deliver_results(results: list[tuple[AppendCallback, AppendResult]]) -> None:
+_ACCOUNT_CHANGES: dict[str, Callable[..., Any]] = {
+    "create_user": account_sql.create_user,
+    "set_password": account_sql.set_password,
+    "remove_user": account_sql.remove_user,
+    "open_login": account_sql.open_login,
+    "revoke_login": account_sql.revoke_login,
+}
+
+
+def _deliver_results(results: list[tuple[Callable[[Any], None], Any]]) -> None:
     for done, result in results:
         try:
             done(result)
         except Exception:
-            log.exception("an append callback failed")
+            log.exception("a store callback failed")

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from . import account_sql
+from .account_sql import AccountRow, AuthEvent
 from .protocol import Message
 
 # The memory store keeps this many newest messages; older ones leave history.
@@ -64,6 +66,9 @@ class Snapshot:
     rooms: list[str] = field(default_factory=list)
     memberships: list[tuple[str, str]] = field(default_factory=list)  # (user, room)
     contacts: list[tuple[str, str]] = field(default_factory=list)
+    accounts: list[AccountRow] = field(default_factory=list)
+    logins: list[tuple[str, str, float]] = field(default_factory=list)  # (login id, user, expiry)
+    last_auth_event: int = 0
 
 
 AppendCallback = Callable[[AppendResult], None]
@@ -90,8 +95,32 @@ class Store(Protocol):
         """Store a message; ``done`` is called on the event loop, in sequence order."""
         ...
 
-    def add_user(self, name: str) -> None:
-        """Record a user (idempotent)."""
+    async def create_user(self, name: str, password_hash: str | None, guest: bool) -> bool:
+        """Add an account once committed; False when the name is or was taken."""
+        ...
+
+    async def set_password(self, name: str, password_hash: str) -> bool:
+        """Replace a password and end every login session of the user."""
+        ...
+
+    async def remove_user(self, name: str) -> bool:
+        """Close an account for good (the name is never reused)."""
+        ...
+
+    async def open_login(self, login_id: str, user: str, expires: float) -> None:
+        """Record a login session (the ``login_id`` inside a token)."""
+        ...
+
+    async def revoke_login(self, login_id: str) -> None:
+        """End one login session (logout)."""
+        ...
+
+    async def auth_events_after(self, event_id: int) -> list[AuthEvent]:
+        """Account changes recorded after ``event_id``, including those made by the admin CLI."""
+        ...
+
+    async def account(self, name: str) -> AccountRow | None:
+        """One account as stored."""
         ...
 
     def set_membership(self, user: str, room: str, member: bool, seq: int) -> None:
@@ -142,6 +171,8 @@ class MemoryStore:
         self._by_client_id: dict[tuple[str, str], Message] = {}
         self._last_seq = 0
         self._users: dict[str, int] = {}
+        self._accounts: dict[str, AccountRow] = {}
+        self._events: list[AuthEvent] = []
         # room -> {user: seq at join}; a member's replay covers room messages after that seq.
         self._members: dict[str, dict[str, int]] = {}
 
@@ -159,6 +190,8 @@ class MemoryStore:
             users=dict(self._users),
             rooms=list(self._members),
             memberships=[(u, r) for r, members in self._members.items() for u in members],
+            accounts=list(self._accounts.values()),
+            last_auth_event=len(self._events),
         )
 
     @staticmethod
@@ -193,8 +226,46 @@ class MemoryStore:
             self._by_client_id.pop((old.sender, old.client_id), None)
         done(AppendResult(message))
 
-    def add_user(self, name: str) -> None:
-        self._users.setdefault(name, self._last_seq)
+    def _event(self, kind: str, user: str, login_id: str | None = None) -> None:
+        self._events.append(AuthEvent(len(self._events) + 1, kind, user, login_id))
+
+    async def create_user(self, name: str, password_hash: str | None, guest: bool) -> bool:
+        if name in self._accounts:
+            return False
+        self._accounts[name] = AccountRow(name, password_hash, guest, removed=False)
+        self._users[name] = self._last_seq
+        self._event(account_sql.USER_ADDED, name)
+        return True
+
+    async def set_password(self, name: str, password_hash: str) -> bool:
+        account = self._accounts.get(name)
+        if account is None or account.removed or account.guest:
+            return False
+        self._accounts[name] = AccountRow(name, password_hash, False, removed=False)
+        self._event(account_sql.PASSWORD_CHANGED, name)
+        return True
+
+    async def remove_user(self, name: str) -> bool:
+        account = self._accounts.get(name)
+        if account is None or account.removed:
+            return False
+        self._accounts[name] = AccountRow(name, None, account.guest, removed=True)
+        for members in self._members.values():
+            members.pop(name, None)
+        self._event(account_sql.USER_REMOVED, name)
+        return True
+
+    async def open_login(self, login_id: str, user: str, expires: float) -> None:
+        return None
+
+    async def revoke_login(self, login_id: str) -> None:
+        return None
+
+    async def auth_events_after(self, event_id: int) -> list[AuthEvent]:
+        return self._events[event_id:]
+
+    async def account(self, name: str) -> AccountRow | None:
+        return self._accounts.get(name)
 
     def set_membership(self, user: str, room: str, member: bool, seq: int) -> None:
         members = self._members.setdefault(room, {})

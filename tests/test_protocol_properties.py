@@ -1,0 +1,81 @@
+"""Property tests of the parser: whatever a client sends, a typed frame or a ProtocolError, nothing else."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tornado_chat import protocol
+from tornado_chat.protocol import CLIENT_FRAME_TYPES, ProtocolError
+
+MAX_TEXT = 4000
+CLIENT_FRAMES = (
+    protocol.Join,
+    protocol.Leave,
+    protocol.Send,
+    protocol.Ping,
+    protocol.History,
+    protocol.ListRooms,
+    protocol.Resume,
+)
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=80),
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5),
+    max_leaves=30,
+)
+# Frames that look like ours, with every field drawn from anything JSON can hold.
+frame_like = st.fixed_dictionaries(
+    {"type": st.sampled_from(CLIENT_FRAME_TYPES) | st.text(max_size=10)},
+    optional={
+        key: json_values | st.text(max_size=100)
+        for key in ("id", "room", "to", "with", "text", "before", "limit", "since", "from")
+    },
+)
+
+
+def outcome(data: str | bytes) -> object:
+    try:
+        frame = protocol.parse_client_frame(data, MAX_TEXT)
+    except ProtocolError as exc:
+        assert exc.code in set(protocol.ErrorCode)
+        assert exc.message and isinstance(exc.message, str)
+        # Whatever id is echoed must encode, or the error frame itself would fail.
+        protocol.error_frame(exc.code, exc.message, exc.frame_id)
+        return exc
+    assert isinstance(frame, CLIENT_FRAMES)
+    return frame
+
+
+@settings(max_examples=250, deadline=None)
+@given(st.binary(max_size=300))
+def test_any_bytes(data: bytes) -> None:
+    outcome(data)
+    outcome(data.decode("utf-8", "replace"))
+
+
+@settings(max_examples=250, deadline=None)
+@given(st.text(max_size=300))
+def test_any_text(data: str) -> None:
+    outcome(data)
+
+
+@settings(max_examples=400, deadline=None)
+@given(json_values)
+def test_any_json_value(value: Any) -> None:
+    outcome(json.dumps(value))
+
+
+@settings(max_examples=800, deadline=None)
+@given(frame_like)
+def test_any_frame_shaped_object(value: dict[str, Any]) -> None:
+    result = outcome(json.dumps(value))
+    if isinstance(result, protocol.Send):
+        # Accepted text is clean, within limits, and encodes.
+        assert 0 < len(result.text) <= MAX_TEXT and result.text.strip()
+        result.text.encode("utf-8")
+        assert "\x00" not in result.text and "\x1b" not in result.text
+        assert (result.room is None) != (result.to is None)

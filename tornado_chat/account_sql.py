@@ -1,0 +1,136 @@
+"""SQL for accounts and login sessions, shared by the store's writer thread and the admin CLI.
+
+Every change also appends a row to ``auth_events``; a running server reads
+that table every second, so that ``tornado-chat user passwd`` or ``remove``
+from another process takes effect on live connections at once. Each function
+runs inside the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+# Kinds of auth_events rows.
+USER_ADDED = "user_added"
+USER_REMOVED = "user_removed"
+PASSWORD_CHANGED = "password_changed"  # every login session of the user ends with it
+LOGIN_REVOKED = "login_revoked"
+
+
+@dataclass(frozen=True, slots=True)
+class AuthEvent:
+    event_id: int
+    kind: str
+    user: str
+    login_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRow:
+    name: str
+    password_hash: str | None
+    guest: bool
+    removed: bool
+
+
+def _event(connection: sqlite3.Connection, kind: str, user: str, login_id: str | None, now: float) -> None:
+    connection.execute(
+        "INSERT INTO auth_events (kind, user, login_id, at) VALUES (?, ?, ?, ?)", (kind, user, login_id, now)
+    )
+
+
+def create_user(connection: sqlite3.Connection, name: str, password_hash: str | None, guest: bool, now: float) -> bool:
+    """Add an account; False (and no change) when the name exists or ever existed."""
+    row = connection.execute(
+        "INSERT INTO users (name, created_at, offline_since_seq, password_hash, guest)"
+        " VALUES (?, ?, (SELECT coalesce(max(seq), 0) FROM messages), ?, ?) ON CONFLICT DO NOTHING RETURNING name",
+        (name, now, password_hash, int(guest)),
+    ).fetchone()
+    if row is None:
+        return False
+    _event(connection, USER_ADDED, name, None, now)
+    return True
+
+
+def set_password(connection: sqlite3.Connection, name: str, password_hash: str, now: float) -> bool:
+    """Replace a user's password and end all their login sessions; False when there is no such user."""
+    changed = connection.execute(
+        "UPDATE users SET password_hash = ? WHERE name = ? AND removed_at IS NULL AND guest = 0",
+        (password_hash, name),
+    ).rowcount
+    if not changed:
+        return False
+    connection.execute("UPDATE logins SET revoked_at = ? WHERE user = ? AND revoked_at IS NULL", (now, name))
+    _event(connection, PASSWORD_CHANGED, name, None, now)
+    return True
+
+
+def remove_user(connection: sqlite3.Connection, name: str, now: float) -> bool:
+    """Close an account for good: its sessions end, its memberships go, its name is never given out again.
+
+    Messages stay in the history of the rooms and conversations they belong to.
+    """
+    changed = connection.execute(
+        "UPDATE users SET removed_at = ?, password_hash = NULL WHERE name = ? AND removed_at IS NULL", (now, name)
+    ).rowcount
+    if not changed:
+        return False
+    connection.execute("UPDATE logins SET revoked_at = ? WHERE user = ? AND revoked_at IS NULL", (now, name))
+    connection.execute("DELETE FROM memberships WHERE user = ?", (name,))
+    _event(connection, USER_REMOVED, name, None, now)
+    return True
+
+
+def open_login(connection: sqlite3.Connection, login_id: str, user: str, now: float, expires: float) -> None:
+    connection.execute(
+        "INSERT INTO logins (login_id, user, created_at, expires_at) VALUES (?, ?, ?, ?)",
+        (login_id, user, now, expires),
+    )
+
+
+def revoke_login(connection: sqlite3.Connection, login_id: str, now: float) -> None:
+    row = connection.execute(
+        "UPDATE logins SET revoked_at = ? WHERE login_id = ? AND revoked_at IS NULL RETURNING user", (now, login_id)
+    ).fetchone()
+    if row is not None:
+        _event(connection, LOGIN_REVOKED, row[0], login_id, now)
+
+
+def accounts(connection: sqlite3.Connection) -> list[AccountRow]:
+    return [
+        AccountRow(name, password_hash, bool(guest), removed_at is not None)
+        for name, password_hash, guest, removed_at in connection.execute(
+            "SELECT name, password_hash, guest, removed_at FROM users ORDER BY name"
+        )
+    ]
+
+
+def account(connection: sqlite3.Connection, name: str) -> AccountRow | None:
+    row = connection.execute(
+        "SELECT name, password_hash, guest, removed_at FROM users WHERE name = ?", (name,)
+    ).fetchone()
+    return None if row is None else AccountRow(row[0], row[1], bool(row[2]), row[3] is not None)
+
+
+def open_logins(connection: sqlite3.Connection, now: float) -> list[tuple[str, str, float]]:
+    """(login id, user, expiry) of every login session not revoked and not expired."""
+    return list(
+        connection.execute(
+            "SELECT login_id, user, expires_at FROM logins WHERE revoked_at IS NULL AND expires_at > ?", (now,)
+        )
+    )
+
+
+def events_after(connection: sqlite3.Connection, event_id: int) -> list[AuthEvent]:
+    return [
+        AuthEvent(*row)
+        for row in connection.execute(
+            "SELECT id, kind, user, login_id FROM auth_events WHERE id > ? ORDER BY id", (event_id,)
+        )
+    ]
+
+
+def last_event_id(connection: sqlite3.Connection) -> int:
+    (last,) = connection.execute("SELECT coalesce(max(id), 0) FROM auth_events").fetchone()
+    return int(last)

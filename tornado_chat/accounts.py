@@ -1,0 +1,154 @@
+"""Accounts and login sessions: password hashes, who may log in, which tokens are still good.
+
+Pure code apart from the hashing itself (``hashlib.scrypt``, which callers run
+off the event loop). ``Accounts`` is the server's in-memory view; the store
+keeps the same facts on disk and the admin CLI changes them there.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass, field
+
+PASSWORD_MIN_CHARS = 8
+# Long passwords are fine; megabytes of one are a way to burn CPU in the hash.
+PASSWORD_MAX_CHARS = 1024
+# Guest names carry this prefix, which registered names may not use, so a guest is always recognisable.
+GUEST_PREFIX = "guest-"
+SALT_BYTES = 16
+
+
+@dataclass(frozen=True, slots=True)
+class ScryptParams:
+    """scrypt cost parameters; stored with every hash so that they can be raised later."""
+
+    n: int = 2**14
+    r: int = 8
+    p: int = 1
+    dklen: int = 32
+
+    @property
+    def maxmem(self) -> int:
+        return 128 * self.r * (self.n + self.p + 2) + 1024 * 1024
+
+
+DEFAULT_SCRYPT = ScryptParams()
+_HASH_FORMAT = re.compile(r"scrypt\$(\d+)\$(\d+)\$(\d+)\$([A-Za-z0-9_=-]+)\$([A-Za-z0-9_=-]+)")
+
+
+def password_problem(password: object) -> str | None:
+    """Why ``password`` cannot be used, or None when it can."""
+    if not isinstance(password, str):
+        return "password must be a string"
+    if len(password) < PASSWORD_MIN_CHARS:
+        return f"password must be at least {PASSWORD_MIN_CHARS} characters"
+    if len(password) > PASSWORD_MAX_CHARS:
+        return f"password must be at most {PASSWORD_MAX_CHARS} characters"
+    return None
+
+
+def hash_password(password: str, params: ScryptParams = DEFAULT_SCRYPT, salt: bytes | None = None) -> str:
+    """``scrypt$N$r$p$salt$hash`` with a fresh random salt. Takes tens of milliseconds: not on the loop."""
+    salt = salt if salt is not None else secrets.token_bytes(SALT_BYTES)
+    digest = hashlib.scrypt(
+        password.encode("utf-8"),
+        salt=salt,
+        n=params.n,
+        r=params.r,
+        p=params.p,
+        dklen=params.dklen,
+        maxmem=params.maxmem,
+    )
+    encode = base64.urlsafe_b64encode
+    return f"scrypt${params.n}${params.r}${params.p}${encode(salt).decode()}${encode(digest).decode()}"
+
+
+def verify_password(password: str, encoded: str | None) -> bool:
+    """Whether ``password`` matches ``encoded``, compared in constant time.
+
+    With no hash (unknown user, guest) the work is done against a dummy hash
+    anyway, so that the answer takes as long whether or not the user exists.
+    """
+    match = _HASH_FORMAT.fullmatch(encoded or "")
+    if match is None:
+        hash_password(password)
+        return False
+    n, r, p = (int(match.group(i)) for i in (1, 2, 3))
+    salt = base64.urlsafe_b64decode(match.group(4))
+    expected = base64.urlsafe_b64decode(match.group(5))
+    params = ScryptParams(n, r, p, len(expected))
+    digest = hashlib.scrypt(
+        password.encode("utf-8"), salt=salt, n=n, r=r, p=p, dklen=len(expected), maxmem=params.maxmem
+    )
+    return hmac.compare_digest(digest, expected)
+
+
+def needs_rehash(encoded: str, params: ScryptParams = DEFAULT_SCRYPT) -> bool:
+    """True when ``encoded`` was made with other parameters than ``params`` (rehash at the next login)."""
+    match = _HASH_FORMAT.fullmatch(encoded)
+    return match is None or (int(match.group(1)), int(match.group(2)), int(match.group(3))) != (
+        params.n,
+        params.r,
+        params.p,
+    )
+
+
+@dataclass(slots=True)
+class Account:
+    name: str
+    password_hash: str | None
+    guest: bool = False
+
+
+@dataclass(slots=True)
+class Login:
+    """A server-side login session, named by the ``login_id`` inside a token."""
+
+    login_id: str
+    user: str
+    expires: float
+
+
+@dataclass(slots=True)
+class Accounts:
+    """Who has an account, and which login sessions are still valid."""
+
+    accounts: dict[str, Account] = field(default_factory=dict)
+    logins: dict[str, Login] = field(default_factory=dict)
+
+    def add(self, account: Account) -> None:
+        self.accounts[account.name] = account
+
+    def remove(self, name: str) -> list[str]:
+        """Forget a user; returns the login ids that were revoked with them."""
+        self.accounts.pop(name, None)
+        return self.revoke_user(name)
+
+    def open_login(self, login: Login) -> None:
+        self.logins[login.login_id] = login
+
+    def revoke(self, login_id: str) -> Login | None:
+        return self.logins.pop(login_id, None)
+
+    def revoke_user(self, name: str) -> list[str]:
+        """End every login session of ``name``; returns their ids."""
+        gone = [login_id for login_id, login in self.logins.items() if login.user == name]
+        for login_id in gone:
+            del self.logins[login_id]
+        return gone
+
+    def valid(self, login_id: str, user: str, now: float) -> bool:
+        """Whether a token's login session is open, belongs to ``user`` and has not expired."""
+        login = self.logins.get(login_id)
+        return login is not None and login.user == user and login.expires > now and user in self.accounts
+
+    def prune(self, now: float) -> int:
+        """Drop expired login sessions; returns how many."""
+        expired = [login_id for login_id, login in self.logins.items() if login.expires <= now]
+        for login_id in expired:
+            del self.logins[login_id]
+        return len(expired)

@@ -1,0 +1,253 @@
+"""Who may connect: registration, login, logout, password changes, and token checks.
+
+Tokens name a server-side login session (``Claims.login_id``), so a token
+stops working the moment its session ends: logout ends one, a password change
+or an account removal ends all of a user's. Sessions and accounts are kept in
+the store; this class keeps the in-memory view (``Accounts``) that every
+handshake is checked against, and reads the store's ``auth_events`` every
+second so that changes made by the admin CLI in another process apply at once.
+
+Password hashing takes tens of milliseconds of CPU, so it runs in a worker
+thread; failed logins are limited per client address and per user name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Callable
+from typing import Protocol
+
+from . import account_sql
+from .account_sql import AuthEvent
+from .accounts import GUEST_PREFIX, Account, Accounts, Login, hash_password, password_problem, verify_password
+from .auth import Claims, TokenError, TokenProblem, TokenSigner
+from .limits import AttemptLimiter
+from .protocol import USERNAME_PATTERN
+from .settings import Settings
+from .store import Snapshot, Store, StoreError
+
+log = logging.getLogger("tornado_chat.identity")
+
+LOGIN_WINDOW_S = 60.0
+USERNAME_RULE = "1-32 characters of A-Z, a-z, 0-9, _, . and -"
+
+
+class AuthError(Exception):
+    """An account request refused: HTTP ``status``, a stable ``code``, a message for people."""
+
+    def __init__(self, status: int, code: str, message: str, retry_after_s: float = 0.0) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.retry_after_s = retry_after_s
+
+
+class IdentityListener(Protocol):
+    """What the chat server does when accounts change."""
+
+    def user_added(self, name: str) -> None: ...
+
+    def user_removed(self, name: str) -> None: ...
+
+    def logins_ended(self, user: str, login_ids: set[str] | None) -> None:
+        """Close the user's connections made with these login sessions (all of them when None)."""
+        ...
+
+
+class Identity:
+    """Accounts and login sessions of one server."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        signer: TokenSigner,
+        listener: IdentityListener,
+        clock: Callable[[], float],
+        monotonic: Callable[[], float],
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.signer = signer
+        self.listener = listener
+        self.clock = clock
+        self.monotonic = monotonic
+        self.accounts = Accounts()
+        self.by_address = AttemptLimiter(settings.login_attempts_per_min, LOGIN_WINDOW_S)
+        self.by_name = AttemptLimiter(settings.login_attempts_per_min, LOGIN_WINDOW_S)
+        self.last_event_id = 0
+
+    def restore(self, snapshot: Snapshot) -> None:
+        for row in snapshot.accounts:
+            if not row.removed:
+                self.accounts.add(Account(row.name, row.password_hash, row.guest))
+        for login_id, user, expires in snapshot.logins:
+            self.accounts.open_login(Login(login_id, user, expires))
+        self.last_event_id = snapshot.last_auth_event
+
+    def is_guest(self, user: str) -> bool:
+        account = self.accounts.accounts.get(user)
+        return account is not None and account.guest
+
+    # ------------------------------------------------------------ tokens
+
+    def authenticate(self, token: str | None) -> Claims:
+        """The claims of a valid token whose login session is still open; raises ``TokenError``."""
+        now = self.clock()
+        claims = self.signer.verify(token, now)
+        if not self.accounts.valid(claims.login_id, claims.user, now):
+            raise TokenError(TokenProblem.REVOKED)
+        return claims
+
+    async def _open_login(self, user: str) -> tuple[str, Claims]:
+        login_id = secrets.token_urlsafe(16)
+        token, claims = self.signer.issue(user, login_id, self.clock(), self.settings.token_ttl_s)
+        await self.store.open_login(login_id, user, claims.expires)
+        self.accounts.open_login(Login(login_id, user, claims.expires))
+        return token, claims
+
+    # ------------------------------------------------------------ accounts
+
+    @staticmethod
+    def _check_name(username: object) -> str:
+        if not isinstance(username, str) or not USERNAME_PATTERN.fullmatch(username):
+            raise AuthError(400, "bad_username", f"username must be {USERNAME_RULE}")
+        return username
+
+    def _check_limits(self, address: str, username: str) -> None:
+        now = self.monotonic()
+        wait = max(self.by_address.retry_after(address, now), self.by_name.retry_after(username, now))
+        if wait > 0:
+            raise AuthError(429, "too_many_attempts", "too many failed attempts; try again later", wait)
+
+    def _failed(self, address: str, username: str) -> None:
+        now = self.monotonic()
+        self.by_address.failed(address, now)
+        self.by_name.failed(username, now)
+
+    async def register(self, username: object, password: object, address: str) -> tuple[str, Claims]:
+        """Create an account with a password and log it in."""
+        if self.settings.registration != "open":
+            raise AuthError(403, "registration_closed", "accounts are created by the administrator here")
+        name = self._check_name(username)
+        if name.startswith(GUEST_PREFIX):
+            raise AuthError(400, "bad_username", f"names starting with {GUEST_PREFIX!r} are for guests")
+        if (problem := password_problem(password)) is not None:
+            raise AuthError(400, "bad_password", problem)
+        assert isinstance(password, str)
+        self._check_limits(address, name)
+        if name in self.accounts.accounts:
+            self._failed(address, name)
+            raise AuthError(409, "username_taken", "that name is taken")
+        password_hash = await asyncio.get_running_loop().run_in_executor(None, hash_password, password)
+        if not await self._create(name, password_hash, guest=False):
+            self._failed(address, name)
+            raise AuthError(409, "username_taken", "that name is taken")
+        return await self._open_login(name)
+
+    async def _create(self, name: str, password_hash: str | None, guest: bool) -> bool:
+        try:
+            created = await self.store.create_user(name, password_hash, guest)
+        except StoreError:
+            raise AuthError(503, "unavailable", "accounts are unavailable; try again") from None
+        if created:
+            self.accounts.add(Account(name, password_hash, guest))
+            self.listener.user_added(name)
+        return created
+
+    async def login(self, username: object, password: object, address: str) -> tuple[str, Claims]:
+        """Log in with a password, or as a guest (no password) when guests are allowed."""
+        name = self._check_name(username)
+        if password is None:
+            return await self._login_guest(name)
+        if not isinstance(password, str) or len(password) > 1024:
+            raise AuthError(400, "bad_password", "password must be a string")
+        self._check_limits(address, name)
+        account = self.accounts.accounts.get(name)
+        stored_hash = account.password_hash if account is not None and not account.guest else None
+        matches = await asyncio.get_running_loop().run_in_executor(None, verify_password, password, stored_hash)
+        if not matches:
+            self._failed(address, name)
+            raise AuthError(401, "bad_credentials", "wrong user name or password")
+        self.by_name.succeeded(name)
+        return await self._open_login(name)
+
+    async def _login_guest(self, name: str) -> tuple[str, Claims]:
+        if not self.settings.allow_guests:
+            raise AuthError(400, "password_required", "a password is required (guest logins are off)")
+        guest_name = name if name.startswith(GUEST_PREFIX) else GUEST_PREFIX + name
+        if len(guest_name) > 32:
+            raise AuthError(400, "bad_username", f"guest names are at most {32 - len(GUEST_PREFIX)} characters")
+        account = self.accounts.accounts.get(guest_name)
+        if account is None:
+            await self._create(guest_name, None, guest=True)
+        elif not account.guest:
+            raise AuthError(409, "username_taken", "that name is taken")
+        return await self._open_login(guest_name)
+
+    async def logout(self, claims: Claims) -> None:
+        """End the login session of ``claims`` and close the connections made with it."""
+        try:
+            await self.store.revoke_login(claims.login_id)
+        except StoreError:
+            raise AuthError(503, "unavailable", "logout failed; try again") from None
+        if self.accounts.revoke(claims.login_id) is not None:
+            self.listener.logins_ended(claims.user, {claims.login_id})
+
+    async def change_password(self, claims: Claims, password: object, new_password: object) -> tuple[str, Claims]:
+        """Replace the password; every login session of the user ends, and the caller gets a new one."""
+        account = self.accounts.accounts.get(claims.user)
+        if account is None or account.guest:
+            raise AuthError(400, "no_password", "guests have no password to change")
+        if not isinstance(password, str):
+            raise AuthError(400, "bad_password", "give the current password")
+        if (problem := password_problem(new_password)) is not None:
+            raise AuthError(400, "bad_password", problem)
+        assert isinstance(new_password, str)
+        loop = asyncio.get_running_loop()
+        if not await loop.run_in_executor(None, verify_password, password, account.password_hash):
+            raise AuthError(401, "bad_credentials", "the current password is wrong")
+        new_hash = await loop.run_in_executor(None, hash_password, new_password)
+        try:
+            await self.store.set_password(claims.user, new_hash)
+        except StoreError:
+            raise AuthError(503, "unavailable", "the password was not changed; try again") from None
+        self._password_changed(claims.user, new_hash)
+        return await self._open_login(claims.user)
+
+    def _password_changed(self, user: str, new_hash: str | None) -> None:
+        account = self.accounts.accounts.get(user)
+        if account is not None and new_hash is not None:
+            account.password_hash = new_hash
+        self.accounts.revoke_user(user)
+        self.listener.logins_ended(user, None)
+
+    # ------------------------------------------------------------ changes from other processes
+
+    async def sync(self) -> None:
+        """Apply account changes recorded since the last call (the admin CLI writes them)."""
+        events = await self.store.auth_events_after(self.last_event_id)
+        for event in events:
+            await self._apply(event)
+            self.last_event_id = event.event_id
+
+    async def _apply(self, event: AuthEvent) -> None:
+        if event.kind == account_sql.LOGIN_REVOKED and event.login_id is not None:
+            if self.accounts.revoke(event.login_id) is not None:
+                self.listener.logins_ended(event.user, {event.login_id})
+        elif event.kind == account_sql.PASSWORD_CHANGED:
+            row = await self.store.account(event.user)
+            self._password_changed(event.user, row.password_hash if row is not None else None)
+        elif event.kind == account_sql.USER_REMOVED:
+            if event.user in self.accounts.accounts:
+                self.accounts.remove(event.user)
+                self.listener.logins_ended(event.user, None)
+                self.listener.user_removed(event.user)
+        elif event.kind == account_sql.USER_ADDED and event.user not in self.accounts.accounts:
+            row = await self.store.account(event.user)
+            if row is not None and not row.removed:
+                self.accounts.add(Account(row.name, row.password_hash, row.guest))
+                self.listener.user_added(row.name)
