@@ -43,7 +43,8 @@ def test_acked_messages_survive_a_crash_and_resume_fills_every_gap(tmp_path: Pat
     names = [f"user{i}" for i in range(4)]
     per_user = 300
     # The senders pipeline hundreds of frames at once: lift the per-connection rate limit for this test.
-    unlimited = ("--rate-limit", "1000000", "--rate-limit-burst", "1000000")
+    # And lift the replay bound: a client may have missed more than the default 1000 by the crash.
+    unlimited = ("--rate-limit", "1000000", "--rate-limit-burst", "1000000", "--replay-limit", "100000")
     server = ServerProcess("--data-dir", data_dir, *unlimited).start()
     tokens = {name: login(server.base_url, name) for name in names}
     recorders = [Recorder(server.base_url, name, tokens[name]) for name in names]

@@ -1,4 +1,4 @@
-"""The ops listener: Prometheus metrics and health probes, on their own address and port.
+"""The ops listener: Prometheus metrics, health probes and the status page, on their own address and port.
 
 Kept off the chat listener so that chat users cannot read metrics or probe
 health by default; ``--ops-address``/``--ops-port`` choose where it listens.
@@ -12,6 +12,7 @@ import tornado.web
 from prometheus_client.exposition import choose_encoder
 
 from . import protocol
+from .status import CONTENT_SECURITY_POLICY, StatusPage, load_assets
 
 if TYPE_CHECKING:
     from .server import ChatServer
@@ -65,6 +66,35 @@ class ReadyHandler(OpsHandler):
         self.write_json(*self.server.readiness())
 
 
+class StatusJsonHandler(OpsHandler):
+    """``GET /status.json``: counts, rates and the top connections (see ``tornado_chat.status``)."""
+
+    def initialize(self, server: ChatServer, page: StatusPage) -> None:  # type: ignore[override]
+        super().initialize(server)
+        self.page = page
+
+    def get(self) -> None:
+        self.write_json(True, self.page.snapshot())
+
+
+class StatusAssetHandler(OpsHandler):
+    """``GET /status`` and its script and style sheet, from the package; under a strict CSP."""
+
+    def initialize(self, server: ChatServer, body: bytes, content_type: str) -> None:  # type: ignore[override]
+        super().initialize(server)
+        self.body = body
+        self.content_type = content_type
+
+    def get(self) -> None:
+        self.set_header("Content-Type", self.content_type)
+        self.set_header("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        self.set_header("Referrer-Policy", "no-referrer")
+        self.finish(self.body)
+
+    def head(self) -> None:
+        self.get()
+
+
 class OpsNotFoundHandler(OpsHandler):
     def prepare(self) -> None:
         raise tornado.web.HTTPError(404)
@@ -72,11 +102,18 @@ class OpsNotFoundHandler(OpsHandler):
 
 def make_ops_app(server: ChatServer) -> tornado.web.Application:
     args = {"server": server}
+    status_page = StatusPage(server)
+    assets = [
+        (path.replace(".", r"\."), StatusAssetHandler, {"server": server, "body": body, "content_type": kind})
+        for path, (body, kind) in load_assets().items()
+    ]
     return tornado.web.Application(
         [
             (r"/metrics", MetricsHandler, args),
             (r"/healthz", HealthHandler, args),
             (r"/readyz", ReadyHandler, args),
+            (r"/status\.json", StatusJsonHandler, {"server": server, "page": status_page}),
+            *assets,
         ],
         default_handler_class=OpsNotFoundHandler,
         default_handler_args=args,

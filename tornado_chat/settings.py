@@ -204,7 +204,9 @@ OPTIONS: tuple[Option, ...] = (
         _positive,
         "SECONDS",
     ),
-    Option("ops_address", "address of the ops listener (/metrics, /healthz, /readyz)", str, _address, "ADDR"),
+    Option(
+        "ops_address", "address of the ops listener (/metrics, /healthz, /readyz, /status)", str, _address, "ADDR"
+    ),
     Option("ops_port", "port of the ops listener (0 picks a free one)", int, _port, "PORT"),
     Option(
         "loop_lag_unhealthy_s",
@@ -310,7 +312,8 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "trust_proxy_headers",
-        "trust X-Forwarded-For and X-Forwarded-Proto from a reverse proxy (set only behind one)",
+        "trust the client address and scheme a reverse proxy reports (X-Forwarded-For, X-Real-IP,"
+        " X-Forwarded-Proto, X-Scheme); set only behind a proxy that overwrites all four",
         _parse_bool,
         None,
         "BOOL",
