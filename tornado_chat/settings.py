@@ -204,9 +204,7 @@ OPTIONS: tuple[Option, ...] = (
         _positive,
         "SECONDS",
     ),
-    Option(
-        "ops_address", "address of the ops listener (/metrics, /healthz, /readyz, /status)", str, _address, "ADDR"
-    ),
+    Option("ops_address", "address of the ops listener (/metrics, /healthz, /readyz, /status)", str, _address, "ADDR"),
     Option("ops_port", "port of the ops listener (0 picks a free one)", int, _port, "PORT"),
     Option(
         "loop_lag_unhealthy_s",
