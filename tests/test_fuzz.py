@@ -88,8 +88,9 @@ def fuzz(port: int, token: str, seed: int, stop: threading.Event, counts: list[i
             client.sock.setblocking(False)
             counts[0] += 1
             with contextlib.suppress(BlockingIOError):
-                while client.sock.recv(65536, socket.MSG_DONTWAIT):
-                    pass
+                while True:
+                    if not client.sock.recv(65536, socket.MSG_DONTWAIT):
+                        raise ConnectionError("the server closed the connection")
         except (OSError, ConnectionError):
             # Closed by the server (invalid UTF-8, rate limit...): come back, as a fuzzer would.
             if client is not None:
@@ -140,6 +141,8 @@ def test_fuzzing_from_many_connections_leaves_the_server_up_and_others_served(tm
         assert http("GET", server.ops_url + "healthz")[0] == 200
         samples = scrape(server.ops_url)
         assert metric(samples, "chat_frames_received_total", type="invalid") > 100
+        # Broken frames (binary garbage, invalid UTF-8, bad masks) ended connections as protocol errors.
+        assert metric(samples, "chat_connections_closed_total", reason="protocol_error") > 10
         assert metric(samples, "chat_errors_total", code="bad_json") > 0
         assert metric(samples, "chat_errors_total", code="internal") == 0
         # Memory: whatever the fuzzers did, the server did not keep it.

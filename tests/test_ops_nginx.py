@@ -20,7 +20,7 @@ import pytest
 from playwright.sync_api import Browser
 from websockets.sync.client import connect as ws_connect
 
-from tornado_chat.server import Connection
+from tornado_chat.connection import Connection
 from tornado_chat.settings import Settings
 from tornado_chat.store import MemoryStore
 

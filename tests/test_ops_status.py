@@ -21,7 +21,7 @@ import pytest
 import tornado
 from playwright.sync_api import Browser, expect
 
-from tornado_chat.server import Connection
+from tornado_chat.connection import Connection
 from tornado_chat.status import CONTENT_SECURITY_POLICY, Sample, SampleRing, build_status, rates
 from tornado_chat.store import MemoryStore
 

@@ -7,24 +7,20 @@ response carries the security headers of ``SECURITY_HEADERS``.
 
 from __future__ import annotations
 
-import contextlib
-import socket
+import urllib.parse
 from typing import TYPE_CHECKING, Any
 
 import tornado.escape
 import tornado.web
-import tornado.websocket
-from tornado.iostream import StreamClosedError
 
-from . import __version__, protocol
+from . import __version__, protocol, wsproto
 from .auth import Claims, TokenError
-from .frames import WS_CLOSE_TOO_LARGE, ws_text_frame
 from .identity import AuthError
 from .protocol import ErrorCode, ProtocolError
 from .store import StoreError
 
 if TYPE_CHECKING:
-    from .server import ChatServer, Connection
+    from .server import ChatServer
 
 TOKEN_COOKIE = "chat_token"
 CONTENT_SECURITY_POLICY = (
@@ -41,113 +37,9 @@ SECURITY_HEADERS = {
 STATIC_MAX_AGE_S = 365 * 24 * 3600
 
 
-class _ChatWebSocketProtocol(tornado.websocket.WebSocketProtocol13):
-    """Tornado's protocol, plus a ``too_large`` error frame before the 1009 close for an oversize message."""
-
-    def close(self, code: int | None = None, reason: str | None = None) -> None:
-        oversize = code == WS_CLOSE_TOO_LARGE and not self.server_terminated and not self.stream.closed()
-        if oversize:
-            handler = self.handler
-            if isinstance(handler, ChatSocketHandler) and handler.connection is not None:
-                handler.connection.close_reason = "protocol_error"
-                handler.server.metrics.errors[ErrorCode.TOO_LARGE].inc()
-            payload = protocol.error_frame(ErrorCode.TOO_LARGE, "message is larger than the server accepts")
-            with contextlib.suppress(StreamClosedError):
-                self.stream.write(ws_text_frame(payload))
-        super().close(code, reason)
-        if oversize and not self.stream.closed() and not self.stream.writing():
-            # Tornado aborts the socket next, with the rest of the oversize message
-            # unread, and the kernel answers that with a reset that can drop our
-            # last frames. Sending FIN first pushes the error and close frames out.
-            with contextlib.suppress(OSError):
-                self.stream.socket.shutdown(socket.SHUT_WR)
-
-
 def _set_security_headers(handler: tornado.web.RequestHandler) -> None:
     for name, value in SECURITY_HEADERS.items():
         handler.set_header(name, value)
-
-
-class ChatSocketHandler(tornado.websocket.WebSocketHandler):
-    """``GET /ws``: authenticate and check limits before the upgrade, then hand every event to the server."""
-
-    server: ChatServer
-
-    def initialize(self, server: ChatServer) -> None:
-        self.server = server
-        self.claims: Claims | None = None
-        self.since: int | None = None
-        self.connection: Connection | None = None
-
-    def set_default_headers(self) -> None:
-        _set_security_headers(self)
-
-    async def get(self, *args: Any, **kwargs: Any) -> None:
-        server = self.server
-        if server.state != "ready":
-            self._refuse(503, "shutting_down", "the server is restarting; reconnect in a few seconds")
-            return
-        token = self.get_query_argument("token", None) or self.get_cookie(TOKEN_COOKIE)
-        try:
-            self.claims = server.identity.authenticate(token)
-        except TokenError as exc:
-            self._refuse(401, exc.problem.value, "a valid login token is required (cookie or ?token=)")
-            return
-        if len(server.hub.sessions) >= server.settings.max_connections:
-            self._refuse(503, "too_many_connections", "the server is full; try again later")
-            return
-        user = server.hub.users.get(self.claims.user)
-        if user is not None and len(user.sessions) >= server.settings.max_connections_per_user:
-            self._refuse(503, "too_many_for_user", "you have too many connections open; close one")
-            return
-        since = self.get_query_argument("since", None)
-        if since is not None:
-            if not since.isdigit() or int(since) > protocol.MAX_SEQ:
-                self._refuse(400, "bad_since", "since must be a non-negative integer sequence number")
-                return
-            self.since = int(since)
-        await super().get(*args, **kwargs)
-
-    def _refuse(self, status: int, code: str, message: str) -> None:
-        self.server.metrics.handshakes_rejected[code].inc()
-        self.set_status(status)
-        self.set_header("Content-Type", "application/json")
-        self.finish(protocol.encode({"error": code, "message": message}))
-
-    def check_origin(self, origin: str) -> bool:
-        allowed = self.server.origin_allowed(origin)
-        if not allowed:
-            self.server.metrics.handshakes_rejected["origin"].inc()
-        return allowed
-
-    def get_websocket_protocol(self) -> tornado.websocket.WebSocketProtocol | None:
-        if self.request.headers.get("Sec-WebSocket-Version") != "13":
-            return None
-        params = tornado.websocket._WebSocketParams(
-            ping_interval=None, ping_timeout=None, max_message_size=self.max_message_size, compression_options=None
-        )
-        return _ChatWebSocketProtocol(self, False, params)
-
-    def open(self, *args: str, **kwargs: str) -> None:
-        assert self.claims is not None
-        self.set_nodelay(True)
-        self.connection = self.server.open_connection(self, self.claims, self.since)
-
-    def on_message(self, message: str | bytes) -> None:
-        if self.connection is not None:
-            self.server.receive(self.connection, message)
-
-    def on_pong(self, data: bytes) -> None:
-        if self.connection is not None:
-            self.server.on_pong(self.connection, data)
-
-    def on_ping(self, data: bytes) -> None:
-        if self.connection is not None:
-            self.server.on_client_ping(self.connection)
-
-    def on_close(self) -> None:
-        if self.connection is not None:
-            self.server.close_connection(self.connection)
 
 
 class ApiError(tornado.web.HTTPError):
@@ -363,6 +255,79 @@ class HistoryHandler(BaseHandler):
             raise ApiError(503, "internal", "history is unavailable; try again") from None
         self.set_header("Content-Type", "application/json")
         self.finish(protocol.history_frame(request, messages, more, claims.user))
+
+
+class ChatSocketHandler(BaseHandler):
+    """``GET /ws``: check the upgrade, the origin, the token and the limits, then hand the socket to the server.
+
+    Every refusal is an HTTP answer with a JSON body, before anything is
+    upgraded. After the 101 response the socket belongs to a ``Connection``;
+    no Tornado object stays behind for it.
+    """
+
+    async def get(self) -> None:
+        server = self.server
+        headers = self.request.headers
+        if server.state != "ready":
+            self._refuse(503, "shutting_down", "the server is restarting; reconnect in a few seconds")
+            return
+        connection_tokens = {part.strip().lower() for part in headers.get("Connection", "").split(",")}
+        if headers.get("Upgrade", "").lower() != "websocket" or "upgrade" not in connection_tokens:
+            self._refuse(400, "bad_handshake", "this endpoint speaks WebSocket only")
+            return
+        if headers.get("Sec-WebSocket-Version") != "13":
+            self.set_header("Sec-WebSocket-Version", "13")
+            self._refuse(426, "bad_handshake", "WebSocket version 13 is required")
+            return
+        key = headers.get("Sec-WebSocket-Key", "")
+        if not wsproto.valid_client_key(key):
+            self._refuse(400, "bad_handshake", "Sec-WebSocket-Key must be 16 bytes in base64")
+            return
+        if not self._origin_allowed():
+            self._refuse(403, "origin", "this origin may not open a WebSocket here")
+            return
+        token = self.get_query_argument("token", None) or self.get_cookie(TOKEN_COOKIE)
+        try:
+            claims = server.identity.authenticate(token)
+        except TokenError as exc:
+            self._refuse(401, exc.problem.value, "a valid login token is required (cookie or ?token=)")
+            return
+        if len(server.hub.sessions) >= server.settings.max_connections:
+            self._refuse(503, "too_many_connections", "the server is full; try again later")
+            return
+        user = server.hub.users.get(claims.user)
+        if user is not None and len(user.sessions) >= server.settings.max_connections_per_user:
+            self._refuse(503, "too_many_for_user", "you have too many connections open; close one")
+            return
+        since_text = self.get_query_argument("since", None)
+        since = None
+        if since_text is not None:
+            if not since_text.isdigit() or int(since_text) > protocol.MAX_SEQ:
+                self._refuse(400, "bad_since", "since must be a non-negative integer sequence number")
+                return
+            since = int(since_text)
+        remote_ip = self.request.remote_ip or ""
+        server.log_upgrade(self.request, claims.user)
+        server.accept_websocket(self.detach(), key, claims, since, remote_ip)
+
+    def _origin_allowed(self) -> bool:
+        """Browsers send Origin and Sec-Fetch-Site; a page of another site is refused (section 10.2)."""
+        headers = self.request.headers
+        fetch_site = headers.get("Sec-Fetch-Site")
+        origin = headers.get("Origin")
+        if fetch_site in ("same-origin", "none"):
+            return True
+        if origin is None:
+            return fetch_site is None  # not a browser
+        if fetch_site is None and urllib.parse.urlsplit(origin).netloc.lower() == headers.get("Host", "").lower():
+            return True
+        return self.server.origin_allowed(origin)
+
+    def _refuse(self, status: int, code: str, message: str) -> None:
+        self.server.metrics.handshakes_rejected[code].inc()
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(protocol.encode({"error": code, "message": message}))
 
 
 class ApiNotFoundHandler(BaseHandler):

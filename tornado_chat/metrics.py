@@ -43,6 +43,7 @@ HANDSHAKE_REJECT_REASONS = (
     "expired_token",
     "revoked_token",
     "bad_since",
+    "bad_handshake",
     "origin",
     "too_many_connections",
     "too_many_for_user",

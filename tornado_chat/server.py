@@ -16,26 +16,21 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import tornado.httpserver
+import tornado.httputil
 import tornado.ioloop
 import tornado.netutil
 import tornado.web
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry
 from tornado.iostream import IOStream, StreamClosedError
 
-from . import __version__, handlers, protocol
+from . import __version__, handlers, protocol, wsproto
 from .assets import Assets
 from .auth import Claims, TokenSigner
-from .frames import (
-    WS_CLOSE_POLICY,
-    WS_CLOSE_SERVICE_RESTART,
-    WS_CLOSE_TRY_AGAIN_LATER,
-    ws_ping_frame,
-    ws_text_frame,
-)
-from .heartbeat import HeartbeatMonitor, Peer
+from .connection import RECV_BYTES, Connection
+from .heartbeat import HeartbeatMonitor
 from .hub import Delivery, Hub, Session
 from .identity import Identity
 from .limits import TokenBucket
@@ -45,9 +40,6 @@ from .protocol import ErrorCode, FrameId, ProtocolError
 from .settings import Settings
 from .static_files import static_dir
 from .store import AppendResult, Draft, Store, StoreError
-
-if TYPE_CHECKING:
-    from .handlers import ChatSocketHandler
 
 log = logging.getLogger("tornado_chat.server")
 
@@ -68,135 +60,6 @@ FRAME_LABELS = {
     protocol.ListRooms: "rooms",
     protocol.Resume: "resume",
 }
-
-
-class Connection:
-    """The network side of one session: writes frames to its socket, holds live frames during a replay."""
-
-    __slots__ = (
-        "handler",
-        "stream",
-        "session",
-        "peer",
-        "remote_ip",
-        "opened_at",
-        "closed",
-        "close_reason",
-        "held",
-        "live_floor",
-        "sent_bytes",
-        "buffered",
-        "max_buffered",
-        "on_overflow",
-        "login_id",
-        "bucket",
-    )
-
-    def __init__(
-        self,
-        handler: ChatSocketHandler,
-        stream: IOStream,
-        remote_ip: str,
-        opened_at: float,
-        sent_bytes: Counter,
-        max_buffered: int,
-        on_overflow: Callable[[Connection], None],
-    ) -> None:
-        self.handler = handler
-        self.stream = stream
-        self.session: Session | None = None
-        self.peer: Peer | None = None
-        self.remote_ip = remote_ip
-        self.opened_at = opened_at
-        self.closed = False
-        self.close_reason = "client"
-        self.sent_bytes = sent_bytes
-        # Bytes handed to the stream's buffer and not yet written to the socket; past
-        # max_buffered the client is not reading and on_overflow cuts it off.
-        self.buffered = 0
-        self.max_buffered = max_buffered
-        self.on_overflow = on_overflow
-        self.login_id = ""
-        self.bucket: TokenBucket | None = None
-        # While a replay is running, live frames wait here as (seq or 0, frame).
-        self.held: list[tuple[int, bytes]] | None = None
-        # Sequence number of the first message delivered live; a later resume replays only below it.
-        self.live_floor = 0
-
-    def write(self, frame: bytes) -> None:
-        """Write an already framed message, uncounted (fan-out counts its bytes once for all recipients).
-
-        The common case costs one ``send`` system call: when nothing is queued in
-        the stream, the frame goes straight to the socket. Only what the kernel does
-        not take is handed to the stream's buffer, and those bytes are tracked in
-        ``buffered`` until the stream has written them. A closed stream is left to
-        the close callback.
-        """
-        if self.closed:
-            return
-        stream = self.stream
-        if not stream.writing():
-            try:
-                sent = stream.socket.send(frame)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                # Reset or broken pipe: the stream notices on its next read and runs the close callback.
-                self.closed = True
-                return
-            if sent == len(frame):
-                return
-            frame = frame[sent:]
-        try:
-            written = stream.write(frame)
-        except StreamClosedError:
-            self.closed = True
-            return
-        size = len(frame)
-        self.buffered += size
-        written.add_done_callback(lambda _: self._flushed(size))
-        if self.buffered > self.max_buffered:
-            self.on_overflow(self)
-
-    def _flushed(self, size: int) -> None:
-        self.buffered -= size
-
-    def send(self, payload: bytes) -> None:
-        """Frame, write and count one server frame (a reply to this session)."""
-        frame = ws_text_frame(payload)
-        self.sent_bytes.inc(len(frame))
-        self.write(frame)
-
-    def ping(self, payload: bytes) -> None:
-        frame = ws_ping_frame(payload)
-        self.sent_bytes.inc(len(frame))
-        self.write(frame)
-
-    def abort(self) -> None:
-        """Drop the TCP connection at once, with no close handshake (the peer is not answering)."""
-        self.closed = True
-        self.stream.close()
-
-    def deliver(self, frame: bytes) -> None:
-        """A fan-out frame that is not a message (presence, membership)."""
-        if self.held is not None:
-            self.held.append((0, frame))
-        else:
-            self.write(frame)
-
-    def deliver_message(self, frame: bytes, seq: int) -> None:
-        """A message frame; held while a replay runs so that the replay comes first."""
-        if self.held is not None:
-            self.held.append((seq, frame))
-            return
-        if not self.live_floor:
-            self.live_floor = seq
-        self.write(frame)
-
-    def close(self, code: int, reason: str, close_reason: str) -> None:
-        """Start a WebSocket close handshake; ``close_reason`` is the metrics label."""
-        self.close_reason = close_reason
-        self.handler.close(code, reason)
 
 
 class ChatServer:
@@ -329,14 +192,13 @@ class ChatServer:
         spread_ms = self.settings.reconnect_spread_s * 1000
         for session in list(self.hub.sessions.values()):
             hint = protocol.encode({"retry_after_ms": round(self._rng.uniform(0, spread_ms))}).decode()
-            session.transport.close(WS_CLOSE_SERVICE_RESTART, hint, "shutdown")
+            session.transport.close(wsproto.CLOSE_SERVICE_RESTART, hint, "shutdown")
         if self.hub.sessions:
             wait_s = min(CLOSE_HANDSHAKE_WAIT_S, self.settings.shutdown_timeout_s / 2)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._drained.wait(), wait_s)
         for session in list(self.hub.sessions.values()):
             connection: Connection = session.transport
-            self.close_connection(connection)
             connection.abort()
         self.heartbeat_timer.stop()
         self.auth_sync_timer.stop()
@@ -488,7 +350,7 @@ class ChatServer:
     def _close_for_policy(self, connection: Connection, reason: str) -> None:
         connection.close_reason = "policy"
         self.close_connection(connection)
-        connection.close(WS_CLOSE_POLICY, reason, "policy")
+        connection.close(wsproto.CLOSE_POLICY, reason, "policy")
 
     def _sync_accounts(self) -> None:
         if not self._syncing:
@@ -510,20 +372,55 @@ class ChatServer:
 
     # ------------------------------------------------------------ connections
 
-    def open_connection(self, handler: ChatSocketHandler, claims: Claims, since: int | None) -> Connection:
-        """Register a new WebSocket as a session, greet it, and replay what it missed."""
-        assert handler.ws_connection is not None and handler.ws_connection.stream is not None
-        now = self.monotonic()
+    def accept_websocket(self, stream: IOStream, key: str, claims: Claims, since: int | None, remote_ip: str) -> None:
+        """Take over the socket of an accepted upgrade request: answer 101, then serve it as a session."""
+        try:
+            # Bytes the client sent right behind its request are in the stream's buffer already.
+            pending = stream.read_bytes(RECV_BYTES, partial=True)
+        except StreamClosedError:
+            return
+        early = b""
+        assert isinstance(pending, asyncio.Future)
+        if pending.done():
+            with contextlib.suppress(StreamClosedError):
+                early = pending.result()
+        else:
+            pending.add_done_callback(lambda f: f.exception())
+        sock = stream.socket.dup()
+        stream.close()
         settings = self.settings
         connection = Connection(
-            handler,
-            handler.ws_connection.stream,
-            handler.request.remote_ip or "",
-            now,
-            self.metrics.sent_bytes,
+            sock,
+            asyncio.get_running_loop(),
+            self,
+            remote_ip,
+            self.monotonic(),
+            settings.max_message_bytes,
             settings.max_buffered_bytes,
-            self.slow_consumer,
+            self.metrics.sent_bytes,
         )
+        handshake = (
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Accept: {wsproto.accept_key(key)}\r\n\r\n"
+        )
+        connection.start(handshake.encode("ascii"))
+        if connection.lost:
+            return
+        self.open_connection(connection, claims, since)
+        connection.feed(early)
+
+    def log_upgrade(self, request: tornado.httputil.HTTPServerRequest, user: str) -> None:
+        log.info(
+            "%s %s 101",
+            request.method,
+            request.path,
+            extra={"user": user, "remote": request.remote_ip, "duration_ms": round(1000 * request.request_time(), 1)},
+        )
+
+    def open_connection(self, connection: Connection, claims: Claims, since: int | None) -> None:
+        """Register a new WebSocket as a session, greet it, and replay what it missed."""
+        now = connection.opened_at
+        settings = self.settings
         connection.login_id = claims.login_id
         connection.bucket = TokenBucket(settings.rate_limit_per_s, settings.rate_limit_burst, now)
         connection.peer = self.heartbeat.add(connection, now)
@@ -539,7 +436,17 @@ class ChatServer:
             since = user.offline_since_seq
         if since is not None:
             self.start_replay(connection, since)
-        return connection
+
+    # ------------------------------------------------------------ connection events
+
+    def protocol_error(self, connection: Connection, error: wsproto.WsProtocolError) -> None:
+        """The client broke the WebSocket protocol; an oversize message also gets a ``too_large`` error frame."""
+        if error.code == wsproto.CLOSE_TOO_LARGE:
+            self.send_error(connection, ErrorCode.TOO_LARGE, "message is larger than the server accepts")
+        log.info("closing a connection that broke the WebSocket protocol: %s", error.reason)
+
+    def connection_lost(self, connection: Connection) -> None:
+        self.close_connection(connection)
 
     def _welcome(self, session: Session) -> bytes:
         user = session.user
@@ -570,7 +477,7 @@ class ChatServer:
         log.info("closing a slow consumer", extra={"user": user, "buffered": connection.buffered})
         connection.close_reason = "slow_consumer"
         self.close_connection(connection)
-        connection.close(WS_CLOSE_TRY_AGAIN_LATER, "slow consumer: not reading fast enough", "slow_consumer")
+        connection.close(wsproto.CLOSE_TRY_AGAIN_LATER, "slow consumer: not reading fast enough", "slow_consumer")
 
     def close_connection(self, connection: Connection) -> None:
         """Clean up after a closed connection, exactly once whatever closed it."""
@@ -594,7 +501,7 @@ class ChatServer:
         """Write each frame that is not a message, framed once, to every recipient."""
         sent = 0
         for payload, recipients in deliveries:
-            frame = ws_text_frame(payload)
+            frame = wsproto.text_frame(payload)
             for session in recipients:
                 session.transport.deliver(frame)
             sent += len(frame) * len(recipients)
@@ -609,7 +516,7 @@ class ChatServer:
         count = 0
         sent = 0
         for payload, recipients in deliveries:
-            frame = ws_text_frame(payload)
+            frame = wsproto.text_frame(payload)
             written = 0
             for session in recipients:
                 if session is not skip:
