@@ -87,16 +87,6 @@ def verify_password(password: str, encoded: str | None) -> bool:
     return hmac.compare_digest(digest, expected)
 
 
-def needs_rehash(encoded: str, params: ScryptParams = DEFAULT_SCRYPT) -> bool:
-    """True when ``encoded`` was made with other parameters than ``params`` (rehash at the next login)."""
-    match = _HASH_FORMAT.fullmatch(encoded)
-    return match is None or (int(match.group(1)), int(match.group(2)), int(match.group(3))) != (
-        params.n,
-        params.r,
-        params.p,
-    )
-
-
 @dataclass(slots=True)
 class Account:
     name: str

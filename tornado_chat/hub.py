@@ -9,7 +9,7 @@ to the user, so every session of a user sees the same rooms.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from . import protocol
@@ -287,13 +287,3 @@ class Hub:
         if recipient is not sender:
             sessions.extend(sender.sessions.values())
         return [Delivery(frame, sessions)] if sessions else []
-
-    def addressed_to(self, user: User, message: Message) -> bool:
-        """Whether ``message`` belongs in ``user``'s replay: their rooms, or a conversation they are part of."""
-        if message.room is not None:
-            return message.room in user.rooms
-        return user.name in (message.sender, message.to)
-
-
-def recipients_count(deliveries: Iterable[Delivery]) -> int:
-    return sum(len(d.recipients) for d in deliveries)

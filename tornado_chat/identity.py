@@ -31,6 +31,8 @@ from .store import Snapshot, Store, StoreError
 log = logging.getLogger("tornado_chat.identity")
 
 LOGIN_WINDOW_S = 60.0
+# Expired login sessions are dropped from memory this often.
+PRUNE_INTERVAL_S = 600.0
 USERNAME_RULE = "1-32 characters of A-Z, a-z, 0-9, _, . and -"
 
 
@@ -79,6 +81,7 @@ class Identity:
         self.by_address = AttemptLimiter(settings.login_attempts_per_min, LOGIN_WINDOW_S)
         self.by_name = AttemptLimiter(settings.login_attempts_per_min, LOGIN_WINDOW_S)
         self.last_event_id = 0
+        self._pruned_at = monotonic()
 
     def restore(self, snapshot: Snapshot) -> None:
         for row in snapshot.accounts:
@@ -233,6 +236,9 @@ class Identity:
         for event in events:
             await self._apply(event)
             self.last_event_id = event.event_id
+        if self.monotonic() - self._pruned_at > PRUNE_INTERVAL_S:
+            self._pruned_at = self.monotonic()
+            self.accounts.prune(self.clock())
 
     async def _apply(self, event: AuthEvent) -> None:
         if event.kind == account_sql.LOGIN_REVOKED and event.login_id is not None:
