@@ -383,11 +383,19 @@ def free_data_dir(tmp_path: Path, name: str = "data") -> Path:
 class RawClient:
     """A WebSocket client on a plain socket, for what a library client hides: exact bytes, silence, resets."""
 
-    def __init__(self, port: int, token: str, path: str = "/ws") -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT_S)
+    def __init__(
+        self, port: int, token: str, path: str = "/ws", *, small_window: bool = False, query: str = ""
+    ) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if small_window:
+            # A small receive buffer, set before connecting, keeps the TCP window small: a slow link.
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.sock.settimeout(WAIT_S)
+        self.sock.connect(("127.0.0.1", port))
         key = base64.b64encode(os.urandom(16)).decode()
+        extra = f"&{query}" if query else ""
         self.sock.sendall(
-            f"GET {path}?token={token} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            f"GET {path}?token={token}{extra} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
             f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
         )
         self.buffer = b""

@@ -17,7 +17,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from .conftest import make_settings
-from .support import WAIT_S, Recorder, ServerProcess, ServerThread, clients, connect, http, login, wait_until
+from .support import WAIT_S, RawClient, Recorder, ServerProcess, ServerThread, clients, connect, http, login, wait_until
 
 ROOM = "durable"
 
@@ -324,3 +324,66 @@ def test_a_full_disk_fails_sends_without_acking_and_readyz_says_so(tiny_disk: Pa
             assert not {m["text"] for m in stored} & {f"{frame_id.split('-')[1]} " + "x" * 2000 for frame_id in failed}
     finally:
         server.stop()
+
+
+def test_a_long_replay_is_paced_to_a_slow_reader_instead_of_cutting_it_off(tmp_path: Path) -> None:
+    cap = 64 * 1024
+    running = ServerThread(
+        make_settings(tmp_path, max_buffered_bytes=cap, rate_limit_per_s=10_000.0, rate_limit_burst=10_000)
+    ).start()
+    try:
+        token = login(running.base_url, "reader")
+        # 400 messages of 16 KB: 6.4 MB for the reader, more than the kernel's socket buffers can take
+        # (at most 4 MB here) and a hundred times the connection's cap.
+        text = "🎉" * 4000
+        count = 400
+        with clients(running.base_url, "writer") as (writer,):
+            for i in range(count):
+                writer.send({"type": "send", "id": f"w{i}", "to": "reader", "text": text})
+            writer.expect("ack", id=f"w{count - 1}")
+        # A reader on a small receive window that does not read at first: the server must wait for it.
+        reader = RawClient(running.port, token, small_window=True, query="since=0")
+        try:
+
+            def buffered() -> int:
+                sessions = running.chat.hub.users["reader"].sessions.values()
+                return sum(s.transport.buffered for s in sessions)
+
+            running.wait_for(lambda: buffered() > 0, "the server to buffer for the reader")
+            assert running.call(buffered) <= cap
+            frames, code = [], None
+            while not frames or frames[-1]["type"] != "resumed":
+                opcode, payload = reader.read_frame()
+                if opcode == 0x8:
+                    code = int.from_bytes(payload[:2], "big")
+                    break
+                frames.append(json.loads(payload))
+            assert code is None, f"closed with {code}"
+            assert sum(1 for f in frames if f["type"] == "message") == count
+            assert frames[-1]["count"] == count
+        finally:
+            reader.close()
+    finally:
+        running.stop()
+
+
+def test_a_history_page_of_huge_messages_is_cut_to_a_sendable_size(server: ServerThread) -> None:
+    with clients(server.base_url, "emoji") as (emoji,):
+        emoji.join("wide")
+        text = "🎉" * 4000  # 16 KB of UTF-8 in 4000 characters
+        seqs = []
+        for i in range(30):
+            seqs.append(emoji.send_message(text + str(i)[:0], room="wide")["seq"])
+        emoji.send({"type": "history", "room": "wide", "limit": 200})
+        first = emoji.expect("history", room="wide")
+        assert len(json.dumps(first, ensure_ascii=False, separators=(",", ":")).encode()) <= 256 * 1024
+        assert first["more"] is True and 1 <= len(first["messages"]) < 30
+        # Paging on from the oldest message of the page reaches every message once.
+        seen = [m["seq"] for m in first["messages"]]
+        while True:
+            emoji.send({"type": "history", "room": "wide", "limit": 200, "before": seen[-1]})
+            page = emoji.expect("history", room="wide")
+            seen.extend(m["seq"] for m in page["messages"])
+            if not page["more"]:
+                break
+        assert seen == seqs[::-1]

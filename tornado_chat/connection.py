@@ -82,6 +82,7 @@ class Connection:
         "login_id",
         "bucket",
         "_close_timer",
+        "_drain_waiter",
     )
 
     def __init__(
@@ -124,6 +125,8 @@ class Connection:
         self.login_id = ""
         self.bucket: TokenBucket | None = None
         self._close_timer: asyncio.TimerHandle | None = None
+        # Set once the buffer is down to a quarter of its cap (see ``drain``).
+        self._drain_waiter: asyncio.Future[None] | None = None
 
     def start(self, handshake: bytes) -> None:
         """Send the handshake response and start reading."""
@@ -178,6 +181,8 @@ class Connection:
             self.abort()
             return
         del out[:sent]
+        if self._drain_waiter is not None and len(out) <= self.max_buffered // 4:
+            self._wake_drain_waiter()
         if not out:
             self.out = None
             self.loop.remove_writer(self.fd)
@@ -185,6 +190,23 @@ class Connection:
                 self._close_socket()
             elif self.discarding:
                 self._send_fin()
+
+    async def drain(self) -> None:
+        """Wait until the buffer is down to a quarter of its cap (or the connection is gone).
+
+        A replay of a thousand messages would otherwise outrun a slow link and
+        be taken for a slow consumer.
+        """
+        if self.buffered <= self.max_buffered // 4 or self.lost:
+            return
+        if self._drain_waiter is None:
+            self._drain_waiter = self.loop.create_future()
+        await self._drain_waiter
+
+    def _wake_drain_waiter(self) -> None:
+        waiter, self._drain_waiter = self._drain_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def write(self, frame: bytes) -> None:
         """Write an already built frame, uncounted (fan-out counts its bytes once for all recipients)."""
@@ -314,6 +336,7 @@ class Connection:
             self.loop.remove_writer(self.fd)
             self.out = None
         self.sock.close()
+        self._wake_drain_waiter()
         try:
             self.events.connection_lost(self)
         except Exception:

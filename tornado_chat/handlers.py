@@ -254,7 +254,7 @@ class HistoryHandler(BaseHandler):
         except StoreError:
             raise ApiError(503, "internal", "history is unavailable; try again") from None
         self.set_header("Content-Type", "application/json")
-        self.finish(protocol.history_frame(request, messages, more, claims.user))
+        self.finish(protocol.history_page(request, messages, more, claims.user))
 
 
 class ChatSocketHandler(BaseHandler):

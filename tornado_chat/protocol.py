@@ -25,6 +25,8 @@ USERNAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 MAX_CLIENT_ID_CHARS = 64
 HISTORY_DEFAULT_LIMIT = 50
 HISTORY_MAX_LIMIT = 200
+# Largest history frame or page, in bytes; a page with more is cut and says ``more``.
+HISTORY_MAX_BYTES = 256 * 1024
 # Sequence numbers are SQLite integers; anything larger cannot name a message.
 MAX_SEQ = 2**63 - 1
 
@@ -353,6 +355,19 @@ def pong_frame(ping_id: FrameId, now: float) -> bytes:
 
 def presence_frame(user: str, online: bool) -> bytes:
     return encode({"type": "presence", "user": user, "status": "online" if online else "offline"})
+
+
+def history_page(request: History, messages: list[Message], more: bool, viewer: str) -> bytes:
+    """A history frame of at most ``HISTORY_MAX_BYTES``: the oldest messages are left for the next page.
+
+    ``limit`` bounds the count; long texts (4000 characters of four-byte emoji
+    are 16 KB) could still make one frame too large to send to a slow link.
+    """
+    frame = history_frame(request, messages, more, viewer)
+    while len(frame) > HISTORY_MAX_BYTES and len(messages) > 1:
+        messages = messages[: len(messages) // 2]
+        frame = history_frame(request, messages, True, viewer)
+    return frame
 
 
 def history_frame(request: History, messages: list[Message], more: bool, viewer: str) -> bytes:

@@ -619,7 +619,7 @@ class ChatServer:
         except StoreError:
             self.send_error(connection, ErrorCode.INTERNAL, "history is unavailable; try again", frame.frame_id)
             return
-        connection.send(protocol.history_frame(frame, messages, more, viewer))
+        connection.send(protocol.history_page(frame, messages, more, viewer))
 
     def _on_resume(self, connection: Connection, frame: protocol.Resume) -> None:
         self.start_replay(connection, frame.since)
@@ -648,6 +648,7 @@ class ChatServer:
             self.send_error(connection, ErrorCode.INTERNAL, "missed messages are unavailable; resume again")
         else:
             for message in replay.messages:
+                await connection.drain()
                 connection.send(protocol.message_frame(message, own=message.sender == user))
                 replayed.add(message.seq)
             self.metrics.deliveries.inc(len(replay.messages))
