@@ -351,7 +351,8 @@ def test_a_long_replay_is_paced_to_a_slow_reader_instead_of_cutting_it_off(tmp_p
 
             running.wait_for(lambda: buffered() > 0, "the server to buffer for the reader")
             assert running.call(buffered) <= cap
-            frames, code = [], None
+            frames: list[dict[str, Any]] = []
+            code: int | None = None
             while not frames or frames[-1]["type"] != "resumed":
                 opcode, payload = reader.read_frame()
                 if opcode == 0x8:
