@@ -1,75 +1,1320 @@
-// Minimal chat page: log in, join a room, send and see messages.
-// Text is always set with textContent, never parsed as HTML.
+// The tornado-chat page: log in, rooms and direct conversations, and a link to the server that survives
+// bad networks and restarts without losing or repeating a message.
+//
+// Delivery, from the client's side (docs/protocol.md, "Delivery guarantee"):
+// - every message typed gets a client id and goes into `pending`, saved in localStorage at once;
+// - it is sent when the link is up, and again after every reconnect, always with the same id, until an
+//   `ack` (or our own message carrying that id, in a replay or in history) says the server has it;
+// - reconnects pass `since` = the newest seq seen, so the server replays what we missed; messages are
+//   kept by seq, so one that arrives twice is shown once.
+// Text is only ever put in the page as text (dom.js): never parsed as HTML.
 
-const $ = (id) => document.getElementById(id);
-let socket = null;
-let me = null;
-let room = null;
-let nextId = 1;
+import { api, ApiError, NetworkError } from "./api.js";
+import { backoffDelay, Link } from "./connection.js";
+import { $, avatar, dayKey, dayLabel, fill, formatFull, formatTime, h, linkify, patchChildren } from "./dom.js";
+import { Persist, randomId } from "./persist.js";
 
-function show(line) {
-  const item = document.createElement("li");
-  const sender = document.createElement("span");
-  sender.className = "sender";
-  sender.textContent = line.from;
-  const text = document.createElement("span");
-  text.textContent = line.text;
-  item.append(sender, text);
-  if (line.from === me) item.classList.add("own");
-  $("messages").append(item);
-  item.scrollIntoView({ block: "end" });
+const ROOM_RULE = /^[a-z0-9_-]{1,64}$/;
+const NAME_RULE = /^[A-Za-z0-9_.-]{1,32}$/;
+const GROUP_GAP_MS = 5 * 60_000;
+const HISTORY_PAGE = 50;
+const SEND_BURST = 20; // the server allows a burst of 40 frames and 20 a second: stay well inside
+const SEND_RATE_PER_S = 10;
+const ROOMS_REFRESH_MS = 30_000;
+const NARROW = window.matchMedia("(max-width: 720px)");
+
+let config = {
+  registration: "open",
+  guests: false,
+  heartbeat: { interval: 25, timeout: 10 },
+  limits: { text_chars: 4000, message_bytes: 65536 },
+};
+/** The logged-in user's chat; null on the login screen. */
+let chat = null;
+
+const roomKey = (name) => `room:${name}`;
+const personKey = (name) => `dm:${name}`;
+
+function parseKey(key) {
+  const at = key.indexOf(":");
+  return { kind: key.slice(0, at) === "room" ? "room" : "dm", name: key.slice(at + 1) };
 }
 
-function connect() {
-  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  const base = location.pathname.replace(/[^/]*$/, "");
-  socket = new WebSocket(`${scheme}//${location.host}${base}ws`);
-  socket.onopen = () => { $("status").textContent = "connected"; };
-  socket.onclose = () => { $("status").textContent = "offline"; };
-  socket.onmessage = (event) => {
-    const frame = JSON.parse(event.data);
-    if (frame.type === "welcome") {
-      me = frame.user;
-    } else if (frame.type === "joined") {
-      room = frame.room;
-      $("status").textContent = `connected, in #${room}`;
-    } else if (frame.type === "message" && frame.room === room) {
-      show(frame);
-    } else if (frame.type === "error") {
-      $("status").textContent = `error: ${frame.message}`;
-    }
-  };
+function validPending(item) {
+  return (
+    item &&
+    typeof item.id === "string" &&
+    typeof item.key === "string" &&
+    typeof item.text === "string" &&
+    /^(room|dm):/.test(item.key)
+  );
 }
 
-$("login-form").addEventListener("submit", async (event) => {
-  event.preventDefault();
-  const credentials = JSON.stringify({ username: $("username").value, password: $("password").value });
-  const post = (path) => fetch(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: credentials });
-  // A new name registers; a taken one logs in.
-  let response = await post("api/register");
-  if (response.status === 409) response = await post("api/login");
-  const body = await response.json();
-  if (!response.ok) {
-    alert(body.message);
-    return;
+class Conversation {
+  constructor(key) {
+    const { kind, name } = parseKey(key);
+    this.key = key;
+    this.kind = kind;
+    this.name = name;
+    this.messages = new Map(); // seq -> message
+    this.sortedCache = null;
+    this.loaded = false; // the newest page of history has been fetched
+    this.loading = false;
+    this.more = null; // older messages exist (null: not known yet)
+    this.error = null;
   }
-  me = body.username;
-  $("login-form").hidden = true;
-  $("chat").hidden = false;
-  connect();
-});
 
-$("join-form").addEventListener("submit", (event) => {
-  event.preventDefault();
-  socket.send(JSON.stringify({ type: "join", room: $("room").value }));
-});
+  get target() {
+    return this.kind === "room" ? { room: this.name } : { with: this.name };
+  }
 
-$("send-form").addEventListener("submit", (event) => {
-  event.preventDefault();
-  const text = $("text").value;
-  if (!room || !text.trim()) return;
-  const id = `${Date.now().toString(36)}-${nextId++}`;
-  socket.send(JSON.stringify({ type: "send", id, room, text }));
-  show({ from: me, text });
-  $("text").value = "";
-});
+  add(message) {
+    if (this.messages.has(message.seq)) return false;
+    this.messages.set(message.seq, message);
+    this.sortedCache = null;
+    return true;
+  }
+
+  sorted() {
+    this.sortedCache ??= [...this.messages.values()].sort((a, b) => a.seq - b.seq);
+    return this.sortedCache;
+  }
+
+  oldestSeq() {
+    const sorted = this.sorted();
+    return sorted.length ? sorted[0].seq : null;
+  }
+
+  reset() {
+    this.messages.clear();
+    this.sortedCache = null;
+    this.loaded = false;
+    this.more = null;
+    this.error = null;
+  }
+}
+
+class Chat {
+  constructor(who) {
+    this.me = who.username;
+    this.guest = Boolean(who.guest);
+    this.persist = new Persist(this.me);
+    const saved = this.persist.load();
+    this.cursor = Number.isInteger(saved.cursor) ? saved.cursor : null;
+    this.pending = saved.pending.filter(validPending).map((item) => ({
+      id: item.id,
+      key: item.key,
+      text: item.text,
+      ts: item.ts,
+      state: item.state === "rejected" ? "rejected" : "queued",
+      error: item.error ?? null,
+      sentAt: 0,
+    }));
+    this.unread = new Map(Object.entries(saved.unread).filter(([, n]) => Number.isInteger(n) && n > 0));
+    this.people = new Set((saved.people ?? []).filter((name) => typeof name === "string"));
+    for (const item of this.pending) if (item.key.startsWith("dm:")) this.people.add(parseKey(item.key).name);
+    this.openKey = typeof saved.open === "string" ? saved.open : null;
+    this.rooms = new Map(); // name -> {name, members, online, member, names}
+    this.online = new Set();
+    this.conversations = new Map();
+    this.limits = config.limits;
+    this.replaying = false;
+    this.wantOpen = null; // a room we asked to join and will open once joined
+    this.outbox = [];
+    this.tokens = SEND_BURST;
+    this.refilledAt = Date.now();
+    this.pumpTimer = null;
+    this.stopped = false;
+    this.welcomed = false;
+    this.loggingOut = false;
+    this.ending = false;
+    this.passwordChange = null;
+    this.link = new Link(
+      {
+        since: () => this.cursor,
+        frame: (frame) => this.onFrame(frame),
+        up: () => this.onUp(),
+        down: () => this.onDown(),
+        status: () => this.renderStatus(),
+        sessionEnded: (reason) => this.sessionEnded(reason),
+        stillLoggedIn: () => this.stillLoggedIn(),
+      },
+      config.heartbeat,
+    );
+    this.timers = [
+      setInterval(() => this.checkAcks(), 1000),
+      setInterval(() => this.send({ type: "rooms" }), ROOMS_REFRESH_MS),
+    ];
+    this.onOnline = () => this.flushPending(false);
+    this.onVisible = () => {
+      if (!document.hidden && this.openKey && this.unread.delete(this.openKey)) this.renderSidebar();
+    };
+    window.addEventListener("online", this.onOnline);
+    document.addEventListener("visibilitychange", this.onVisible);
+  }
+
+  start() {
+    $("me-name").textContent = this.me;
+    $("menu-name").textContent = this.me;
+    $("me-avatar").replaceChildren(avatar(this.me, "small"));
+    $("password-button").hidden = this.guest;
+    this.persist.keepAlive();
+    this.saveNow();
+    this.openConversation(this.openKey, { focus: false });
+    this.link.start();
+  }
+
+  stop({ keepState }) {
+    this.stopped = true;
+    this.link.destroy();
+    for (const timer of this.timers) clearInterval(timer);
+    clearTimeout(this.pumpTimer);
+    window.removeEventListener("online", this.onOnline);
+    document.removeEventListener("visibilitychange", this.onVisible);
+    // Logged out by the server (password changed elsewhere, say): keep the queue for the next login.
+    // Logged out on purpose: forget it.
+    if (keepState) this.persist.stop(() => this.snapshot());
+    else this.persist.clear();
+  }
+
+  // ------------------------------------------------------------ state
+
+  snapshot() {
+    return {
+      cursor: this.cursor,
+      pending: this.pending.map(({ id, key, text, ts, state, error }) => ({ id, key, text, ts, state, error })),
+      unread: Object.fromEntries(this.unread),
+      open: this.openKey,
+      people: [...this.people],
+    };
+  }
+
+  saveNow() {
+    this.persist.saveNow(() => this.snapshot());
+  }
+
+  saveSoon() {
+    this.persist.saveSoon(() => this.snapshot());
+  }
+
+  room(name) {
+    let room = this.rooms.get(name);
+    if (!room) {
+      room = { name, members: 0, online: 0, member: false, names: null };
+      this.rooms.set(name, room);
+    }
+    return room;
+  }
+
+  conversation(key) {
+    let conversation = this.conversations.get(key);
+    if (!conversation) {
+      conversation = new Conversation(key);
+      this.conversations.set(key, conversation);
+    }
+    return conversation;
+  }
+
+  get open() {
+    return this.openKey ? this.conversation(this.openKey) : null;
+  }
+
+  bumpCursor(seq) {
+    if (Number.isInteger(seq) && (this.cursor === null || seq > this.cursor)) {
+      this.cursor = seq;
+      this.saveSoon();
+    }
+  }
+
+  onlineCount(room) {
+    if (!room.names) return room.online;
+    let count = 0;
+    for (const name of room.names) if (name === this.me || this.online.has(name)) count++;
+    return count;
+  }
+
+  isOnline(name) {
+    return name === this.me ? this.link.isUp : this.online.has(name);
+  }
+
+  canSend() {
+    return this.link.isUp && !this.replaying && navigator.onLine;
+  }
+
+  send(frame) {
+    return this.link.send(frame);
+  }
+
+  // ------------------------------------------------------------ frames
+
+  onFrame(frame) {
+    switch (frame.type) {
+      case "welcome":
+        return this.onWelcome(frame);
+      case "message":
+        return this.onMessage(frame, !this.replaying);
+      case "ack":
+        return this.onAck(frame);
+      case "resumed":
+        return this.onResumed(frame);
+      case "joined":
+      case "left":
+        return this.onMembership(frame);
+      case "member":
+        return this.onMember(frame);
+      case "presence":
+        if (frame.status === "online") this.online.add(frame.user);
+        else this.online.delete(frame.user);
+        return this.renderPeople();
+      case "rooms":
+        return this.onRooms(frame);
+      case "error":
+        return this.onError(frame);
+      default:
+        return undefined; // pong, history (we page history over HTTP), and frames from a newer server
+    }
+  }
+
+  onWelcome(welcome) {
+    if (welcome.user !== this.me) {
+      // Another tab logged in as someone else: the shared cookie is theirs now.
+      window.location.reload();
+      return;
+    }
+    this.limits = welcome.limits ?? this.limits;
+    $("composer-text").maxLength = this.limits.text_chars;
+    this.replaying = this.link.sinceUsed !== null;
+    this.welcomed = true;
+    const member = new Set(welcome.rooms);
+    for (const room of this.rooms.values()) room.member = member.has(room.name);
+    for (const name of member) this.room(name).member = true;
+    for (const name of welcome.contacts) this.people.add(name);
+    this.online = new Set(welcome.online);
+    if (this.cursor === null) this.cursor = welcome.seq;
+    this.send({ type: "rooms" });
+    const open = this.open;
+    if (open?.kind === "room") {
+      if (member.has(open.name)) this.send({ type: "join", room: open.name }); // answers with the member list
+      else if (this.wantOpen !== open.name) this.openConversation(null);
+    }
+    if (this.open && !this.open.loaded) this.loadHistory(this.open);
+    this.renderAll();
+  }
+
+  onUp() {
+    if (!this.replaying) this.flushPending(true);
+    this.renderMessages();
+  }
+
+  onDown() {
+    this.outbox = [];
+    for (const item of this.pending) if (item.state === "sending" || item.state === "sent") item.state = "queued";
+    this.renderAll();
+  }
+
+  onResumed(frame) {
+    this.replaying = false;
+    this.bumpCursor(frame.until);
+    if (frame.truncated) {
+      // More was missed than the server replays: what we hold may have a gap. Start from history again.
+      for (const conversation of this.conversations.values()) conversation.reset();
+      if (this.open) this.loadHistory(this.open);
+    }
+    this.flushPending(true);
+    this.renderAll();
+  }
+
+  onMessage(message, live) {
+    if (!Number.isInteger(message.seq) || typeof message.text !== "string") return;
+    this.bumpCursor(message.seq);
+    const own = message.from === this.me;
+    let key;
+    if (message.room) {
+      key = roomKey(message.room);
+    } else {
+      const other = own ? message.to : message.from;
+      key = personKey(other);
+      this.people.add(other);
+    }
+    if (own && message.id !== undefined) this.resolvePending(message.id);
+    const conversation = this.conversation(key);
+    if (!conversation.add(message)) {
+      if (key === this.openKey) this.renderMessages();
+      return;
+    }
+    if (!own) {
+      if (live) this.online.add(message.from); // they just sent it
+      const seen = key === this.openKey && !document.hidden;
+      if (!seen) this.unread.set(key, (this.unread.get(key) ?? 0) + 1);
+      if (live) this.announce(message);
+      this.saveSoon();
+    }
+    if (key === this.openKey) this.renderMessages({ arrived: true, own });
+    this.renderSidebar();
+  }
+
+  onAck(ack) {
+    if (!this.replaying) this.bumpCursor(ack.seq);
+    const item = this.takePending(ack.id);
+    if (!item) return;
+    const { kind, name } = parseKey(item.key);
+    const message = { seq: ack.seq, from: this.me, text: item.text, ts: ack.ts, id: ack.id };
+    if (kind === "room") message.room = name;
+    else message.to = name;
+    const added = this.conversation(item.key).add(message);
+    this.saveNow();
+    if (item.key === this.openKey) this.renderMessages({ arrived: added, own: true });
+  }
+
+  onMembership(frame) {
+    const room = this.room(frame.room);
+    room.member = frame.type === "joined";
+    room.members = frame.members.length;
+    room.names = new Set(frame.members);
+    room.online = frame.online.length;
+    for (const name of frame.online) if (name !== this.me) this.online.add(name);
+    if (frame.type === "joined" && this.wantOpen === frame.room) {
+      this.wantOpen = null;
+      this.openConversation(roomKey(frame.room));
+    } else if (frame.type === "left" && this.openKey === roomKey(frame.room)) {
+      this.openConversation(null);
+    }
+    if (frame.type === "left") this.unread.delete(roomKey(frame.room));
+    this.send({ type: "rooms" });
+    this.renderAll();
+  }
+
+  onMember(frame) {
+    const room = this.room(frame.room);
+    room.members = frame.count;
+    if (frame.event === "joined") {
+      room.names?.add(frame.user);
+      this.online.add(frame.user); // joining takes an open session
+    } else {
+      room.names?.delete(frame.user);
+    }
+    this.renderSidebar();
+    this.renderHeader();
+  }
+
+  onRooms(frame) {
+    for (const entry of frame.rooms) {
+      const room = this.room(entry.room);
+      room.members = entry.members;
+      room.online = entry.online;
+      room.member = entry.member;
+    }
+    this.renderSidebar();
+    this.renderHeader();
+  }
+
+  onError(error) {
+    const item = error.id !== undefined ? this.pending.find((p) => p.id === error.id) : null;
+    if (item) {
+      if (error.code === "internal") {
+        item.state = "failed"; // not stored: the same id may be sent again
+      } else {
+        item.state = "rejected";
+        item.error = error.message;
+      }
+      this.saveNow();
+      if (item.key === this.openKey) this.renderMessages();
+      return;
+    }
+    if (error.code === "internal" && this.replaying) {
+      // The replay failed: ask again in a moment (no `resumed` is coming for this one).
+      setTimeout(() => this.send({ type: "resume", since: this.cursor }), 2000);
+      return;
+    }
+    if (error.code === "bad_room" || (error.code === "not_member" && this.wantOpen)) {
+      this.wantOpen = null;
+      $("join-error").textContent = error.message;
+      return;
+    }
+    toast(error.code === "rate_limited" ? "Slow down a little: the server is dropping frames." : error.message);
+  }
+
+  // ------------------------------------------------------------ sending
+
+  compose(text) {
+    const conversation = this.open;
+    if (!conversation || !text.trim()) return false;
+    if (conversation.kind === "room" && this.welcomed && !this.room(conversation.name).member) {
+      toast(`Join #${conversation.name} to write here.`);
+      return false;
+    }
+    if ([...text].length > this.limits.text_chars) {
+      toast(`That message is too long (at most ${this.limits.text_chars} characters).`);
+      return false;
+    }
+    this.pending.push({
+      id: randomId(12),
+      key: conversation.key,
+      text,
+      ts: new Date().toISOString(),
+      state: "queued",
+      error: null,
+      sentAt: 0,
+    });
+    this.saveNow(); // before anything else: a reload from here on must not lose it
+    this.flushPending(false);
+    this.renderMessages({ arrived: true, own: true });
+    return true;
+  }
+
+  flushPending(includeFailed) {
+    if (!this.canSend()) return;
+    let queued = false;
+    for (const item of this.pending) {
+      if (item.state === "queued" || (includeFailed && item.state === "failed")) {
+        item.state = "sending";
+        this.outbox.push(item.id);
+        queued = true;
+      }
+    }
+    if (queued) this.pump();
+  }
+
+  /** Send what is in the outbox, paced so that a long queue after an outage stays under the rate limit. */
+  pump() {
+    clearTimeout(this.pumpTimer);
+    this.pumpTimer = null;
+    const now = Date.now();
+    this.tokens = Math.min(SEND_BURST, this.tokens + ((now - this.refilledAt) / 1000) * SEND_RATE_PER_S);
+    this.refilledAt = now;
+    let changed = false;
+    while (this.outbox.length && this.tokens >= 1) {
+      const item = this.pending.find((p) => p.id === this.outbox[0]);
+      this.outbox.shift();
+      if (!item || item.state !== "sending") continue;
+      const { kind, name } = parseKey(item.key);
+      const frame = { type: "send", id: item.id, text: item.text, [kind === "room" ? "room" : "to"]: name };
+      if (!this.send(frame)) {
+        item.state = "queued";
+        changed = true;
+        break;
+      }
+      item.state = "sent";
+      item.sentAt = now;
+      this.tokens -= 1;
+      changed = true;
+    }
+    if (this.outbox.length) this.pumpTimer = setTimeout(() => this.pump(), 100);
+    if (changed) this.renderMessages();
+  }
+
+  /** How long a sent message may wait for its ack, while connected, before it shows as failed. */
+  get ackTimeoutMs() {
+    const { interval, timeout } = this.link.heartbeat;
+    return Math.min(10_000, Math.max(3_000, (interval + timeout) * 1000));
+  }
+
+  checkAcks() {
+    if (!this.canSend()) return;
+    const now = Date.now();
+    let changed = false;
+    for (const item of this.pending) {
+      if (item.state === "sent" && now - item.sentAt > this.ackTimeoutMs) {
+        item.state = "failed";
+        changed = true;
+      }
+    }
+    if (changed) {
+      this.saveNow();
+      this.renderMessages();
+    }
+  }
+
+  retry(id) {
+    const item = this.pending.find((p) => p.id === id);
+    if (!item || item.state !== "failed") return;
+    item.state = "queued";
+    this.flushPending(false);
+    this.renderMessages();
+  }
+
+  discard(id) {
+    this.takePending(id);
+    this.saveNow();
+    this.renderMessages();
+  }
+
+  takePending(id) {
+    const index = this.pending.findIndex((p) => p.id === id);
+    if (index < 0) return null;
+    const [item] = this.pending.splice(index, 1);
+    this.outbox = this.outbox.filter((queued) => queued !== id);
+    return item;
+  }
+
+  resolvePending(id) {
+    if (this.takePending(id)) this.saveNow();
+  }
+
+  // ------------------------------------------------------------ conversations
+
+  openConversation(key, { focus = true } = {}) {
+    if (key !== null && parseKey(key).kind === "room" && !this.room(parseKey(key).name).member && this.link.isUp) {
+      key = null;
+    }
+    this.openKey = key;
+    document.body.classList.toggle("conversation-open", key !== null);
+    $("jump").hidden = true;
+    if (key !== null) {
+      this.unread.delete(key);
+      const conversation = this.conversation(key);
+      if (!conversation.loaded && !conversation.loading) this.loadHistory(conversation);
+      const room = conversation.kind === "room" ? this.room(conversation.name) : null;
+      if (room && room.member && !room.names) this.send({ type: "join", room: room.name });
+    }
+    this.saveSoon();
+    this.renderAll({ toBottom: true });
+    if (focus && key !== null && !NARROW.matches) $("composer-text").focus();
+  }
+
+  joinRoom(raw) {
+    const name = raw.trim().replace(/^#/, "").toLowerCase().replace(/\s+/g, "-");
+    $("join-error").textContent = "";
+    if (!ROOM_RULE.test(name)) {
+      $("join-error").textContent = "Room names are 1-64 characters: a-z, 0-9, - and _.";
+      return false;
+    }
+    if (this.room(name).member) {
+      this.openConversation(roomKey(name));
+      return true;
+    }
+    if (!this.send({ type: "join", room: name })) {
+      $("join-error").textContent = "Not connected: try again in a moment.";
+      return false;
+    }
+    this.wantOpen = name;
+    return true;
+  }
+
+  leaveRoom(name) {
+    if (!this.send({ type: "leave", room: name })) toast("Not connected: try again in a moment.");
+  }
+
+  async startConversation(raw) {
+    const name = raw.trim().replace(/^@/, "");
+    const error = $("person-error");
+    error.textContent = "";
+    if (!NAME_RULE.test(name)) {
+      error.textContent = "Names are 1-32 characters: letters, digits, '.', '_' and '-'.";
+      return false;
+    }
+    const key = personKey(name);
+    if (!this.people.has(name)) {
+      // Ask for the conversation's history first: it also tells whether the person exists.
+      try {
+        const page = await api.history({ with: name }, null, HISTORY_PAGE);
+        const conversation = this.conversation(key);
+        this.mergeHistory(conversation, page);
+        conversation.loaded = true;
+      } catch (problem) {
+        if (problem instanceof ApiError && problem.status === 404) error.textContent = `Nobody is called “${name}” here.`;
+        else if (problem instanceof ApiError && problem.status === 401) this.sessionEnded("expired");
+        else error.textContent = "Could not reach the server: try again in a moment.";
+        return false;
+      }
+      this.people.add(name);
+    }
+    this.openConversation(key);
+    return true;
+  }
+
+  mergeHistory(conversation, page) {
+    for (const message of page.messages) {
+      if (!Number.isInteger(message.seq)) continue;
+      if (message.from === this.me && message.id !== undefined) this.resolvePending(message.id);
+      conversation.add(message);
+    }
+    conversation.more = Boolean(page.more);
+  }
+
+  async loadHistory(conversation, older = false) {
+    if (conversation.loading || (older && conversation.more !== true)) return;
+    conversation.loading = true;
+    conversation.error = null;
+    this.renderHistoryTop();
+    const before = older ? conversation.oldestSeq() : null;
+    let outcome = older ? "prepend" : "bottom";
+    try {
+      const page = await api.history(conversation.target, before, HISTORY_PAGE);
+      if (this.stopped) return;
+      this.mergeHistory(conversation, page);
+      conversation.loaded = true;
+    } catch (problem) {
+      if (this.stopped) return;
+      outcome = "keep";
+      if (problem instanceof ApiError && problem.status === 401) {
+        this.sessionEnded("expired");
+      } else if (problem instanceof ApiError && (problem.status === 403 || problem.status === 404)) {
+        conversation.loaded = true;
+        conversation.more = false;
+        conversation.error = problem.message;
+      } else {
+        conversation.error = "Could not load older messages.";
+      }
+    } finally {
+      conversation.loading = false;
+    }
+    if (conversation.key === this.openKey) this.renderMessages({ history: outcome });
+  }
+
+  announce(message) {
+    const where = message.room ? ` in #${message.room}` : "";
+    const region = $("announcer");
+    region.append(h("p", {}, `${message.from}${where}: ${message.text}`));
+    while (region.childElementCount > 5) region.firstElementChild.remove();
+  }
+
+  // ------------------------------------------------------------ account
+
+  async stillLoggedIn() {
+    try {
+      const who = await api.me();
+      return who.username === this.me;
+    } catch (problem) {
+      return !(problem instanceof ApiError && problem.status === 401);
+    }
+  }
+
+  /** The server ended our login session (1008), or the token stopped working. */
+  async sessionEnded(reason) {
+    if (this.ending || this.loggingOut || this.stopped) return;
+    this.ending = true;
+    // Changing the password ends every login session, this tab's too; the answer brings a new cookie.
+    if (this.passwordChange) await this.passwordChange.catch(() => null);
+    let who = null;
+    let unreachable = false;
+    try {
+      who = await api.me();
+    } catch (problem) {
+      unreachable = !(problem instanceof ApiError && problem.status === 401);
+    }
+    this.ending = false;
+    if (this.stopped) return;
+    if (who && who.username !== this.me) {
+      window.location.reload();
+      return;
+    }
+    if (who || unreachable) {
+      this.link.start(); // still logged in (a new cookie), or we cannot tell yet: carry on
+      return;
+    }
+    const notice =
+      reason === "account removed"
+        ? "Your account was removed."
+        : reason === "expired"
+          ? "Your login has expired: please log in again."
+          : "You were logged out.";
+    leaveChat({ keepState: true, notice });
+  }
+
+  async logout() {
+    this.loggingOut = true;
+    try {
+      await api.logout();
+    } catch (problem) {
+      if (!(problem instanceof ApiError)) {
+        this.loggingOut = false;
+        toast("Could not reach the server to log out: try again.");
+        return;
+      }
+      // 401: the login was over already
+    }
+    leaveChat({ keepState: false, notice: "" });
+  }
+
+  async changePassword(current, next) {
+    const request = api.changePassword(current, next);
+    this.passwordChange = request;
+    try {
+      await request;
+    } finally {
+      this.passwordChange = null;
+    }
+  }
+
+  // ------------------------------------------------------------ rendering
+
+  renderAll(options = {}) {
+    this.renderStatus();
+    this.renderSidebar();
+    this.renderHeader();
+    this.renderMessages(options.toBottom ? { history: "bottom" } : {});
+  }
+
+  renderStatus() {
+    const link = this.link;
+    let state;
+    let text;
+    let detail = "";
+    if (!navigator.onLine) {
+      state = "offline";
+      text = "Offline";
+      detail = " · waiting for the network";
+    } else if (link.state === "up") {
+      state = "connected";
+      text = "Connected";
+    } else if (link.state === "waiting") {
+      state = "reconnecting";
+      text = "Reconnecting";
+      detail = ` in ${Math.max(1, Math.ceil((link.retryAt - Date.now()) / 1000))} s`;
+    } else {
+      state = link.everUp ? "reconnecting" : "connecting";
+      text = link.everUp ? "Reconnecting…" : "Connecting…";
+    }
+    const element = $("connection");
+    element.dataset.state = state;
+    element.dataset.link = link.state;
+    if ($("connection-text").textContent !== text) $("connection-text").textContent = text;
+    $("connection-detail").textContent = detail;
+    $("retry-now").hidden = !(link.state === "waiting" && navigator.onLine);
+    const stateChanged = this.shownState !== state;
+    this.shownState = state;
+    if (stateChanged) {
+      this.renderPeople();
+      this.renderMessages();
+    }
+  }
+
+  renderSidebar() {
+    this.renderRooms();
+    this.renderPeople();
+    this.renderTitle();
+  }
+
+  renderTitle() {
+    let total = 0;
+    for (const count of this.unread.values()) total += count;
+    document.title = total ? `(${total}) tornado-chat` : "tornado-chat";
+  }
+
+  renderRooms() {
+    const mine = [...this.rooms.values()].filter((r) => r.member).sort((a, b) => a.name.localeCompare(b.name));
+    patchList(
+      $("room-list"),
+      mine.map((room) => {
+        const key = roomKey(room.name);
+        const unread = this.unread.get(key) ?? 0;
+        const active = key === this.openKey;
+        const fillItem = (item) => {
+          const button = item.firstElementChild;
+          button.setAttribute("aria-current", active ? "true" : "false");
+          button.setAttribute(
+            "aria-label",
+            `#${room.name}, ${plural(room.members, "member")}${unread ? `, ${plural(unread, "unread message")}` : ""}`,
+          );
+          fill(
+            button,
+            h("span", { class: "hash", "aria-hidden": "true" }, "#"),
+            h("span", { class: "conv-name" }, room.name),
+            h("span", { class: "member-count", title: plural(room.members, "member") }, String(room.members)),
+            unread ? h("span", { class: "badge" }, String(unread)) : null,
+          );
+        };
+        return { key, sig: `${room.members}|${unread}|${active}`, create: () => this.conversationItem(key, fillItem), update: fillItem };
+      }),
+      this.welcomed ? "No rooms yet: join one below." : "",
+    );
+    const others = [...this.rooms.values()]
+      .filter((r) => !r.member)
+      .sort((a, b) => b.members - a.members || a.name.localeCompare(b.name));
+    $("browse-count").textContent = others.length ? `(${others.length})` : "";
+    patchList(
+      $("other-rooms"),
+      others.map((room) => ({
+        key: room.name,
+        sig: `${room.members}`,
+        create: () =>
+          h(
+            "li",
+            { dataset: { room: room.name } },
+            h("span", { class: "room-name" }, `#${room.name}`),
+            h("span", { class: "muted" }, plural(room.members, "member")),
+            h(
+              "button",
+              { type: "button", class: "small", "aria-label": `Join #${room.name}`, onclick: () => this.joinRoom(room.name) },
+              "Join",
+            ),
+          ),
+      })),
+      "No other rooms.",
+    );
+  }
+
+  /** A sidebar entry: a button that opens the conversation, filled in by `fill`. */
+  conversationItem(key, fillItem) {
+    const item = h("li", { dataset: { key } });
+    item.append(h("button", { type: "button", class: "conv-item", onclick: () => this.openConversation(key) }));
+    fillItem(item);
+    return item;
+  }
+
+  renderPeople() {
+    const names = [...this.people].sort((a, b) => a.localeCompare(b));
+    patchList(
+      $("people-list"),
+      names.map((name) => {
+        const key = personKey(name);
+        const unread = this.unread.get(key) ?? 0;
+        const online = this.isOnline(name);
+        const active = key === this.openKey;
+        const fillItem = (item) => {
+          const button = item.firstElementChild;
+          const who = name === this.me ? `${name} (you)` : name;
+          button.setAttribute("aria-current", active ? "true" : "false");
+          button.setAttribute(
+            "aria-label",
+            `${who}, ${online ? "online" : "offline"}${unread ? `, ${plural(unread, "unread message")}` : ""}`,
+          );
+          fill(
+            button,
+            h("span", { class: `presence ${online ? "online" : "offline"}`, "aria-hidden": "true" }),
+            avatar(name, "small"),
+            h("span", { class: "conv-name" }, who),
+            unread ? h("span", { class: "badge" }, String(unread)) : null,
+          );
+        };
+        return { key, sig: `${unread}|${online}|${active}`, create: () => this.conversationItem(key, fillItem), update: fillItem };
+      }),
+      this.welcomed ? "No conversations yet." : "",
+    );
+    this.renderHeader();
+    this.renderTitle();
+  }
+
+  renderHeader() {
+    const conversation = this.open;
+    const title = $("conv-title");
+    const subtitle = $("conv-subtitle");
+    const members = $("members");
+    $("empty-state").hidden = conversation !== null;
+    $("scroller").hidden = conversation === null;
+    $("composer").hidden = conversation === null;
+    members.hidden = true;
+    if (!conversation) {
+      title.textContent = "Welcome";
+      subtitle.replaceChildren(`Logged in as ${this.me}`);
+      $("join-general").hidden = this.room("general").member;
+      return;
+    }
+    const textarea = $("composer-text");
+    if (conversation.kind === "room") {
+      const room = this.room(conversation.name);
+      title.textContent = `#${room.name}`;
+      subtitle.replaceChildren(`${plural(room.members, "member")} · ${this.onlineCount(room)} online`);
+      $("leave-button").textContent = `Leave #${room.name}`;
+      textarea.placeholder = `Message #${room.name}`;
+      members.hidden = !room.member;
+      const names = [...(room.names ?? [])].sort(
+        (a, b) => Number(this.isOnline(b)) - Number(this.isOnline(a)) || a.localeCompare(b),
+      );
+      patchList(
+        $("member-list"),
+        names.map((name) => {
+          const online = this.isOnline(name);
+          return {
+            key: name,
+            sig: `${online}`,
+            create: () => {
+              const label = h(
+                "span",
+                { class: "member" },
+                h("span", { class: `presence ${online ? "online" : "offline"}`, "aria-hidden": "true" }),
+                name === this.me ? `${name} (you)` : name,
+                h("span", { class: "visually-hidden" }, online ? ", online" : ", offline"),
+              );
+              if (name === this.me) return h("li", {}, label);
+              const open = () => {
+                members.open = false;
+                this.startConversation(name);
+              };
+              return h("li", {}, h("button", { type: "button", class: "member-button", title: `Message ${name}`, onclick: open }, label));
+            },
+          };
+        }),
+        "Loading…",
+      );
+    } else {
+      const online = this.isOnline(conversation.name);
+      title.textContent = conversation.name === this.me ? `${conversation.name} (you)` : conversation.name;
+      subtitle.replaceChildren(
+        h("span", { class: `presence ${online ? "online" : "offline"}`, "aria-hidden": "true" }),
+        online ? "Online" : "Offline",
+      );
+      textarea.placeholder = `Message ${conversation.name}`;
+    }
+  }
+
+  renderHistoryTop() {
+    const conversation = this.open;
+    const older = $("load-older");
+    const start = $("history-start");
+    if (!conversation) return;
+    older.hidden = !(conversation.more === true || conversation.loading || conversation.error);
+    older.disabled = conversation.loading;
+    older.textContent = conversation.loading
+      ? "Loading…"
+      : conversation.error && conversation.more !== false
+        ? `${conversation.error} Try again`
+        : "Load older messages";
+    const atStart = conversation.loaded && conversation.more === false;
+    start.hidden = !atStart;
+    if (atStart) {
+      const empty = conversation.messages.size === 0 && !this.pending.some((p) => p.key === conversation.key);
+      const where = conversation.kind === "room" ? `#${conversation.name}` : `your conversation with ${conversation.name}`;
+      start.textContent = conversation.error ?? (empty ? `No messages in ${where} yet. Say hello!` : `This is the start of ${where}.`);
+    }
+  }
+
+  /**
+   * Show the open conversation's messages. `history`: "bottom" (scroll to the end), "prepend" (older
+   * messages above: keep what the reader sees in place) or "keep"; `arrived`: a new message came in.
+   */
+  renderMessages({ history = null, arrived = false, own = false } = {}) {
+    const conversation = this.open;
+    const list = $("messages");
+    const scroller = $("scroller");
+    if (!conversation) {
+      patchChildren(list, []);
+      return;
+    }
+    if (list.dataset.key !== conversation.key) {
+      list.replaceChildren();
+      list.patchCache = null;
+      list.dataset.key = conversation.key;
+      history = "bottom";
+    }
+    this.renderHistoryTop();
+    const nearBottom = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 80;
+    const previousHeight = scroller.scrollHeight;
+    const previousTop = scroller.scrollTop;
+    const items = [];
+    let previous = null;
+    const push = (entry) => {
+      const date = new Date(entry.ts);
+      const day = dayKey(date);
+      if (!previous || previous.day !== day) {
+        items.push({ key: `day:${day}`, sig: day, create: () => h("li", { class: "day-divider" }, h("span", {}, dayLabel(date))) });
+      }
+      const grouped = previous !== null && previous.day === day && previous.from === entry.from && date - previous.date < GROUP_GAP_MS;
+      items.push({
+        key: entry.key,
+        sig: `${grouped}|${entry.state ?? ""}|${entry.stateLabel ?? ""}`,
+        create: () => this.messageItem(entry, grouped, date),
+      });
+      previous = { day, from: entry.from, date };
+    };
+    for (const message of conversation.sorted()) {
+      push({ key: `m:${message.seq}`, from: message.from, text: message.text, ts: message.ts, seq: message.seq });
+    }
+    for (const item of this.pending) {
+      if (item.key !== conversation.key) continue;
+      push({ key: `p:${item.id}`, from: this.me, text: item.text, ts: item.ts, id: item.id, state: item.state, stateLabel: this.pendingLabel(item) });
+    }
+    patchChildren(list, items);
+    if (history === "bottom" || (arrived && (own || nearBottom))) {
+      scroller.scrollTop = scroller.scrollHeight;
+      $("jump").hidden = true;
+    } else if (history === "prepend") {
+      scroller.scrollTop = previousTop + (scroller.scrollHeight - previousHeight);
+    } else if (arrived) {
+      $("jump").hidden = false;
+    }
+  }
+
+  pendingLabel(item) {
+    switch (item.state) {
+      case "failed":
+        return "Not delivered";
+      case "rejected":
+        return `Not sent: ${item.error ?? "refused by the server"}`;
+      case "queued":
+        return this.canSend() ? "Sending…" : "Waiting for connection…";
+      default:
+        return "Sending…";
+    }
+  }
+
+  messageItem(entry, grouped, date) {
+    const own = entry.from === this.me;
+    const classes = ["message", own ? "own" : "other", grouped ? "grouped" : "first"];
+    if (entry.state) classes.push("pending", `state-${entry.state}`);
+    const item = h("li", { class: classes.join(" "), dataset: entry.seq ? { seq: entry.seq } : { pending: entry.id } });
+    if (!own) item.append(grouped ? h("span", { class: "avatar-space", "aria-hidden": "true" }) : avatar(entry.from));
+    const body = h("div", { class: "message-body" });
+    const time = h("time", { datetime: date.toISOString(), title: formatFull(date) }, formatTime(date));
+    if (!grouped && !own) body.append(h("div", { class: "sender" }, entry.from));
+    else body.append(h("span", { class: "visually-hidden sender" }, own ? "You" : entry.from));
+    const bubble = h("div", { class: "bubble" }, h("p", { class: "text" }, linkify(entry.text)), h("span", { class: "meta" }, time));
+    body.append(bubble);
+    if (entry.state) {
+      const status = h("div", { class: "delivery" }, h("span", {}, entry.stateLabel));
+      if (entry.state === "failed") {
+        status.append(h("button", { type: "button", class: "link", onclick: () => this.retry(entry.id) }, "Retry"));
+      } else if (entry.state === "rejected") {
+        status.append(h("button", { type: "button", class: "link", onclick: () => this.discard(entry.id) }, "Delete"));
+      }
+      body.append(status);
+    }
+    item.append(body);
+    return item;
+  }
+}
+
+/** patchChildren, or one muted line saying the list is empty. */
+function patchList(list, items, emptyText) {
+  if (items.length) {
+    patchChildren(list, items);
+  } else {
+    list.replaceChildren(...(emptyText ? [h("li", { class: "muted empty-list" }, emptyText)] : []));
+    list.patchCache = null;
+  }
+}
+
+function plural(count, noun) {
+  return `${count} ${noun}${count === 1 ? "" : "s"}`;
+}
+
+let toastTimer = null;
+function toast(text) {
+  const element = $("toast");
+  element.textContent = text;
+  element.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => {
+    element.hidden = true;
+  }, 6000);
+}
+
+// ------------------------------------------------------------ screens
+
+function showScreen(name) {
+  $("boot").hidden = name !== "boot";
+  $("login-screen").hidden = name !== "login";
+  $("chat-screen").hidden = name !== "chat";
+}
+
+function showLogin(notice = "") {
+  showScreen("login");
+  document.title = "tornado-chat";
+  $("register-button").hidden = config.registration !== "open";
+  $("guest-box").hidden = !config.guests;
+  $("login-tagline").textContent =
+    config.registration === "open"
+      ? "Log in, or pick a name and a password to create an account."
+      : "Log in with the account your administrator gave you.";
+  $("login-error").textContent = notice;
+  $("login-password").value = "";
+  const name = $("login-name");
+  if (!NARROW.matches) name.focus();
+}
+
+function enterChat(who) {
+  showScreen("chat");
+  chat = new Chat(who);
+  chat.start();
+}
+
+function leaveChat({ keepState, notice }) {
+  if (chat) chat.stop({ keepState });
+  chat = null;
+  $("messages").replaceChildren();
+  $("messages").patchCache = null;
+  delete $("messages").dataset.key;
+  for (const id of ["room-list", "other-rooms", "people-list"]) {
+    $(id).replaceChildren();
+    $(id).patchCache = null;
+  }
+  document.body.classList.remove("conversation-open");
+  showLogin(notice);
+}
+
+function loginProblem(problem, action) {
+  if (!(problem instanceof ApiError)) return "Cannot reach the server. Check your connection and try again.";
+  switch (problem.code) {
+    case "bad_credentials":
+      return config.registration === "open"
+        ? "Wrong name or password. New here? Choose Create account."
+        : "Wrong name or password.";
+    case "username_taken":
+      return action === "register" ? "That name is taken. If it is yours, choose Log in." : "That name is taken.";
+    case "too_many_attempts":
+      return `Too many attempts: try again in ${problem.retryAfterS || 60} s.`;
+    case "bad_password":
+      return "Passwords are 8 to 1024 characters.";
+    case "registration_closed":
+      return "Accounts are created by the administrator here.";
+    default:
+      return problem.message || "Something went wrong: try again.";
+  }
+}
+
+function bindLogin() {
+  const form = $("login-form");
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const action = event.submitter?.value || "login";
+    const name = $("login-name").value.trim();
+    const password = $("login-password").value;
+    const error = $("login-error");
+    error.textContent = "";
+    if (!NAME_RULE.test(name)) {
+      error.textContent = "Names are 1-32 characters: letters, digits, '.', '_' and '-'.";
+      $("login-name").focus();
+      return;
+    }
+    if (action === "register" && password.length < 8) {
+      error.textContent = "Choose a password of at least 8 characters.";
+      $("login-password").focus();
+      return;
+    }
+    if (action === "login" && !password) {
+      error.textContent = config.guests ? "Enter your password, or continue as a guest." : "Enter your password.";
+      $("login-password").focus();
+      return;
+    }
+    const buttons = form.querySelectorAll("button");
+    for (const button of buttons) button.disabled = true;
+    try {
+      const who =
+        action === "register"
+          ? await api.register(name, password)
+          : await api.login(name, action === "guest" ? null : password);
+      $("login-password").value = "";
+      enterChat(who);
+    } catch (problem) {
+      error.textContent = loginProblem(problem, action);
+    } finally {
+      for (const button of buttons) button.disabled = false;
+    }
+  });
+}
+
+function bindChat() {
+  const textarea = $("composer-text");
+  const fit = () => {
+    textarea.style.height = "auto";
+    textarea.style.height = `${Math.min(textarea.scrollHeight, 160)}px`;
+  };
+  $("composer").addEventListener("submit", (event) => {
+    event.preventDefault();
+    if (chat?.compose(textarea.value)) {
+      textarea.value = "";
+      fit();
+    }
+    textarea.focus();
+  });
+  textarea.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      $("composer").requestSubmit();
+    }
+  });
+  textarea.addEventListener("input", fit);
+
+  $("join-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    if (chat?.joinRoom($("join-room").value)) $("join-room").value = "";
+  });
+  $("join-general").addEventListener("click", () => chat?.joinRoom("general"));
+  $("person-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    if (await chat?.startConversation($("person-name").value)) $("person-name").value = "";
+  });
+  $("leave-button").addEventListener("click", () => {
+    $("members").open = false;
+    const conversation = chat?.open;
+    if (conversation?.kind === "room") chat.leaveRoom(conversation.name);
+  });
+  $("back-button").addEventListener("click", () => chat?.openConversation(null));
+  $("retry-now").addEventListener("click", () => chat?.link.retryNow());
+  $("load-older").addEventListener("click", () => {
+    if (chat?.open) chat.loadHistory(chat.open, true);
+  });
+  $("scroller").addEventListener("scroll", () => {
+    const scroller = $("scroller");
+    const conversation = chat?.open;
+    if (conversation && scroller.scrollTop < 60 && conversation.more === true && !conversation.error) {
+      chat.loadHistory(conversation, true);
+    }
+    if (scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 80) $("jump").hidden = true;
+  });
+  $("jump").addEventListener("click", () => {
+    $("scroller").scrollTop = $("scroller").scrollHeight;
+    $("jump").hidden = true;
+  });
+  $("logout-button").addEventListener("click", () => {
+    $("account-menu").open = false;
+    chat?.logout();
+  });
+  // Menus close on a click elsewhere, and on Escape.
+  document.addEventListener("click", (event) => {
+    for (const menu of document.querySelectorAll("details.menu[open]")) {
+      if (!menu.contains(event.target)) menu.open = false;
+    }
+  });
+  document.addEventListener("keydown", (event) => {
+    if (event.key !== "Escape") return;
+    for (const menu of document.querySelectorAll("details.menu[open]")) {
+      menu.open = false;
+      menu.querySelector("summary").focus();
+    }
+  });
+
+  const dialog = $("password-dialog");
+  $("password-button").addEventListener("click", () => {
+    $("account-menu").open = false;
+    $("password-error").textContent = "";
+    $("password-username").value = chat?.me ?? "";
+    $("current-password").value = "";
+    $("new-password").value = "";
+    dialog.showModal();
+  });
+  $("password-cancel").addEventListener("click", () => dialog.close());
+  $("password-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const current = $("current-password").value;
+    const next = $("new-password").value;
+    const error = $("password-error");
+    if (next.length < 8) {
+      error.textContent = "Choose a new password of at least 8 characters.";
+      return;
+    }
+    try {
+      await chat?.changePassword(current, next);
+      dialog.close();
+      toast("Password changed. Your other tabs and devices were logged out.");
+    } catch (problem) {
+      error.textContent =
+        problem instanceof ApiError && problem.code === "bad_credentials"
+          ? "The current password is wrong."
+          : loginProblem(problem, "password");
+    }
+  });
+}
+
+async function boot() {
+  bindLogin();
+  bindChat();
+  for (let attempt = 0; ; attempt++) {
+    try {
+      config = { ...config, ...(await api.config()) };
+      break;
+    } catch (problem) {
+      if (!(problem instanceof NetworkError)) break;
+      $("boot").textContent = "Cannot reach the server: retrying…";
+      await new Promise((resolve) => setTimeout(resolve, 500 + backoffDelay(attempt)));
+    }
+  }
+  try {
+    enterChat(await api.me());
+  } catch {
+    showLogin();
+  }
+}
+
+boot();

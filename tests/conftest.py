@@ -42,6 +42,10 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-sync",
     "--disable-quic",
+    # One raster thread, whole tiles: the same page gives the same pixels every time (docs/screenshot.png
+    # is only rewritten when it really changes).
+    "--num-raster-threads=1",
+    "--disable-partial-raster",
 ]
 
 

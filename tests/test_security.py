@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import json
 import subprocess
@@ -166,6 +168,30 @@ def test_a_password_change_ends_every_session_of_the_user(base_url: str) -> None
         assert old[0] == 401
         assert post(base_url + "api/login", {"username": "alice", "password": "a brand new passphrase"})[0] == 200
         bob.barrier()  # others unaffected
+
+
+def test_the_token_a_password_change_answers_with_survives_the_servers_account_sync(server: ServerThread) -> None:
+    token = login(server.base_url, "alice")
+    status, _, body = http(
+        "POST",
+        server.base_url + "api/password",
+        {"password": password_for("alice"), "new_password": "a brand new passphrase"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert status == 200
+    # The server reads back account changes every second (the admin CLI's, and its own). Once it has read
+    # this one, the caller's new login session must still be open.
+    synced: concurrent.futures.Future[BaseException | None] = concurrent.futures.Future()
+
+    def sync_now() -> None:
+        task = asyncio.ensure_future(server.chat.identity.sync())
+        task.add_done_callback(lambda done: synced.set_result(done.exception()))
+
+    server.call(sync_now)
+    assert synced.result(WAIT_S) is None
+    me = http("GET", server.base_url + "api/me", headers={"Authorization": f"Bearer {body['token']}"})
+    assert me[0] == 200, me[2]
+    assert handshake(ws_url(server.base_url, token)) == 401  # the old one is still over
 
 
 def admin(data_dir: Path, *args: str, password: str | None = None) -> subprocess.CompletedProcess[str]:

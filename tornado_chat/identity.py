@@ -246,6 +246,11 @@ class Identity:
                 self.listener.logins_ended(event.user, {event.login_id})
         elif event.kind == account_sql.PASSWORD_CHANGED:
             row = await self.store.account(event.user)
+            account = self.accounts.accounts.get(event.user)
+            if row is not None and account is not None and row.password_hash == account.password_hash:
+                # This server made the change (change_password) and has applied it already; applying it
+                # again would also end the login session it has just opened for the caller.
+                return
             self._password_changed(event.user, row.password_hash if row is not None else None)
         elif event.kind == account_sql.USER_REMOVED:
             if event.user in self.accounts.accounts:
