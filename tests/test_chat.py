@@ -195,3 +195,10 @@ def test_the_memory_store_serves_the_same_protocol(tmp_path: Path) -> None:
             bob.close()
     finally:
         running.stop()
+
+
+def test_starting_a_conversation_tells_each_side_the_others_presence(base_url: str) -> None:
+    with clients(base_url, "alice", "bob") as (alice, bob):
+        bob.send_message("hello stranger", to="alice")
+        assert bob.expect("presence", user="alice")["status"] == "online"
+        assert alice.expect("presence", user="bob")["status"] == "online"

@@ -388,3 +388,37 @@ def test_a_history_page_of_huge_messages_is_cut_to_a_sendable_size(server: Serve
             if not page["more"]:
                 break
         assert seen == seqs[::-1]
+
+
+def test_acks_wait_behind_a_running_replay(tmp_path: Path) -> None:
+    """A client resumes from the newest seq it saw, acks included: an ack must not overtake the replay."""
+    running = ServerThread(
+        make_settings(tmp_path, max_buffered_bytes=64 * 1024, rate_limit_per_s=10_000.0, rate_limit_burst=10_000)
+    ).start()
+    try:
+        token = login(running.base_url, "bob")
+        count = 400  # 6.4 MB: the replay stalls until bob reads (see the pacing test above)
+        with clients(running.base_url, "alice") as (alice,):
+            for i in range(count):
+                alice.send({"type": "send", "id": f"m{i}", "to": "bob", "text": "🎉" * 4000})
+            alice.expect("ack", id=f"m{count - 1}")
+        bob = RawClient(running.port, token, small_window=True, query="since=0")
+        try:
+
+            def replaying() -> bool:
+                sessions = running.chat.hub.users["bob"].sessions.values()
+                return any(s.transport.held is not None and s.transport.buffered > 0 for s in sessions)
+
+            running.wait_for(replaying, "the replay to stall on bob's window")
+            bob.send_frame(json.dumps({"type": "send", "id": "mine", "to": "alice", "text": "hi"}).encode())
+            frames: list[dict[str, Any]] = []
+            while not any(f["type"] == "ack" for f in frames):
+                opcode, payload = bob.read_frame()
+                if opcode == 0x1:
+                    frames.append(json.loads(payload))
+            kinds = [f["type"] for f in frames if f["type"] in ("message", "resumed", "ack")]
+            assert kinds == ["message"] * count + ["resumed", "ack"]
+        finally:
+            bob.close()
+    finally:
+        running.stop()

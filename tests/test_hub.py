@@ -51,7 +51,8 @@ def test_room_fan_out_is_one_frame_for_every_online_session() -> None:
     extra, _ = open_(hub, "u0", "s0-tab2")
     for session in sessions:
         hub.join(session, "big")
-    deliveries = hub.route(Message(1, "u3", "hi", NOW, "c", room="big"))
+    deliveries, notices = hub.route(Message(1, "u3", "hi", NOW, "c", room="big"))
+    assert notices == []
     assert len(deliveries) == 1
     assert set(deliveries[0].recipients) == {*sessions, extra}
     assert json.loads(deliveries[0].frame)["from"] == "u3"
@@ -79,10 +80,14 @@ def test_direct_message_reaches_both_users_and_records_the_conversation() -> Non
     a1, _ = open_(hub, "alice", "a1")
     a2, _ = open_(hub, "alice", "a2")
     b1, _ = open_(hub, "bob", "b1")
-    deliveries = hub.route(Message(5, "alice", "hi", NOW, "c", to="bob"))
+    deliveries, notices = hub.route(Message(5, "alice", "hi", NOW, "c", to="bob"))
     assert set(deliveries[0].recipients) == {a1, a2, b1}
     assert hub.users["alice"].contacts == {"bob"} and hub.users["bob"].contacts == {"alice"}
     assert hub.last_seq == 5
+    # The conversation is new: each side learns where the other stands, once.
+    assert frames_for(notices, a1) == [{"type": "presence", "user": "bob", "status": "online"}]
+    assert frames_for(notices, b1) == [{"type": "presence", "user": "alice", "status": "online"}]
+    assert hub.route(Message(6, "bob", "hi", NOW, "d", to="alice"))[1] == []
 
 
 def test_membership_belongs_to_the_user() -> None:

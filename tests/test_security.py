@@ -159,7 +159,7 @@ def test_a_password_change_ends_every_session_of_the_user(base_url: str) -> None
         )
         assert status == 200
         for tab in tabs:
-            assert closed_with(tab.ws)[0] == 1008
+            assert closed_with(tab.ws) == (1008, "password changed")
         assert handshake(ws_url(base_url, token)) == 401
         fresh = connect(base_url, "alice", token=str(body["token"]))
         fresh.barrier()
@@ -228,7 +228,7 @@ def test_the_admin_cli_manages_accounts_of_a_running_server(tmp_path: Path) -> N
         )
         carol = connect(server.base_url, "carol", token=token)
         assert admin(data_dir, "remove", "carol").returncode == 0
-        assert closed_with(carol.ws)[0] == 1008
+        assert closed_with(carol.ws) == (1008, "account removed")
         assert handshake(ws_url(server.base_url, token)) == 401
         listing = admin(data_dir, "list")
         assert listing.returncode == 0 and "carol\tremoved" in listing.stdout
@@ -245,6 +245,9 @@ def test_guests_are_marked_and_only_allowed_when_enabled(tmp_path: Path) -> None
         status, _, body = post(running.base_url + "api/login", {"username": "visitor"})
         assert status == 200 and body["username"] == "guest-visitor" and body["guest"] is True
         guest = connect(running.base_url, "guest-visitor", token=str(body["token"]))
+        # A guest's name is its only credential: nobody else may log in under it.
+        status, _, taken = post(running.base_url + "api/login", {"username": "visitor"})
+        assert status == 409 and taken["error"] == "username_taken"
         assert guest.welcome["user"] == "guest-visitor"
         status, _, body = http(
             "POST",

@@ -220,6 +220,12 @@ class Connection:
             self.sent_bytes.inc(len(frame))
             self._write_raw(frame)
 
+    def send_in_order(self, payload: bytes) -> None:
+        """A reply that must not overtake a running replay (an ack carries a seq a client resumes from)."""
+        frame = wsproto.text_frame(payload)
+        self.sent_bytes.inc(len(frame))
+        self.deliver(frame)
+
     def ping(self, payload: bytes) -> None:
         if not self.closed:
             frame = wsproto.ping_frame(payload)

@@ -263,27 +263,36 @@ class Hub:
         elif other_user not in self.users:
             raise ProtocolError(ErrorCode.UNKNOWN_USER, f"no user is called {other_user!r}")
 
-    def route(self, message: Message) -> list[Delivery]:
+    def route(self, message: Message) -> tuple[list[Delivery], list[Delivery]]:
         """Who gets a committed message: every online session of the room, or of both users of a conversation.
 
-        The sending session is among the recipients; the network layer skips it
-        (it gets an ack instead).
+        Returns the message deliveries and, when a message starts a conversation,
+        the presence notices that come with it. The sending session is among the
+        recipients; the network layer skips it (it gets an ack instead).
         """
         self.last_seq = max(self.last_seq, message.seq)
         frame = protocol.message_frame(message, own=False)
         if message.room is not None:
             room = self.rooms.get(message.room)
             if room is None:
-                return []
-            return [Delivery(frame, self.online_sessions(room))]
+                return [], []
+            return [Delivery(frame, self.online_sessions(room))], []
         sender = self.users[message.sender]
         recipient = self.users.get(message.to or "")
         if recipient is None:
-            return []
+            return [], []
+        notices: list[Delivery] = []
         if recipient is not sender and message.to not in sender.contacts:
+            # A new conversation: each side now watches the other's presence, starting with where it stands.
             sender.contacts.add(recipient.name)
             recipient.contacts.add(sender.name)
+            if sender.sessions:
+                presence = protocol.presence_frame(recipient.name, recipient.online)
+                notices.append(Delivery(presence, tuple(sender.sessions.values())))
+            if recipient.sessions:
+                presence = protocol.presence_frame(sender.name, sender.online)
+                notices.append(Delivery(presence, tuple(recipient.sessions.values())))
         sessions = list(recipient.sessions.values())
         if recipient is not sender:
             sessions.extend(sender.sessions.values())
-        return [Delivery(frame, sessions)] if sessions else []
+        return ([Delivery(frame, sessions)] if sessions else []), notices

@@ -31,6 +31,10 @@ from .store import Snapshot, Store, StoreError
 log = logging.getLogger("tornado_chat.identity")
 
 LOGIN_WINDOW_S = 60.0
+# Close-frame reasons for connections whose login session ended.
+LOGGED_OUT = "logged out"
+PASSWORD_CHANGED = "password changed"
+ACCOUNT_REMOVED = "account removed"
 # Expired login sessions are dropped from memory this often.
 PRUNE_INTERVAL_S = 600.0
 USERNAME_RULE = "1-32 characters of A-Z, a-z, 0-9, _, . and -"
@@ -54,8 +58,11 @@ class IdentityListener(Protocol):
 
     def user_removed(self, name: str) -> None: ...
 
-    def logins_ended(self, user: str, login_ids: set[str] | None) -> None:
-        """Close the user's connections made with these login sessions (all of them when None)."""
+    def logins_ended(self, user: str, login_ids: set[str] | None, reason: str) -> None:
+        """Close the user's connections made with these login sessions (all of them when None).
+
+        ``reason`` is the close frame's reason: ``logged out``, ``password changed`` or ``account removed``.
+        """
         ...
 
 
@@ -184,11 +191,10 @@ class Identity:
         guest_name = name if name.startswith(GUEST_PREFIX) else GUEST_PREFIX + name
         if len(guest_name) > 32:
             raise AuthError(400, "bad_username", f"guest names are at most {32 - len(GUEST_PREFIX)} characters")
-        account = self.accounts.accounts.get(guest_name)
-        if account is None:
-            await self._create(guest_name, None, guest=True)
-        elif not account.guest:
-            raise AuthError(409, "username_taken", "that name is taken")
+        # A guest has no password, so its name is its only credential: once taken, it stays taken,
+        # or anyone could log in as an existing guest and read its conversations.
+        if guest_name in self.accounts.accounts or not await self._create(guest_name, None, guest=True):
+            raise AuthError(409, "username_taken", "that guest name is taken; pick another")
         return await self._open_login(guest_name)
 
     async def logout(self, claims: Claims) -> None:
@@ -198,7 +204,7 @@ class Identity:
         except StoreError:
             raise AuthError(503, "unavailable", "logout failed; try again") from None
         if self.accounts.revoke(claims.login_id) is not None:
-            self.listener.logins_ended(claims.user, {claims.login_id})
+            self.listener.logins_ended(claims.user, {claims.login_id}, LOGGED_OUT)
 
     async def change_password(self, claims: Claims, password: object, new_password: object) -> tuple[str, Claims]:
         """Replace the password; every login session of the user ends, and the caller gets a new one."""
@@ -226,7 +232,7 @@ class Identity:
         if account is not None and new_hash is not None:
             account.password_hash = new_hash
         self.accounts.revoke_user(user)
-        self.listener.logins_ended(user, None)
+        self.listener.logins_ended(user, None, PASSWORD_CHANGED)
 
     # ------------------------------------------------------------ changes from other processes
 
@@ -243,7 +249,7 @@ class Identity:
     async def _apply(self, event: AuthEvent) -> None:
         if event.kind == account_sql.LOGIN_REVOKED and event.login_id is not None:
             if self.accounts.revoke(event.login_id) is not None:
-                self.listener.logins_ended(event.user, {event.login_id})
+                self.listener.logins_ended(event.user, {event.login_id}, LOGGED_OUT)
         elif event.kind == account_sql.PASSWORD_CHANGED:
             row = await self.store.account(event.user)
             account = self.accounts.accounts.get(event.user)
@@ -255,7 +261,7 @@ class Identity:
         elif event.kind == account_sql.USER_REMOVED:
             if event.user in self.accounts.accounts:
                 self.accounts.remove(event.user)
-                self.listener.logins_ended(event.user, None)
+                self.listener.logins_ended(event.user, None, ACCOUNT_REMOVED)
                 self.listener.user_removed(event.user)
         elif event.kind == account_sql.USER_ADDED and event.user not in self.accounts.accounts:
             row = await self.store.account(event.user)

@@ -32,7 +32,7 @@ from .auth import Claims, TokenSigner
 from .connection import RECV_BYTES, Connection
 from .heartbeat import HeartbeatMonitor
 from .hub import Delivery, Hub, Session
-from .identity import Identity
+from .identity import ACCOUNT_REMOVED, Identity
 from .limits import TokenBucket
 from .metrics import ChatMetrics
 from .ops import make_ops_app
@@ -335,9 +335,9 @@ class ChatServer:
 
     def user_removed(self, name: str) -> None:
         for session in self.hub.remove_user(name):
-            self._close_for_policy(session.transport, "account removed")
+            self._close_for_policy(session.transport, ACCOUNT_REMOVED)
 
-    def logins_ended(self, user: str, login_ids: set[str] | None) -> None:
+    def logins_ended(self, user: str, login_ids: set[str] | None, reason: str) -> None:
         """Close the user's connections opened with these login sessions (all when None)."""
         account = self.hub.users.get(user)
         if account is None:
@@ -345,7 +345,7 @@ class ChatServer:
         for session in list(account.sessions.values()):
             connection: Connection = session.transport
             if login_ids is None or connection.login_id in login_ids:
-                self._close_for_policy(connection, "logged out")
+                self._close_for_policy(connection, reason)
 
     def _close_for_policy(self, connection: Connection, reason: str) -> None:
         connection.close_reason = "policy"
@@ -596,10 +596,13 @@ class ChatServer:
         if message is None:
             self.send_error(connection, ErrorCode.INTERNAL, "the message was not stored; send it again", client_id)
             return
-        connection.send(protocol.ack_frame(message))
+        connection.send_in_order(protocol.ack_frame(message))
         if result.duplicate:
             return
-        self.deliver_message(self.hub.route(message), message.seq, connection.session)
+        deliveries, notices = self.hub.route(message)
+        if notices:
+            self.deliver(notices)
+        self.deliver_message(deliveries, message.seq, connection.session)
         self.metrics.messages[message.kind].inc()
         self.metrics.fanout_seconds.observe(time.perf_counter() - received_at)
 
