@@ -153,15 +153,52 @@ def test_removed_connections_are_never_pinged_or_reported() -> None:
 def test_after_a_stall_a_peer_gets_one_ping_not_a_burst() -> None:
     monitor = make_monitor()
     peer: Peer = monitor.add("c", 0.0)
-    monitor.seen(peer, 0.0)
+    first_ping_at = peer.next_ping_at
     # The loop stalls for three intervals while the peer keeps talking.
     monitor.seen(peer, 3 * INTERVAL_S)
     result = monitor.tick(3 * INTERVAL_S)
     assert len(result.pings) == 1 and not result.dead
-    assert peer.next_ping_at == 4 * INTERVAL_S
+    # The next ping is the next one on the peer's own phase, not one for every interval missed.
+    assert 3 * INTERVAL_S < peer.next_ping_at <= 4 * INTERVAL_S
+    assert (peer.next_ping_at - first_ping_at) / INTERVAL_S == pytest.approx(
+        round((peer.next_ping_at - first_ping_at) / INTERVAL_S)
+    )
     assert monitor.next_event_at() == 3 * INTERVAL_S + TIMEOUT_S  # the check on this ping
 
 
 def test_settings_must_be_positive() -> None:
     with pytest.raises(ValueError):
         HeartbeatMonitor(0, 1)
+
+
+def test_a_peer_reported_dead_can_be_revived_when_it_turns_out_to_have_spoken() -> None:
+    monitor = make_monitor()
+    peer = monitor.add("c", 0.0)
+    [(reported, _)] = monitor.tick(INTERVAL_S + TIMEOUT_S).dead
+    assert reported is peer and len(monitor) == 0
+    # Its frames were waiting unread: the caller reads them, then revives it.
+    monitor.seen(peer, INTERVAL_S + TIMEOUT_S)
+    monitor.revive(peer, INTERVAL_S + TIMEOUT_S)
+    monitor.revive(peer, INTERVAL_S + TIMEOUT_S)  # idempotent
+    assert len(monitor) == 1
+    assert not monitor.tick(2 * (INTERVAL_S + TIMEOUT_S) - 1).dead
+    assert monitor.tick(2 * (INTERVAL_S + TIMEOUT_S) + 1).dead
+
+
+def test_after_a_long_stall_late_peers_keep_their_phases() -> None:
+    monitor = make_monitor()
+    for connection in range(100):
+        monitor.add(connection, 0.0)
+    phases = {}
+    for peer, payload in monitor.tick(INTERVAL_S).pings:
+        phases[peer.connection] = peer.next_ping_at % INTERVAL_S
+        monitor.pong(peer, payload, INTERVAL_S)
+    # The loop stalls for ten intervals; everyone kept talking meanwhile.
+    stalled_until = 11 * INTERVAL_S + 0.5
+    for peer in [p for (_, _, p) in monitor._events]:
+        monitor.seen(peer, stalled_until)
+    due_times = set()
+    for peer, _ in monitor.tick(stalled_until).pings:
+        assert peer.next_ping_at % INTERVAL_S == pytest.approx(phases[peer.connection])
+        due_times.add(peer.next_ping_at)
+    assert len(due_times) > 50  # spread over the interval again, not bunched at one instant

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 
 from .conftest import make_settings
 from .support import (
+    WAIT_S,
     RawClient,
     ServerThread,
     clients,
@@ -130,3 +132,32 @@ def test_healthz_fails_while_the_heartbeat_is_stopped(fast_server: ServerThread)
     assert "heartbeat has not ticked" in body["reasons"][0]
     fast_server.call(fast_server.chat.heartbeat_timer.start)
     wait_until(lambda: http("GET", fast_server.ops_url + "healthz")[0] == 200, "healthz to recover")
+
+
+def test_a_loop_stall_does_not_reap_peers_whose_frames_arrived_in_time(fast_server: ServerThread) -> None:
+    chat = fast_server.chat
+    client = RawClient(fast_server.port, login(fast_server.base_url, "patient"))
+    try:
+        client.read_frame()  # welcome
+        frame_sent = threading.Event()
+
+        def stall_then_tick() -> tuple[bool, bool]:
+            """Block the loop past the deadline, with a frame from the client waiting unread; then tick."""
+            connection = next(iter(chat.hub.users["patient"].sessions.values())).transport
+            peer = connection.peer
+            assert frame_sent.wait(WAIT_S)
+            while chat.monotonic() - peer.last_seen < INTERVAL_S + TIMEOUT_S + TICK_S:
+                threading.Event().wait(0.02)  # the stall itself, not a wait for anything
+            chat.heartbeat_tick()
+            return connection.lost, peer.monitored
+
+        stalled = threading.Thread(target=lambda: results.append(fast_server.call(stall_then_tick)))
+        results: list[tuple[bool, bool]] = []
+        stalled.start()
+        client.send_frame(b'{"type": "ping", "id": 1}')
+        frame_sent.set()
+        stalled.join(WAIT_S)
+        assert results == [(False, True)], "a peer whose frame arrived during the stall was reaped"
+        assert metric(scrape(fast_server.ops_url), "chat_heartbeat_reaped_total") == 0
+    finally:
+        client.close()

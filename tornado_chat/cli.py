@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import secrets
@@ -109,6 +110,9 @@ async def serve(settings: Settings, secret: bytes) -> int:
     except OSError as exc:
         log.error("cannot listen on %s:%s: %s", settings.address, settings.port, exc.strerror or exc)
         return EXIT_FAILURE
+    # Everything loaded so far (users, rooms, memberships, modules) lives as long as the process: keep it out
+    # of the cyclic garbage collector's full passes, whose pause grows with every object they scan.
+    gc.freeze()
     log.info(
         "tornado-chat %s listening on http://%s:%d/ (ops on http://%s:%d/)",
         __version__,

@@ -251,6 +251,11 @@ class Connection:
 
     # ------------------------------------------------------------ reading
 
+    def read_pending(self) -> None:
+        """Read and handle whatever input is waiting now, without waiting for the event loop to offer it."""
+        if not self.lost and not self.discarding:
+            self._on_readable()
+
     def _on_readable(self) -> None:
         try:
             data = self.sock.recv(RECV_BYTES)

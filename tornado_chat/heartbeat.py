@@ -126,10 +126,11 @@ class HeartbeatMonitor:
                 peer.ping_payload = payload
                 peer.ping_sent_at = now
                 result.pings.append((peer, payload))
-                # Keep the peer's phase; after a stall longer than an interval, restart it from now.
+                # Keep the peer's phase, skipping pings a stall made us miss; restarting every late
+                # peer from "now" would bunch them all into one tick for good.
                 peer.next_ping_at += interval
                 if peer.next_ping_at <= now:
-                    peer.next_ping_at = now + interval
+                    peer.next_ping_at += interval * (int((now - peer.next_ping_at) / interval) + 1)
                 due = min(now + self.timeout_s, deadline)
             elif peer.last_seen >= peer.ping_sent_at:
                 due = peer.next_ping_at  # heard from since the last ping; its deadline is later still
@@ -137,6 +138,19 @@ class HeartbeatMonitor:
                 due = min(peer.next_ping_at, deadline)
             heapq.heappush(events, (due, next(self._order), peer))
         return result
+
+    def revive(self, peer: Peer, now: float) -> None:
+        """Watch again a peer that ``tick`` reported dead but that turned out to have spoken.
+
+        After the event loop stalls, frames that arrived in time can still be
+        unread when the tick runs; the caller reads them and revives the peer.
+        """
+        if peer.monitored:
+            return
+        peer.monitored = True
+        self.peers += 1
+        due = max(now, min(peer.next_ping_at, peer.last_seen + self.dead_after_s))
+        heapq.heappush(self._events, (due, next(self._order), peer))
 
     def next_event_at(self) -> float | None:
         """When the earliest pending event is due (for tests and status pages)."""

@@ -279,8 +279,18 @@ class ChatServer:
             peer.connection.ping(payload)
         if result.pings:
             metrics.heartbeat_pings.inc(len(result.pings))
-        for peer, silence in result.dead:
-            connection: Connection = peer.connection
+        for peer, _ in result.dead:
+            connection: Connection | None = peer.connection
+            if connection is None:
+                continue  # closed by another path since the tick began
+            # After a stall of the loop, pongs that came in time may still be unread: read before judging.
+            connection.read_pending()
+            if connection.lost:
+                continue
+            if now - peer.last_seen < self.heartbeat.dead_after_s:
+                self.heartbeat.revive(peer, now)
+                continue
+            silence = now - peer.last_seen
             user = connection.session.user.name if connection.session else None
             log.info("reaping a silent connection", extra={"user": user, "silent_s": round(silence, 3)})
             connection.close_reason = "reaped"
@@ -483,6 +493,9 @@ class ChatServer:
         """Clean up after a closed connection, exactly once whatever closed it."""
         if connection.peer is not None:
             self.heartbeat.remove(connection.peer)
+            # Break the connection's reference cycles, so that it is freed as soon as it is dropped
+            # rather than at the next full garbage collection.
+            connection.peer.connection = None
             connection.peer = None
             self.metrics.connections_closed[connection.close_reason].inc()
         session = connection.session
@@ -492,6 +505,7 @@ class ChatServer:
         connection.closed = True
         user = session.user
         self.deliver(self.hub.close_session(session))
+        session.transport = None
         if not user.online:
             self.store.set_offline_since(user.name, user.offline_since_seq)
         if self.state == "stopping" and not self.hub.sessions:
