@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from hypothesis import given, settings
@@ -79,3 +80,36 @@ def test_any_frame_shaped_object(value: dict[str, Any]) -> None:
         result.text.encode("utf-8")
         assert "\x00" not in result.text and "\x1b" not in result.text
         assert (result.room is None) != (result.to is None)
+
+
+names = st.from_regex(r"[A-Za-z0-9_.-]{1,32}", fullmatch=True)
+texts = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=200)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    seq=st.integers(1, 2**63 - 1),
+    sender=names,
+    text=texts,
+    ts=st.floats(0, 4e9),
+    client_id=texts,
+    room=st.none() | st.from_regex(r"[a-z0-9_-]{1,64}", fullmatch=True),
+    to=names,
+    own=st.booleans(),
+)
+def test_hand_built_frames_are_the_json_encoder_s_bytes(
+    seq: int, sender: str, text: str, ts: float, client_id: str, room: str | None, to: str, own: bool
+) -> None:
+    message = protocol.Message(seq, sender, text, ts, client_id, None if room else to, room)
+    assert protocol.message_frame(message, own) == protocol.encode(
+        {"type": "message", **protocol.message_fields(message, own)}
+    )
+    expected_ack = {"type": "ack", "id": client_id, "seq": seq, "ts": protocol.iso_time(ts)}
+    assert protocol.ack_frame(message) == protocol.encode(expected_ack)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.floats(0, 4e9))
+def test_iso_time_matches_datetime(ts: float) -> None:
+    expected = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    assert protocol.iso_time(ts) == expected

@@ -10,7 +10,7 @@ import os
 import secrets
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import prometheus_client
@@ -68,7 +68,24 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except OSError as exc:
         print(f"tornado-chat: error: data directory {settings.data_dir}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_USAGE
-    return asyncio.run(serve(settings, secret))
+    with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
+        return runner.run(serve(settings, secret))
+
+
+def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop to run on: uvloop when asked for or, with ``auto``, when installed (extra ``[fast]``)."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop  # noqa: PLC0415 - optional: the [fast] extra
+    except ImportError:
+        if choice == "uvloop":
+            raise SystemExit(
+                "tornado-chat: error: --event-loop uvloop: uvloop is not installed (pip install 'tornado-chat[fast]')"
+            ) from None
+        return None
+    new_event_loop: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return new_event_loop
 
 
 def prepare_data_dir(settings: Settings) -> bytes:

@@ -26,11 +26,10 @@ from . import wsproto
 from .wsproto import Close, FrameParser, Message, Ping, Pong, WsProtocolError
 
 if TYPE_CHECKING:
-    from prometheus_client import Counter
-
     from .heartbeat import Peer
     from .hub import Session
     from .limits import TokenBucket
+    from .metrics import Tallies
 
 log = logging.getLogger("tornado_chat.connection")
 
@@ -77,7 +76,7 @@ class Connection:
         "lost",
         "held",
         "live_floor",
-        "sent_bytes",
+        "tallies",
         "max_buffered",
         "login_id",
         "bucket",
@@ -94,7 +93,7 @@ class Connection:
         opened_at: float,
         max_message_bytes: int,
         max_buffered: int,
-        sent_bytes: Counter,
+        tallies: Tallies,
     ) -> None:
         self.sock = sock
         self.fd = sock.fileno()
@@ -120,7 +119,7 @@ class Connection:
         self.held: list[tuple[int, bytes]] | None = None
         # Sequence number of the first message delivered live; a later resume replays only below it.
         self.live_floor = 0
-        self.sent_bytes = sent_bytes
+        self.tallies = tallies
         self.max_buffered = max_buffered
         self.login_id = ""
         self.bucket: TokenBucket | None = None
@@ -217,19 +216,19 @@ class Connection:
         """Frame, write and count one server frame (a reply to this session)."""
         if not self.closed:
             frame = wsproto.text_frame(payload)
-            self.sent_bytes.inc(len(frame))
+            self.tallies.sent_bytes += len(frame)
             self._write_raw(frame)
 
     def send_in_order(self, payload: bytes) -> None:
         """A reply that must not overtake a running replay (an ack carries a seq a client resumes from)."""
         frame = wsproto.text_frame(payload)
-        self.sent_bytes.inc(len(frame))
+        self.tallies.sent_bytes += len(frame)
         self.deliver(frame)
 
     def ping(self, payload: bytes) -> None:
         if not self.closed:
             frame = wsproto.ping_frame(payload)
-            self.sent_bytes.inc(len(frame))
+            self.tallies.sent_bytes += len(frame)
             self._write_raw(frame)
 
     def deliver(self, frame: bytes) -> None:

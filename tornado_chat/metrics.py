@@ -12,6 +12,11 @@ queue depth) are not kept up to date by the code that changes that state:
 ``StateCollector`` reads them from the server at scrape time, so they cannot
 drift from the truth.
 
+The counters bumped for every frame and every delivery (``Tallies``) are plain
+integers, read by ``TallyCollector`` at scrape time: prometheus_client's
+counters take a lock on every increment, which the hot path would pay once per
+frame. They are only touched from the event loop, which also serves scrapes.
+
 Everything is registered on the ``CollectorRegistry`` passed in, never on the
 global default registry, so several servers (as in the tests) can run in one
 process.
@@ -24,7 +29,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 import tornado
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
@@ -101,6 +106,52 @@ class StateCollector(Collector):
             yield GaugeMetricFamily(name, text, value=state[name])
 
 
+class Tallies:
+    """Hot-path counters, as plain integers; exported as counters by ``TallyCollector``."""
+
+    __slots__ = ("frames_received", "messages", "deliveries", "received_bytes", "sent_bytes")
+
+    def __init__(self) -> None:
+        self.frames_received = dict.fromkeys(FRAME_TYPE_LABELS, 0)
+        self.messages = dict.fromkeys(MESSAGE_KINDS, 0)
+        self.deliveries = 0
+        self.received_bytes = 0
+        self.sent_bytes = 0
+
+
+class TallyCollector(Collector):
+    """Exports ``Tallies`` as counters (prometheus_client adds ``_total``)."""
+
+    def __init__(self, tallies: Tallies) -> None:
+        self.tallies = tallies
+
+    def describe(self) -> Iterable[Metric]:
+        return list(self.collect())
+
+    def collect(self) -> Iterable[Metric]:
+        tallies = self.tallies
+        frames = CounterMetricFamily(
+            "chat_frames_received", "Frames received from clients, by frame type.", labels=["type"]
+        )
+        for kind, value in tallies.frames_received.items():
+            frames.add_metric([kind], value)
+        yield frames
+        messages = CounterMetricFamily("chat_messages", "Chat messages stored and delivered, by kind.", labels=["kind"])
+        for kind, value in tallies.messages.items():
+            messages.add_metric([kind], value)
+        yield messages
+        yield CounterMetricFamily(
+            "chat_deliveries", "Message frames written to recipient sessions.", value=tallies.deliveries
+        )
+        received = tallies.received_bytes
+        yield CounterMetricFamily(
+            "chat_received_bytes", "Bytes of WebSocket messages received (payload, UTF-8).", value=received
+        )
+        yield CounterMetricFamily(
+            "chat_sent_bytes", "Bytes of WebSocket frames written to clients (with framing).", value=tallies.sent_bytes
+        )
+
+
 class ChatMetrics:
     """The server's metrics on one registry. ``read_state`` supplies the scrape-time gauges."""
 
@@ -152,19 +203,8 @@ class ChatMetrics:
         self.auth_refused = {code: refused.labels(code) for code in AUTH_REFUSALS}
 
         # Traffic.
-        frames = Counter(
-            "chat_frames_received", "Frames received from clients, by frame type.", ["type"], registry=registry
-        )
-        self.frames_received = {kind: frames.labels(kind) for kind in FRAME_TYPE_LABELS}
-        messages = Counter("chat_messages", "Chat messages stored and delivered, by kind.", ["kind"], registry=registry)
-        self.messages = {kind: messages.labels(kind) for kind in MESSAGE_KINDS}
-        self.deliveries = Counter("chat_deliveries", "Message frames written to recipient sessions.", registry=registry)
-        self.received_bytes = Counter(
-            "chat_received_bytes", "Bytes of WebSocket messages received (payload, UTF-8).", registry=registry
-        )
-        self.sent_bytes = Counter(
-            "chat_sent_bytes", "Bytes of WebSocket frames written to clients (with framing).", registry=registry
-        )
+        self.tallies = Tallies()
+        registry.register(TallyCollector(self.tallies))
         errors = Counter("chat_errors", "Error frames sent to clients, by error code.", ["code"], registry=registry)
         self.errors = {code: errors.labels(code) for code in ERROR_CODES}
         self.fanout_seconds = Histogram(

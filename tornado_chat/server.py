@@ -407,7 +407,7 @@ class ChatServer:
             self.monotonic(),
             settings.max_message_bytes,
             settings.max_buffered_bytes,
-            self.metrics.sent_bytes,
+            self.metrics.tallies,
         )
         handshake = (
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -520,7 +520,7 @@ class ChatServer:
                 session.transport.deliver(frame)
             sent += len(frame) * len(recipients)
         if sent:
-            self.metrics.sent_bytes.inc(sent)
+            self.metrics.tallies.sent_bytes += sent
 
     def deliver_message(self, deliveries: Iterable[Delivery], seq: int, skip: Session | None) -> int:
         """Write a message frame, framed once, to every recipient but ``skip`` (the sender, who gets an ack).
@@ -539,8 +539,9 @@ class ChatServer:
             count += written
             sent += len(frame) * written
         if count:
-            self.metrics.deliveries.inc(count)
-            self.metrics.sent_bytes.inc(sent)
+            tallies = self.metrics.tallies
+            tallies.deliveries += count
+            tallies.sent_bytes += sent
         return count
 
     # ------------------------------------------------------------ frames
@@ -564,15 +565,16 @@ class ChatServer:
             elif not connection.closed:
                 self.send_error(connection, ErrorCode.RATE_LIMITED, "slow down: too many frames")
             return
-        metrics.received_bytes.inc(len(data) if isinstance(data, bytes) or data.isascii() else len(data.encode()))
+        tallies = metrics.tallies
+        tallies.received_bytes += len(data) if isinstance(data, bytes) or data.isascii() else len(data.encode())
         try:
             frame = protocol.parse_client_frame(data, self.settings.max_text_chars)
         except ProtocolError as exc:
-            metrics.frames_received["invalid"].inc()
+            tallies.frames_received["invalid"] += 1
             self.send_error(connection, exc.code, exc.message, exc.frame_id)
             return
         frame_type = type(frame)
-        metrics.frames_received[FRAME_LABELS[frame_type]].inc()
+        tallies.frames_received[FRAME_LABELS[frame_type]] += 1
         try:
             if isinstance(frame, protocol.Send):
                 self._on_send(connection, frame, received_at)
@@ -617,7 +619,7 @@ class ChatServer:
         if notices:
             self.deliver(notices)
         self.deliver_message(deliveries, message.seq, connection.session)
-        self.metrics.messages[message.kind].inc()
+        self.metrics.tallies.messages[message.kind] += 1
         self.metrics.fanout_seconds.observe(time.perf_counter() - received_at)
 
     def _on_ping(self, connection: Connection, frame: protocol.Ping) -> None:
@@ -668,7 +670,7 @@ class ChatServer:
                 await connection.drain()
                 connection.send(protocol.message_frame(message, own=message.sender == user))
                 replayed.add(message.seq)
-            self.metrics.deliveries.inc(len(replay.messages))
+            self.metrics.tallies.deliveries += len(replay.messages)
             until = replay.last_seq if below is None else below - 1
             connection.send(
                 protocol.encode(

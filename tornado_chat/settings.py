@@ -54,6 +54,7 @@ class Settings:
     max_connections: int = 20000
     max_connections_per_user: int = 10
     trust_proxy_headers: bool = False
+    event_loop: str = "auto"
     registration: str = "open"
     allow_guests: bool = False
     login_attempts_per_min: int = 10
@@ -262,6 +263,14 @@ OPTIONS: tuple[Option, ...] = (
         int,
         _min(1),
         "COUNT",
+    ),
+    Option(
+        "event_loop",
+        "event loop: uvloop (faster fan-out; pip install 'tornado-chat[fast]'), asyncio, or auto (uvloop when"
+        " installed)",
+        str,
+        _choice("auto", "uvloop", "asyncio"),
+        "LOOP",
     ),
     Option(
         "registration",

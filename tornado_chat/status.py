@@ -234,10 +234,8 @@ class StatusPage:
 
     def sample(self) -> Sample:
         """Counter totals now; kept in the ring unless the last kept sample is very recent."""
-        metrics = self.server.metrics
-        current = Sample(
-            self.server.monotonic(), counter_total(metrics.messages.values()), counter_total(metrics.deliveries)
-        )
+        tallies = self.server.metrics.tallies
+        current = Sample(self.server.monotonic(), sum(tallies.messages.values()), tallies.deliveries)
         self.ring.add(current)
         return current
 

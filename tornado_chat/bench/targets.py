@@ -35,10 +35,12 @@ EXIT_USAGE = 2
 PR_SET_PDEATHSIG = 1
 
 TORNADO_CHAT = "tornado-chat"
+# The same server with --store memory: what durability costs, next to peers that store nothing.
+TORNADO_CHAT_MEMORY = "tornado-chat-memory"
 NODE_WS = "node-ws"
 TORNADO_PLAIN = "tornado-plain"
 WEBSOCKETS = "websockets"
-ALL_TARGETS = (TORNADO_CHAT, NODE_WS, TORNADO_PLAIN, WEBSOCKETS)
+ALL_TARGETS = (TORNADO_CHAT, TORNADO_CHAT_MEMORY, NODE_WS, TORNADO_PLAIN, WEBSOCKETS)
 
 
 class NotAvailable(Exception):
@@ -162,6 +164,13 @@ def make_targets(deps: PeerDeps) -> dict[str, Target]:
             needs_login=True,
             sends_welcome=True,
             durable_store=True,
+        ),
+        TORNADO_CHAT_MEMORY: Target(
+            TORNADO_CHAT_MEMORY,
+            lambda o, d: [*tornado_chat_command(o, d), "--store", "memory"],
+            has_metrics=True,
+            needs_login=True,
+            sends_welcome=True,
         ),
         NODE_WS: Target(
             NODE_WS,
