@@ -37,10 +37,10 @@ def run(
         result = monitor.tick(now)
         if on_tick is not None:
             on_tick.append(result.touched)
-        for peer, payload in result.pings:
+        for peer in result.pings:
             pings[peer.connection] += 1
             if answering is None or peer.connection in answering:
-                assert monitor.pong(peer, payload, now) == 0.0
+                assert monitor.pong(peer, result.ping_payload, now) == 0.0
         for peer, _silence in result.dead:
             dead[peer.connection] = now
         now = round(now + TICK_S, 6)
@@ -54,9 +54,10 @@ def test_first_pings_spread_over_the_second_half_of_the_interval() -> None:
     first_ping_at: dict[int, float] = {}
     now = 0.0
     while len(first_ping_at) < CONNECTIONS:
-        for peer, payload in monitor.tick(now).pings:
+        result = monitor.tick(now)
+        for peer in result.pings:
             first_ping_at.setdefault(peer.connection, now)
-            monitor.pong(peer, payload, now)
+            monitor.pong(peer, result.ping_payload, now)
         now = round(now + TICK_S, 6)
     times = sorted(first_ping_at.values())
     assert times[0] >= INTERVAL_S / 2
@@ -130,7 +131,8 @@ def test_a_pong_for_an_older_ping_does_not_measure_rtt() -> None:
     monitor = make_monitor()
     peer = monitor.add("c", 0.0)
     result = monitor.tick(INTERVAL_S)
-    [(_, payload)] = result.pings
+    [_] = result.pings
+    payload = result.ping_payload
     assert monitor.pong(peer, b"\x00" * 8, INTERVAL_S + 0.1) is None
     assert monitor.pong(peer, payload, INTERVAL_S + 0.2) == pytest.approx(0.2)
     assert monitor.pong(peer, payload, INTERVAL_S + 0.3) is None  # answered already
@@ -190,15 +192,16 @@ def test_after_a_long_stall_late_peers_keep_their_phases() -> None:
     for connection in range(100):
         monitor.add(connection, 0.0)
     phases = {}
-    for peer, payload in monitor.tick(INTERVAL_S).pings:
+    result = monitor.tick(INTERVAL_S)
+    for peer in result.pings:
         phases[peer.connection] = peer.next_ping_at % INTERVAL_S
-        monitor.pong(peer, payload, INTERVAL_S)
+        monitor.pong(peer, result.ping_payload, INTERVAL_S)
     # The loop stalls for ten intervals; everyone kept talking meanwhile.
     stalled_until = 11 * INTERVAL_S + 0.5
     for peer in [p for (_, _, p) in monitor._events]:
         monitor.seen(peer, stalled_until)
     due_times = set()
-    for peer, _ in monitor.tick(stalled_until).pings:
+    for peer in monitor.tick(stalled_until).pings:
         assert peer.next_ping_at % INTERVAL_S == pytest.approx(phases[peer.connection])
         due_times.add(peer.next_ping_at)
     assert len(due_times) > 50  # spread over the interval again, not bunched at one instant

@@ -10,8 +10,12 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.exposition import generate_latest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
+
+from tornado_chat.metrics import LATENCY_BUCKETS_S, FastHistogram
 
 from .support import Client, ServerThread, clients, http, metric, scrape, wait_until, ws_url
 
@@ -145,3 +149,21 @@ def test_a_real_prometheus_scrapes_the_ops_port(server: ServerThread, tmp_path: 
     finally:
         prometheus.terminate()
         prometheus.wait(10)
+
+
+def test_the_fast_histogram_exports_what_prometheus_client_would() -> None:
+    ours = FastHistogram("chat_x_seconds", "x", LATENCY_BUCKETS_S)
+    registry = CollectorRegistry()
+    reference = Histogram("chat_x_seconds", "x", buckets=LATENCY_BUCKETS_S, registry=registry)
+    for value in (0.0001, 0.0005, 0.003, 0.003, 0.2, 2.5, 99.0):
+        ours.observe(value)
+        reference.observe(value)
+
+    class One:
+        def collect(self) -> list[object]:
+            return [ours.family()]
+
+    mine = CollectorRegistry()
+    mine.register(One())  # type: ignore[arg-type]
+    expected = [line for line in generate_latest(registry).decode().splitlines() if "_created" not in line]
+    assert generate_latest(mine).decode().splitlines() == expected

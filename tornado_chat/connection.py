@@ -225,12 +225,6 @@ class Connection:
         self.tallies.sent_bytes += len(frame)
         self.deliver(frame)
 
-    def ping(self, payload: bytes) -> None:
-        if not self.closed:
-            frame = wsproto.ping_frame(payload)
-            self.tallies.sent_bytes += len(frame)
-            self._write_raw(frame)
-
     def deliver(self, frame: bytes) -> None:
         """A fan-out frame that is not a message (presence, membership)."""
         if self.held is not None:

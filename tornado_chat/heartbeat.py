@@ -51,10 +51,16 @@ class Peer:
 
 @dataclass(slots=True)
 class TickResult:
-    """What one tick decided: pings to send as (peer, payload), dead peers with their silence in seconds."""
+    """What one tick decided: peers to ping, dead peers with their silence in seconds.
 
-    pings: list[tuple[Peer, bytes]] = field(default_factory=list)
+    Every peer pinged in one tick gets the same ``ping_payload`` (the tick's ping
+    number), so the network layer builds one ping frame per tick, not per peer; a
+    pong still matches only the latest ping of its peer.
+    """
+
+    pings: list[Peer] = field(default_factory=list)
     dead: list[tuple[Peer, float]] = field(default_factory=list)
+    ping_payload: bytes = b""
     touched: int = 0
 
 
@@ -109,6 +115,7 @@ class HeartbeatMonitor:
     def tick(self, now: float) -> TickResult:
         """Pop every event due by ``now``: send due pings, report peers silent for ``dead_after_s``."""
         result = TickResult()
+        payload = b""
         events = self._events
         interval = self.interval_s
         while events and events[0][0] <= now:
@@ -122,10 +129,11 @@ class HeartbeatMonitor:
                 result.dead.append((peer, now - peer.last_seen))
                 continue
             if now >= peer.next_ping_at:
-                payload = _PAYLOAD.pack(next(self._ping_numbers))
+                if not payload:
+                    payload = result.ping_payload = _PAYLOAD.pack(next(self._ping_numbers))
                 peer.ping_payload = payload
                 peer.ping_sent_at = now
-                result.pings.append((peer, payload))
+                result.pings.append(peer)
                 # Keep the peer's phase, skipping pings a stall made us miss; restarting every late
                 # peer from "now" would bunch them all into one tick for good.
                 peer.next_ping_at += interval

@@ -24,12 +24,14 @@ process.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import platform
 from collections.abc import Callable, Iterable, Mapping
 
 import tornado
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
@@ -106,10 +108,48 @@ class StateCollector(Collector):
             yield GaugeMetricFamily(name, text, value=state[name])
 
 
+class FastHistogram:
+    """A histogram for the event loop's hot path: plain counts per bucket, exported at scrape time.
+
+    prometheus_client's Histogram takes a lock for its sum and for a bucket on every
+    observation, several times what this costs; only the event loop observes these.
+    """
+
+    __slots__ = ("name", "help", "bounds", "counts", "sum")
+
+    def __init__(self, name: str, help_text: str, buckets: tuple[float, ...]) -> None:
+        self.name = name
+        self.help = help_text
+        self.bounds = (*buckets, float("inf"))
+        self.counts = [0] * len(self.bounds)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def family(self) -> HistogramMetricFamily:
+        cumulative = list(itertools.accumulate(self.counts))
+        buckets = [
+            ("+Inf" if bound == float("inf") else str(bound), count)
+            for bound, count in zip(self.bounds, cumulative, strict=True)
+        ]
+        return HistogramMetricFamily(self.name, self.help, buckets=buckets, sum_value=self.sum)
+
+
 class Tallies:
     """Hot-path counters, as plain integers; exported as counters by ``TallyCollector``."""
 
-    __slots__ = ("frames_received", "messages", "deliveries", "received_bytes", "sent_bytes")
+    __slots__ = (
+        "frames_received",
+        "messages",
+        "deliveries",
+        "received_bytes",
+        "sent_bytes",
+        "fanout_seconds",
+        "heartbeat_pongs",
+        "heartbeat_rtt_seconds",
+    )
 
     def __init__(self) -> None:
         self.frames_received = dict.fromkeys(FRAME_TYPE_LABELS, 0)
@@ -117,6 +157,15 @@ class Tallies:
         self.deliveries = 0
         self.received_bytes = 0
         self.sent_bytes = 0
+        self.fanout_seconds = FastHistogram(
+            "chat_fanout_seconds",
+            "From a send frame received to its ack and every recipient's write issued (includes storing it).",
+            LATENCY_BUCKETS_S,
+        )
+        self.heartbeat_pongs = 0
+        self.heartbeat_rtt_seconds = FastHistogram(
+            "chat_heartbeat_rtt_seconds", "Round trip from a heartbeat ping to its pong.", RTT_BUCKETS_S
+        )
 
 
 class TallyCollector(Collector):
@@ -150,6 +199,13 @@ class TallyCollector(Collector):
         yield CounterMetricFamily(
             "chat_sent_bytes", "Bytes of WebSocket frames written to clients (with framing).", value=tallies.sent_bytes
         )
+        yield tallies.fanout_seconds.family()
+        yield CounterMetricFamily(
+            "chat_heartbeat_pongs",
+            "Pong frames that answered the heartbeat's latest ping.",
+            value=tallies.heartbeat_pongs,
+        )
+        yield tallies.heartbeat_rtt_seconds.family()
 
 
 class ChatMetrics:
@@ -207,25 +263,10 @@ class ChatMetrics:
         registry.register(TallyCollector(self.tallies))
         errors = Counter("chat_errors", "Error frames sent to clients, by error code.", ["code"], registry=registry)
         self.errors = {code: errors.labels(code) for code in ERROR_CODES}
-        self.fanout_seconds = Histogram(
-            "chat_fanout_seconds",
-            "From a send frame received to its ack and every recipient's write issued (includes storing it).",
-            buckets=LATENCY_BUCKETS_S,
-            registry=registry,
-        )
 
         # Heartbeat.
         self.heartbeat_pings = Counter(
             "chat_heartbeat_pings", "WebSocket ping frames sent by the heartbeat.", registry=registry
-        )
-        self.heartbeat_pongs = Counter(
-            "chat_heartbeat_pongs", "Pong frames that answered the heartbeat's latest ping.", registry=registry
-        )
-        self.heartbeat_rtt_seconds = Histogram(
-            "chat_heartbeat_rtt_seconds",
-            "Round trip from a heartbeat ping to its pong.",
-            buckets=RTT_BUCKETS_S,
-            registry=registry,
         )
         self.heartbeat_reaped = Counter(
             "chat_heartbeat_reaped", "Connections closed by the heartbeat for silence.", registry=registry

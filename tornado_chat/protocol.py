@@ -63,24 +63,28 @@ class ProtocolError(Exception):
 
 
 # ---------------------------------------------------------------- client frames
+#
+# Frames and messages are built for every message that passes, so they are plain
+# slotted dataclasses: a frozen dataclass costs about four times as much to build
+# (0.86 against 0.19 microseconds here). Treat them as immutable all the same.
 
 
 FrameId = str | int | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Join:
     room: str
     frame_id: FrameId = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Leave:
     room: str
     frame_id: FrameId = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Send:
     """A message to one user (``to``) or to a room (``room``); exactly one of them is set."""
 
@@ -94,12 +98,12 @@ class Send:
         return self.client_id
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Ping:
     frame_id: FrameId = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class History:
     """Older messages of a room or of a direct conversation, newest first."""
 
@@ -110,12 +114,12 @@ class History:
     frame_id: FrameId = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ListRooms:
     frame_id: FrameId = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Resume:
     """Replay what was missed after ``since``, then continue live."""
 
@@ -293,7 +297,7 @@ CLIENT_FRAME_TYPES = tuple(_PARSERS)
 # ---------------------------------------------------------------- server frames
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Message:
     """A stored chat message. ``ts`` is seconds since the epoch; exactly one of ``to``/``room`` is set."""
 

@@ -275,10 +275,12 @@ class ChatServer:
         self.last_tick_mono = now
         result = self.heartbeat.tick(now)
         metrics = self.metrics
-        for peer, payload in result.pings:
-            peer.connection.ping(payload)
         if result.pings:
+            frame = wsproto.ping_frame(result.ping_payload)
+            for peer in result.pings:
+                peer.connection.write(frame)
             metrics.heartbeat_pings.inc(len(result.pings))
+            metrics.tallies.sent_bytes += len(frame) * len(result.pings)
         for peer, _ in result.dead:
             connection: Connection | None = peer.connection
             if connection is None:
@@ -306,8 +308,9 @@ class ChatServer:
             return
         rtt = HeartbeatMonitor.pong(connection.peer, payload, self.monotonic())
         if rtt is not None:
-            self.metrics.heartbeat_pongs.inc()
-            self.metrics.heartbeat_rtt_seconds.observe(rtt)
+            tallies = self.metrics.tallies
+            tallies.heartbeat_pongs += 1
+            tallies.heartbeat_rtt_seconds.observe(rtt)
 
     def on_client_ping(self, connection: Connection) -> None:
         if connection.peer is not None:
@@ -620,7 +623,7 @@ class ChatServer:
             self.deliver(notices)
         self.deliver_message(deliveries, message.seq, connection.session)
         self.metrics.tallies.messages[message.kind] += 1
-        self.metrics.fanout_seconds.observe(time.perf_counter() - received_at)
+        self.metrics.tallies.fanout_seconds.observe(time.perf_counter() - received_at)
 
     def _on_ping(self, connection: Connection, frame: protocol.Ping) -> None:
         connection.send(protocol.pong_frame(frame.frame_id, self.clock()))

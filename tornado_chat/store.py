@@ -27,7 +27,7 @@ class StoreError(Exception):
     """The store could not do what was asked; the operation had no effect."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Draft:
     """A message accepted from a client but not yet stored. ``ts`` is seconds since the epoch."""
 
@@ -39,7 +39,7 @@ class Draft:
     room: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AppendResult:
     """What happened to a draft: stored as ``message``, already stored (``duplicate``), or ``error``."""
 
@@ -48,7 +48,7 @@ class AppendResult:
     error: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Replay:
     """Messages for a resuming session, oldest first; ``truncated`` when older ones were left out."""
 
