@@ -16,7 +16,7 @@ CONNECTIONS = 10_000
 
 
 def make_monitor(seed: int = 7) -> HeartbeatMonitor:
-    return HeartbeatMonitor(INTERVAL_S, TIMEOUT_S, random.Random(seed))
+    return HeartbeatMonitor(INTERVAL_S, TIMEOUT_S, random.Random(seed), resolution_s=TICK_S)
 
 
 def run(
@@ -198,8 +198,9 @@ def test_after_a_long_stall_late_peers_keep_their_phases() -> None:
         monitor.pong(peer, result.ping_payload, INTERVAL_S)
     # The loop stalls for ten intervals; everyone kept talking meanwhile.
     stalled_until = 11 * INTERVAL_S + 0.5
-    for peer in [p for (_, _, p) in monitor._events]:
-        monitor.seen(peer, stalled_until)
+    for bucket in monitor._wheel.values():
+        for peer in bucket:
+            monitor.seen(peer, stalled_until)
     due_times = set()
     for peer in monitor.tick(stalled_until).pings:
         assert peer.next_ping_at % INTERVAL_S == pytest.approx(phases[peer.connection])

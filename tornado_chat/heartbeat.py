@@ -4,9 +4,11 @@ Pure code: no sockets, no timers; every call takes ``now`` (seconds on a
 monotonic clock). A ``tornado.ioloop.PeriodicCallback`` calls ``tick`` every
 ``--heartbeat-tick`` seconds and acts on what it returns.
 
-Each peer has one pending event in a heap. A tick pops only the events that
-are due, so its cost follows the number of peers due, not the number
-connected. Signs of life (any frame, a pong) only update ``last_seen``: the
+Each peer has one pending event in a timing wheel: a dict from time slot
+(``resolution_s`` wide, the tick period) to the peers due in it. A tick pops
+only the slots that have come, so its cost follows the number of peers due,
+not the number connected, and each event costs a list append instead of a
+heap operation. Signs of life (any frame, a pong) only update ``last_seen``: the
 heap is not touched on the hot path. A peer's events follow its own phase: a
 ping, then a check ``timeout`` later; a peer heard from since its ping waits
 for its next ping, one that has not been heard from waits for its deadline.
@@ -23,7 +25,6 @@ Timing, with interval I and timeout T:
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import random
 import struct
@@ -36,7 +37,7 @@ _PAYLOAD = struct.Struct("!Q")
 class Peer:
     """Heartbeat state of one connection; ``connection`` is the network layer's object."""
 
-    __slots__ = ("connection", "last_seen", "next_ping_at", "ping_payload", "ping_sent_at", "monitored", "rtt_s")
+    __slots__ = ("connection", "last_seen", "next_ping_at", "ping_payload", "ping_sent_at", "monitored", "rtt_s", "due")
 
     def __init__(self, connection: Any, now: float, first_ping_at: float) -> None:
         self.connection = connection
@@ -47,6 +48,8 @@ class Peer:
         self.monitored = True
         # Round trip of the latest answered ping, in seconds (None until the first pong).
         self.rtt_s: float | None = None
+        # When this peer's pending event is due.
+        self.due = first_ping_at
 
 
 @dataclass(slots=True)
@@ -67,15 +70,19 @@ class TickResult:
 class HeartbeatMonitor:
     """Schedules pings and finds dead peers for any number of connections."""
 
-    def __init__(self, interval_s: float, timeout_s: float, rng: random.Random | None = None) -> None:
-        if interval_s <= 0 or timeout_s <= 0:
-            raise ValueError("interval and timeout must be positive")
+    def __init__(
+        self, interval_s: float, timeout_s: float, rng: random.Random | None = None, resolution_s: float = 0.25
+    ) -> None:
+        if interval_s <= 0 or timeout_s <= 0 or resolution_s <= 0:
+            raise ValueError("interval, timeout and resolution must be positive")
         self.interval_s = interval_s
         self.timeout_s = timeout_s
         self.dead_after_s = interval_s + timeout_s
+        self.resolution_s = resolution_s
         self._rng = rng or random.Random()
-        self._events: list[tuple[float, int, Peer]] = []
-        self._order = itertools.count()
+        self._wheel: dict[int, list[Peer]] = {}
+        # The first slot the next tick looks at (None until something is scheduled).
+        self._cursor: int | None = None
         self._ping_numbers = itertools.count(1)
         self.peers = 0
 
@@ -87,9 +94,20 @@ class HeartbeatMonitor:
         first_ping_at = now + self._rng.uniform(self.interval_s / 2, self.interval_s)
         peer = Peer(connection, now, first_ping_at)
         peer.ping_sent_at = now
-        heapq.heappush(self._events, (first_ping_at, next(self._order), peer))
+        self._schedule(peer, first_ping_at)
         self.peers += 1
         return peer
+
+    def _schedule(self, peer: Peer, due: float) -> None:
+        peer.due = due
+        slot = int(due // self.resolution_s)
+        if self._cursor is None:
+            self._cursor = slot
+        bucket = self._wheel.get(slot)
+        if bucket is None:
+            self._wheel[slot] = [peer]
+        else:
+            bucket.append(peer)
 
     def remove(self, peer: Peer) -> None:
         """Stop watching (idempotent); its pending event is dropped when it comes up."""
@@ -113,14 +131,26 @@ class HeartbeatMonitor:
         return peer.rtt_s
 
     def tick(self, now: float) -> TickResult:
-        """Pop every event due by ``now``: send due pings, report peers silent for ``dead_after_s``."""
+        """Take every event due by ``now``: send due pings, report peers silent for ``dead_after_s``."""
         result = TickResult()
-        payload = b""
-        events = self._events
+        if self._cursor is None:
+            return result
+        current = int(now // self.resolution_s)
+        for slot in range(self._cursor, current + 1):
+            bucket = self._wheel.pop(slot, None)
+            if bucket:
+                self._tick_bucket(bucket, now, result)
+        # The current slot may hold events due later in it: look at it again next time.
+        self._cursor = current
+        return result
+
+    def _tick_bucket(self, bucket: list[Peer], now: float, result: TickResult) -> None:
         interval = self.interval_s
-        while events and events[0][0] <= now:
-            _, _, peer = heapq.heappop(events)
+        for peer in bucket:
             if not peer.monitored:
+                continue
+            if peer.due > now:
+                self._schedule(peer, peer.due)  # the current slot, not due yet
                 continue
             result.touched += 1
             deadline = peer.last_seen + self.dead_after_s
@@ -129,9 +159,9 @@ class HeartbeatMonitor:
                 result.dead.append((peer, now - peer.last_seen))
                 continue
             if now >= peer.next_ping_at:
-                if not payload:
-                    payload = result.ping_payload = _PAYLOAD.pack(next(self._ping_numbers))
-                peer.ping_payload = payload
+                if not result.ping_payload:
+                    result.ping_payload = _PAYLOAD.pack(next(self._ping_numbers))
+                peer.ping_payload = result.ping_payload
                 peer.ping_sent_at = now
                 result.pings.append(peer)
                 # Keep the peer's phase, skipping pings a stall made us miss; restarting every late
@@ -144,8 +174,7 @@ class HeartbeatMonitor:
                 due = peer.next_ping_at  # heard from since the last ping; its deadline is later still
             else:
                 due = min(peer.next_ping_at, deadline)
-            heapq.heappush(events, (due, next(self._order), peer))
-        return result
+            self._schedule(peer, due)
 
     def revive(self, peer: Peer, now: float) -> None:
         """Watch again a peer that ``tick`` reported dead but that turned out to have spoken.
@@ -157,11 +186,12 @@ class HeartbeatMonitor:
             return
         peer.monitored = True
         self.peers += 1
-        due = max(now, min(peer.next_ping_at, peer.last_seen + self.dead_after_s))
-        heapq.heappush(self._events, (due, next(self._order), peer))
+        self._schedule(peer, max(now, min(peer.next_ping_at, peer.last_seen + self.dead_after_s)))
 
     def next_event_at(self) -> float | None:
         """When the earliest pending event is due (for tests and status pages)."""
-        while self._events and not self._events[0][2].monitored:
-            heapq.heappop(self._events)
-        return self._events[0][0] if self._events else None
+        for slot in sorted(self._wheel):
+            dues = [peer.due for peer in self._wheel[slot] if peer.monitored]
+            if dues:
+                return min(dues)
+        return None

@@ -30,7 +30,7 @@ from . import __version__, handlers, protocol, wsproto
 from .assets import Assets
 from .auth import Claims, TokenSigner
 from .connection import RECV_BYTES, Connection
-from .heartbeat import HeartbeatMonitor
+from .heartbeat import HeartbeatMonitor, Peer
 from .hub import Delivery, Hub, Session
 from .identity import ACCOUNT_REMOVED, Identity
 from .limits import TokenBucket
@@ -47,6 +47,8 @@ log = logging.getLogger("tornado_chat.server")
 CLOSE_HANDSHAKE_WAIT_S = 3.0
 # How often account changes made by other processes (the admin CLI) are picked up.
 AUTH_SYNC_INTERVAL_S = 1.0
+# Ping frames written in one go before the heartbeat lets other callbacks run.
+PING_WRITE_BATCH = 128
 # How often the loop-lag probe timer runs; each run observes how late it fired.
 LOOP_LAG_PROBE_INTERVAL_S = 0.1
 # /healthz fails when the heartbeat has missed this many ticks in a row.
@@ -87,7 +89,9 @@ class ChatServer:
         self.state = "starting"
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = ChatMetrics(self.registry, self.scrape_state, settings.ping_interval_s + settings.ping_timeout_s)
-        self.heartbeat = HeartbeatMonitor(settings.ping_interval_s, settings.ping_timeout_s)
+        self.heartbeat = HeartbeatMonitor(
+            settings.ping_interval_s, settings.ping_timeout_s, resolution_s=settings.heartbeat_tick_s
+        )
         self.heartbeat_timer = tornado.ioloop.PeriodicCallback(self.heartbeat_tick, settings.heartbeat_tick_s * 1000)
         self.auth_sync_timer = tornado.ioloop.PeriodicCallback(self._sync_accounts, AUTH_SYNC_INTERVAL_S * 1000)
         self._syncing = False
@@ -277,8 +281,7 @@ class ChatServer:
         metrics = self.metrics
         if result.pings:
             frame = wsproto.ping_frame(result.ping_payload)
-            for peer in result.pings:
-                peer.connection.write(frame)
+            self._write_pings(frame, result.pings, 0)
             metrics.heartbeat_pings.inc(len(result.pings))
             metrics.tallies.sent_bytes += len(frame) * len(result.pings)
         for peer, _ in result.dead:
@@ -302,6 +305,21 @@ class ChatServer:
             metrics.heartbeat_detection_seconds.observe(silence)
         metrics.heartbeat_last_tick.set(self.clock())
         metrics.heartbeat_tick_seconds.observe(time.perf_counter() - started)
+
+    def _write_pings(self, frame: bytes, peers: list[Peer], start: int) -> None:
+        """Write a tick's ping frame to ``PING_WRITE_BATCH`` peers, then yield to the loop before the next batch.
+
+        A tick may owe thousands of pings (many connections, a short interval, or a
+        stall); between batches other callbacks run, so the tick never holds the loop
+        for the whole of them.
+        """
+        end = start + PING_WRITE_BATCH
+        for peer in peers[start:end]:
+            connection: Connection | None = peer.connection
+            if connection is not None:
+                connection.write(frame)
+        if end < len(peers):
+            asyncio.get_running_loop().call_soon(self._write_pings, frame, peers, end)
 
     def on_pong(self, connection: Connection, payload: bytes) -> None:
         if connection.peer is None:
