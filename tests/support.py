@@ -23,7 +23,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -518,3 +518,21 @@ class Recorder:
         """The newest seq this client has seen, in messages or in acks of its own."""
         with self.lock:
             return max([f["seq"] for f in self.frames if f["type"] in ("message", "ack")], default=0)
+
+
+def run_async(make: Callable[[], Coroutine[Any, Any, T]], timeout: float = 60.0) -> T:
+    """Run a coroutine on a fresh event loop in its own thread.
+
+    The browser tests keep Playwright's event loop running in the main thread for the
+    whole session, so ``asyncio.run`` cannot be called from a test directly.
+    """
+    result: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+    def run() -> None:
+        try:
+            result.set_result(asyncio.run(make()))
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
+            result.set_exception(exc)
+
+    threading.Thread(target=run, daemon=True).start()
+    return result.result(timeout)

@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--profile",
         type=Path,
         metavar="DIR",
-        help="sample Python servers with py-spy in the W1, W2 and W4 windows; profiles go here",
+        help="sample Python servers with py-spy in the W1, W2, W4 and W5 windows; profiles go here",
     )
     parser.add_argument("--py-spy", help="py-spy executable for --profile (default: on PATH or beside Python)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")

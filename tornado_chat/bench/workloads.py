@@ -689,7 +689,8 @@ async def w5_durable(bench: Bench, target: Target, variant: str) -> Result:
         for client in senders:
             client.count = 0
         cpu = bench.cpu_window(server)
-        await phase(per_sender, True)
+        async with bench.profiled(server, f"w5_{variant}-{target.name}"):
+            await phase(per_sender, True)
         cpu.stop()
         errors = [e for c in senders for e in c.errors]
         messages = per_sender * cfg.w5_senders
