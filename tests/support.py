@@ -407,8 +407,11 @@ class RawClient:
         head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
         self.status = int(head.split(b" ", 2)[1])
 
-    def send_frame(self, payload: bytes, opcode: int = 0x1) -> None:
-        """One masked, final frame (clients must mask, RFC 6455 section 5.3)."""
+    def send_frame(self, payload: bytes, opcode: int = 0x1, *, masked: bool = True) -> None:
+        """One final frame, masked as clients must (RFC 6455 section 5.3) unless ``masked`` is False."""
+        if not masked:
+            self.sock.sendall(bytes((0x80 | opcode, len(payload))) + payload)
+            return
         mask = os.urandom(4)
         length = len(payload)
         if length < 126:
@@ -417,8 +420,8 @@ class RawClient:
             header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, length)
         else:
             header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, length)
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        self.sock.sendall(header + mask + masked)
+        body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.sock.sendall(header + mask + body)
 
     def _read_exact(self, n: int) -> bytes:
         while len(self.buffer) < n:

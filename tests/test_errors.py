@@ -242,3 +242,26 @@ def test_connection_limits_answer_503_with_a_reason(tmp_path: Path) -> None:
             client.close()
     finally:
         running.stop()
+
+
+@pytest.mark.parametrize(
+    ("payload", "opcode", "masked", "code"),
+    [
+        (b'{"type": "ping"}', 0x1, False, 1002),  # clients must mask
+        (b"\xff\xfe not utf-8", 0x1, True, 1007),
+        (b"", 0x3, True, 1002),  # a reserved opcode
+    ],
+    ids=["unmasked", "invalid-utf8", "reserved-opcode"],
+)
+def test_protocol_violations_close_with_their_code_and_are_counted(
+    server: ServerThread, payload: bytes, opcode: int, masked: bool, code: int
+) -> None:
+    client = RawClient(server.port, login(server.base_url, "rude"))
+    try:
+        client.send_frame(payload, opcode, masked=masked)
+        _, received = client.frames_until_close()
+        assert received == code
+    finally:
+        client.close()
+    server.wait_for(lambda: not server.chat.hub.users["rude"].sessions, "the connection to be cleaned up")
+    assert metric(scrape(server.ops_url), "chat_connections_closed_total", reason="protocol_error") == 1

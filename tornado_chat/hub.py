@@ -60,9 +60,6 @@ class Room:
         self.members: set[str] = set()
         self._online: tuple[Session, ...] | None = None
 
-    def invalidate(self) -> None:
-        self._online = None
-
 
 class Delivery(NamedTuple):
     """One encoded frame and the sessions it goes to."""

@@ -8,7 +8,6 @@ import sys
 import time
 from typing import Any
 
-LOGGER_NAME = "tornado_chat"
 # Attributes every LogRecord has; anything else was passed in ``extra=`` and is logged as a field.
 _STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 

@@ -84,7 +84,6 @@ class ChatServer:
         self.hub = Hub()
         self.identity = Identity(settings, store, TokenSigner(secret), self, clock, monotonic)
         self.assets = Assets(static_dir())
-        self.started_at = clock()
         self.started_mono = monotonic()
         self.state = "starting"
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -150,7 +149,6 @@ class ChatServer:
             ],
             default_handler_class=handlers.ApiNotFoundHandler,
             default_handler_args=args,
-            websocket_max_message_size=self.settings.max_message_bytes,
             cross_origin_protection=True,
             trusted_origins=[o for o in self.settings.allowed_origins if o != "*"],
             log_function=self._log_request,

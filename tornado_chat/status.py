@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Protocol
 
-from prometheus_client.metrics import MetricWrapperBase
-
 from . import __version__
 
 if TYPE_CHECKING:
@@ -204,18 +202,6 @@ def build_status(
             "buffered": [connection_row(c, now) for c in by_buffered],
         },
     }
-
-
-def counter_total(counter: MetricWrapperBase | Iterable[MetricWrapperBase]) -> float:
-    """The sum of a counter's ``_total`` samples (all label values of a labelled counter, or its children)."""
-    metrics = [counter] if isinstance(counter, MetricWrapperBase) else counter
-    return sum(
-        sample.value
-        for metric in metrics
-        for family in metric.collect()
-        for sample in family.samples
-        if sample.name.endswith("_total")
-    )
 
 
 def load_assets() -> dict[str, tuple[bytes, str]]:
