@@ -38,7 +38,7 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str
         "--w2-idle", str(W2_IDLE), "--w2-pairs", str(W2_PAIRS), "--w2-roundtrips", str(W2_ROUNDTRIPS),
         "--w3-connections", str(W3_CONNECTIONS),
         "--w4-connections", str(W4_CONNECTIONS), "--w4-dead", str(W4_DEAD), "--w4-window", "0.5",
-        "--w4-ping-interval", "0.5", "--w4-ping-timeout", "0.25", "--w4-heartbeat-tick", "0.05",
+        "--w4-ping-interval", "1", "--w4-ping-timeout", "0.5", "--w4-heartbeat-tick", "0.05",
         "--w5-senders", "4", "--w5-messages", "40",
         "--json", str(out),
     ]  # fmt: skip

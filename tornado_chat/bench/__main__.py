@@ -153,6 +153,7 @@ def config_from(args: argparse.Namespace, log: Callable[[str], None]) -> Config:
         connect_concurrency=args.connect_concurrency,
         timeout_s=args.timeout,
         server_cpus=args.server_cpus if args.pin else None,
+        bench_cpus=args.bench_cpus if args.pin else None,
         data_root=args.data_root,
         profile_dir=args.profile,
         py_spy=args.py_spy,

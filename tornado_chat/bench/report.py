@@ -19,7 +19,13 @@ def _yes(value: Any) -> str:
     return "yes" if value else "NO"
 
 
-CPU_COLUMNS: list[Column] = [("server CPU %", "server_cpu_pct", _num(0)), ("bench CPU %", "bench_cpu_pct", _num(0))]
+# Process CPU % of a core, and in brackets how busy that core was (softirq network work included) when pinned.
+CPU_COLUMNS: list[Column] = [
+    ("server CPU % (core)", "server_cpu_pct", _num(0)),
+    ("bench CPU % (core)", "bench_cpu_pct", _num(0)),
+    ("other CPU %", "other_cpu_pct", _num(0)),
+]
+CORE_FIELDS = {"server_cpu_pct": "server_core_busy_pct", "bench_cpu_pct": "bench_core_busy_pct"}
 COLUMNS: dict[str, list[Column]] = {
     "w1": [
         ("deliveries/s", "deliveries_per_s", _num(0)),
@@ -83,24 +89,28 @@ def family(key: str) -> str:
     return key.split("_", 1)[0]
 
 
+def _n(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, int | float) else str(value)
+
+
 def title(key: str, entry: dict[str, Any]) -> str:
     """A workload's heading with its sizes, e.g. 'W1 room fan-out, 1000 clients'."""
     base = TITLES[family(key)]
     median: dict[str, Any] = next((t["median"] for t in entry.values() if t.get("median")), {})
     if family(key) == "w1":
         return (
-            f"{base}, {median.get('clients', '?')} clients, {median.get('messages', '?')} messages, "
-            f"window {median.get('window', '?')}"
+            f"{base}, {_n(median.get('clients', '?'))} clients, {_n(median.get('messages', '?'))} messages, "
+            f"window {_n(median.get('window', '?'))}"
         )
     if family(key) == "w2":
-        return f"{base}, {median.get('idle_connections', '?')} idle + {median.get('pairs', '?')} pairs"
+        return f"{base}, {_n(median.get('idle_connections', '?'))} idle + {_n(median.get('pairs', '?'))} pairs"
     if family(key) == "w3":
-        return f"{base}, {median.get('connections', '?')} idle connections"
+        return f"{base}, {_n(median.get('connections', '?'))} idle connections"
     if family(key) == "w4":
         return (
-            f"{base}, {median.get('connections', '?')} connections, ping interval "
-            f"{median.get('ping_interval_s', '?')} s, timeout {median.get('ping_timeout_s', '?')} s, "
-            f"{median.get('dead_clients', '?')} dead"
+            f"{base}, {_n(median.get('connections', '?'))} connections, ping interval "
+            f"{_n(median.get('ping_interval_s', '?'))} s, timeout {_n(median.get('ping_timeout_s', '?'))} s, "
+            f"{_n(median.get('dead_clients', '?'))} dead"
         )
     if family(key) == "w5":
         variant = "group commit" if key == "w5_group" else "one commit per message (--max-commit-batch 1)"
@@ -136,6 +146,9 @@ def summarize(results: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[s
             ok = [run for run in target["runs"] if "error" not in run and "not_available" not in run]
             target["median"] = median_of(ok)
             target["runs_ok"] = len(ok)
+            metric, _ = HEADLINE[family(key)]
+            values = [run[metric] for run in ok if run.get(metric) is not None]
+            target["range"] = [min(values), max(values)] if values else None
         metric, _ = HEADLINE[family(key)]
         ours = entry.get(TORNADO_CHAT, {}).get("median", {}).get(metric)
         ratios[key] = {}
@@ -168,20 +181,29 @@ def render(
         columns = COLUMNS[fam]
         metric, higher_better = HEADLINE[fam]
         ratio_header = f"tornado-chat ÷ target ({metric}, {'higher' if higher_better else 'lower'} is better)"
-        header = ["target", "runs", *[c[0] for c in columns], ratio_header]
+        header = ["target", "runs", *[c[0] for c in columns], ratio_header, "range over runs"]
         rows: list[list[str]] = []
         for name, target in entry.items():
             status = _status(target)
             if status is not None:
-                rows.append([name, str(len(target["runs"])), status, *[""] * (len(columns) - 1), ""])
+                rows.append([name, str(len(target["runs"])), status, *[""] * (len(columns) - 1), "", ""])
                 continue
             median = target["median"]
             cells = [name, str(target["runs_ok"])]
+            headline_fmt = _num(2)
             for _, field, fmt in columns:
                 value = median.get(field)
-                cells.append("-" if value is None else fmt(value))
+                cell = "-" if value is None else fmt(value)
+                core = median.get(CORE_FIELDS.get(field, ""))
+                if value is not None and core is not None:
+                    cell += f" ({core:.0f})"
+                if field == metric:
+                    headline_fmt = fmt
+                cells.append(cell)
             ratio = ratios.get(key, {}).get(name)
             cells.append("" if name == TORNADO_CHAT else ("-" if ratio is None else f"{ratio:.2f}x"))
+            spread = target.get("range")
+            cells.append(f"{headline_fmt(spread[0])} - {headline_fmt(spread[1])}" if spread else "-")
             rows.append(cells)
         heading = title(key, entry)
         if markdown:
@@ -191,10 +213,11 @@ def render(
             out.extend("| " + " | ".join(row) + " |" for row in rows)
         else:
             out.append(heading)
-            widths = [max(len(r[i]) for r in [[*header[:-1], "ratio"], *rows]) for i in range(len(header))]
-            out.append("  ".join(h.ljust(w) for h, w in zip([*header[:-1], "ratio"], widths, strict=True)))
+            short = [*header[:-2], "ratio", "range"]
+            widths = [max(len(r[i]) for r in [short, *rows]) for i in range(len(header))]
+            out.append("  ".join(h.ljust(w) for h, w in zip(short, widths, strict=True)))
             out.extend("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows)
-            out.append(f"  (ratio: {ratio_header})")
+            out.append(f"  (ratio: {ratio_header}; range: of that figure over the runs)")
         out.append("")
     return "\n".join(out)
 
@@ -205,10 +228,18 @@ def bottleneck_notes(results: dict[str, dict[str, dict[str, Any]]]) -> list[str]
     for key, entry in results.items():
         for name, target in entry.items():
             median = target.get("median") or {}
-            bench, server = median.get("bench_cpu_pct"), median.get("server_cpu_pct")
-            if bench is not None and server is not None and bench >= 90 and bench > server:
+            bench = median.get("bench_core_busy_pct", median.get("bench_cpu_pct"))
+            server = median.get("server_core_busy_pct", median.get("server_cpu_pct"))
+            if bench is None or server is None or bench < 90:
+                continue
+            if server >= 90:
                 notes.append(
-                    f"{key} {name}: the load generator used {bench:.0f}% of a core against the server's "
-                    f"{server:.0f}%: this figure is a lower bound for the server"
+                    f"{key} {name}: both cores were busy (server's {server:.0f}%, load generator's {bench:.0f}%): "
+                    "this machine could not push this target harder; the figure may be a lower bound"
+                )
+            else:
+                notes.append(
+                    f"{key} {name}: the load generator's core was {bench:.0f}% busy against the server's "
+                    f"{server:.0f}%: the figure is a lower bound for the server"
                 )
     return notes

@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from time import perf_counter
 
 import tornado
@@ -62,11 +62,48 @@ def raise_nofile_limit() -> int:
     return soft
 
 
+def core_ticks() -> dict[int, tuple[int, int, int]]:
+    """Per core, from /proc/stat: (busy, softirq, total) clock ticks since boot."""
+    cores: dict[int, tuple[int, int, int]] = {}
+    with open("/proc/stat") as file:
+        for line in file:
+            if line.startswith("cpu") and line[3].isdigit():
+                name, *values = line.split()
+                user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in values[:8])
+                total = user + nice + system + idle + iowait + irq + softirq + steal
+                cores[int(name[3:])] = (total - idle - iowait, softirq, total)
+    return cores
+
+
+def _busy(
+    before: dict[int, tuple[int, int, int]], after: dict[int, tuple[int, int, int]], cpus: set[int]
+) -> tuple[float, float]:
+    """Busy and softirq percentages of ``cpus`` (all of them together) between two core_ticks() readings."""
+    busy = softirq = total = 0
+    for cpu in cpus:
+        if cpu in before and cpu in after:
+            busy += after[cpu][0] - before[cpu][0]
+            softirq += after[cpu][1] - before[cpu][1]
+            total += after[cpu][2] - before[cpu][2]
+    if not total:
+        return 0.0, 0.0
+    return round(100 * busy / total, 1), round(100 * softirq / total, 1)
+
+
 @dataclass
 class CpuWindow:
-    """CPU seconds of the server and of the load generator over one measurement window."""
+    """CPU seconds of the server and of the load generator over one measurement window.
+
+    Process CPU time leaves out the kernel's network work that Linux books as softirq time, which on
+    loopback is a large share; so the window also reports how busy the cores were (the server's and the
+    generator's cores when pinned), which says better whether either side ran out of CPU.
+    """
 
     server_pid: int
+    server_cpus: set[int] | None = None
+    bench_cpus: set[int] | None = None
+    cores_start: dict[int, tuple[int, int, int]] = field(default_factory=dict)
+    cores_stop: dict[int, tuple[int, int, int]] = field(default_factory=dict)
     started: float = 0.0
     server_start: float = 0.0
     server_sys_start: float = 0.0
@@ -80,6 +117,7 @@ class CpuWindow:
         user, system = process_cpu_split(self.server_pid)
         self.server_start, self.server_sys_start = user + system, system
         self.own_start = own_cpu_s()
+        self.cores_start = core_ticks()
         self.started = perf_counter()
         return self
 
@@ -89,6 +127,7 @@ class CpuWindow:
         self.server_cpu_s = user + system - self.server_start
         self.server_sys_s = system - self.server_sys_start
         self.bench_cpu_s = own_cpu_s() - self.own_start
+        self.cores_stop = core_ticks()
         return self
 
     def fields(self) -> dict[str, float]:
@@ -100,7 +139,31 @@ class CpuWindow:
             "bench_cpu_s": round(self.bench_cpu_s, 3),
             "server_cpu_pct": round(100 * self.server_cpu_s / wall, 1),
             "bench_cpu_pct": round(100 * self.bench_cpu_s / wall, 1),
+            **self.core_fields(),
         }
+
+    def core_fields(self) -> dict[str, float]:
+        if not self.cores_start or not self.cores_stop:
+            return {}
+        # Everything else that ran on the machine meanwhile (other processes, kernel threads, softirq), in
+        # percent of one core: on a shared machine, a window with much of it is a disturbed window.
+        all_busy, _ = _busy(self.cores_start, self.cores_stop, set(self.cores_stop))
+        wall = self.wall_s or 1e-9
+        other = all_busy * len(self.cores_stop) - 100 * (self.server_cpu_s + self.bench_cpu_s) / wall
+        fields = {"other_cpu_pct": round(max(0.0, other), 1)}
+        if self.server_cpus and self.bench_cpus:
+            server_busy, server_softirq = _busy(self.cores_start, self.cores_stop, self.server_cpus)
+            bench_busy, bench_softirq = _busy(self.cores_start, self.cores_stop, self.bench_cpus)
+            fields.update(
+                {
+                    "server_core_busy_pct": server_busy,
+                    "server_core_softirq_pct": server_softirq,
+                    "bench_core_busy_pct": bench_busy,
+                    "bench_core_softirq_pct": bench_softirq,
+                }
+            )
+        return fields
+        return {}
 
 
 def _command_version(command: Sequence[str]) -> str | None:
