@@ -503,10 +503,11 @@ async def w4_heartbeat(bench: Bench, target: Target) -> Result:
         reaped = Countdown(len(dead), "dead clients to be dropped by the server")
 
         def on_lost(client: WSClient) -> None:
-            if id(client) in dead_set and client.dead:
-                reaped.hit()
-            else:
-                lost_live.append(client.name)
+            if id(client) in dead_set:
+                reaped.hit()  # one fewer to wait for, whenever it went
+                if client.dead:
+                    return
+            lost_live.append(client.name)
 
         for client in [*clients, probe_a, probe_b]:
             client.on_lost = on_lost
@@ -579,7 +580,8 @@ async def w4_heartbeat(bench: Bench, target: Target) -> Result:
             # Not a failure of the run: a finding. Report who is still connected.
             result["dead_not_dropped_after_s"] = round(give_up, 1)
             result["dead_not_dropped"] = [c.name for c in dead if c.closed_at is None][:10]
-        detect = [c.closed_at - stopped for c in dead if c.closed_at is not None]
+        # Only those dropped after they went silent count as found; one dropped before was a live client.
+        detect = [c.closed_at - stopped for c in dead if c.closed_at is not None and c.closed_at >= stopped]
         after = await bench.scrape(server) if target.has_metrics else {}
         (p50,) = quantiles(detect, (0.5,))
         bound = interval + timeout + 0.5
