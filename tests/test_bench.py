@@ -37,7 +37,7 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str
         "--w1-clients", str(W1_CLIENTS), "--w1-messages", str(W1_MESSAGES),
         "--w2-idle", str(W2_IDLE), "--w2-pairs", str(W2_PAIRS), "--w2-roundtrips", str(W2_ROUNDTRIPS),
         "--w3-connections", str(W3_CONNECTIONS),
-        "--w4-connections", str(W4_CONNECTIONS), "--w4-dead", str(W4_DEAD), "--w4-window", "0.5",
+        "--w4-connections", str(W4_CONNECTIONS), "--w4-dead", str(W4_DEAD), "--w4-window", "1.2",
         "--w4-ping-interval", "1", "--w4-ping-timeout", "0.5", "--w4-heartbeat-tick", "0.05",
         "--w5-senders", "4", "--w5-messages", "40",
         "--json", str(out),
