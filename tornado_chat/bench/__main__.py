@@ -205,6 +205,7 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
                 skipped[name] = problem
                 log(f"skipping {name}: {problem}")
         machine = machine_info()
+        machine["cpus_usable"] = getattr(args, "cpus_before_pin", machine["cpus_usable"])
         machine["peer_libraries"] = peer_versions(deps, targets)
         bench = Bench(config)
         results: dict[str, dict[str, dict[str, Any]]] = {}
@@ -320,6 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``tornado-chat-bench``; returns the exit code (1 if any run failed)."""
     args = build_parser().parse_args(argv)
     raise_nofile_limit()
+    args.cpus_before_pin = len(os.sched_getaffinity(0))
     if args.pin:
         os.sched_setaffinity(0, args.bench_cpus)
     full_argv = ["tornado-chat-bench", *(sys.argv[1:] if argv is None else argv)]
