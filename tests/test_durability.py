@@ -17,7 +17,20 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from .conftest import make_settings
-from .support import WAIT_S, RawClient, Recorder, ServerProcess, ServerThread, clients, connect, http, login, wait_until
+from .support import (
+    WAIT_S,
+    RawClient,
+    Recorder,
+    ServerProcess,
+    ServerThread,
+    clients,
+    connect,
+    http,
+    login,
+    metric,
+    scrape,
+    wait_until,
+)
 
 ROOM = "durable"
 
@@ -420,5 +433,38 @@ def test_acks_wait_behind_a_running_replay(tmp_path: Path) -> None:
             assert kinds == ["message"] * count + ["resumed", "ack"]
         finally:
             bob.close()
+    finally:
+        running.stop()
+
+
+def test_live_traffic_held_behind_a_stalled_replay_counts_against_the_buffer_cap(tmp_path: Path) -> None:
+    cap = 64 * 1024
+    running = ServerThread(
+        make_settings(tmp_path, max_buffered_bytes=cap, rate_limit_per_s=10_000.0, rate_limit_burst=10_000)
+    ).start()
+    try:
+        token = login(running.base_url, "reader")
+        with clients(running.base_url, "writer") as (writer,):
+            for i in range(400):  # 6.4 MB: the replay stalls on the reader's small window
+                writer.send({"type": "send", "id": f"old{i}", "to": "reader", "text": "🎉" * 4000})
+            writer.expect("ack", id="old399")
+            reader = RawClient(running.port, token, small_window=True, query="since=0")
+            try:
+
+                def holding() -> bool:
+                    sessions = running.chat.hub.users["reader"].sessions.values()
+                    return any(s.transport.held is not None and s.transport.buffered > 0 for s in sessions)
+
+                running.wait_for(holding, "the replay to stall")
+                # Live messages now queue behind the replay; past the cap the reader is cut off.
+                for i in range(20):
+                    writer.send({"type": "send", "id": f"live{i}", "to": "reader", "text": "🎉" * 4000})
+                writer.expect("ack", id="live19")
+                running.wait_for(
+                    lambda: not running.chat.hub.users["reader"].sessions, "the reader to be closed as slow"
+                )
+                assert metric(scrape(running.ops_url), "chat_connections_closed_total", reason="slow_consumer") == 1
+            finally:
+                reader.close()
     finally:
         running.stop()

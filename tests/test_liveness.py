@@ -161,3 +161,41 @@ def test_a_loop_stall_does_not_reap_peers_whose_frames_arrived_in_time(fast_serv
         assert metric(scrape(fast_server.ops_url), "chat_heartbeat_reaped_total") == 0
     finally:
         client.close()
+
+
+def test_a_peer_cut_off_while_its_stalled_frames_are_read_is_not_watched_again(tmp_path: Path) -> None:
+    """Frames read at the tick may end the connection (here: over its rate limit); it must stay forgotten."""
+    settings = make_settings(
+        tmp_path,
+        ping_interval_s=INTERVAL_S,
+        ping_timeout_s=TIMEOUT_S,
+        heartbeat_tick_s=TICK_S,
+        rate_limit_per_s=1.0,
+        rate_limit_burst=2,
+    )
+    running = ServerThread(settings).start()
+    client = RawClient(running.port, login(running.base_url, "burst"))
+    try:
+        client.read_frame()  # welcome
+        chat = running.chat
+        frames_sent = threading.Event()
+
+        def stall_then_tick() -> tuple[int, int]:
+            peer = next(iter(chat.hub.users["burst"].sessions.values())).transport.peer
+            assert frames_sent.wait(WAIT_S)
+            while chat.monotonic() - peer.last_seen < INTERVAL_S + TIMEOUT_S + TICK_S:
+                threading.Event().wait(0.02)  # the stall itself, not a wait for anything
+            chat.heartbeat_tick()
+            return len(chat.hub.sessions), len(chat.heartbeat)
+
+        results: list[tuple[int, int]] = []
+        stalled = threading.Thread(target=lambda: results.append(running.call(stall_then_tick)))
+        stalled.start()
+        for i in range(10):  # far over a burst of 2: the bucket runs dry and the connection is cut
+            client.send_frame(f'{{"type": "ping", "id": {i}}}'.encode())
+        frames_sent.set()
+        stalled.join(WAIT_S)
+        assert results == [(0, 0)], "a connection closed by its own frames was watched again"
+    finally:
+        client.close()
+        running.stop()

@@ -75,6 +75,7 @@ class Connection:
         "finishing",
         "lost",
         "held",
+        "held_bytes",
         "live_floor",
         "tallies",
         "max_buffered",
@@ -117,6 +118,8 @@ class Connection:
         self.lost = False
         # While a replay is running, live frames wait here as (seq or 0, frame).
         self.held: list[tuple[int, bytes]] | None = None
+        # Their size: it counts against the buffer cap like written-but-unsent bytes do.
+        self.held_bytes = 0
         # Sequence number of the first message delivered live; a later resume replays only below it.
         self.live_floor = 0
         self.tallies = tallies
@@ -228,19 +231,35 @@ class Connection:
     def deliver(self, frame: bytes) -> None:
         """A fan-out frame that is not a message (presence, membership)."""
         if self.held is not None:
-            self.held.append((0, frame))
+            self._hold(0, frame)
         elif not self.closed:
             self._write_raw(frame)
 
     def deliver_message(self, frame: bytes, seq: int) -> None:
         """A message frame; held while a replay runs so that the replay comes first."""
         if self.held is not None:
-            self.held.append((seq, frame))
+            self._hold(seq, frame)
             return
         if not self.live_floor:
             self.live_floor = seq
         if not self.closed:
             self._write_raw(frame)
+
+    def _hold(self, seq: int, frame: bytes) -> None:
+        """Keep a live frame until the replay is done. A replay paced to a client that has stopped
+        reading would otherwise let live traffic pile up here without limit."""
+        assert self.held is not None
+        if self.closed:
+            return
+        self.held.append((seq, frame))
+        self.held_bytes += len(frame)
+        if self.held_bytes + self.buffered > self.max_buffered:
+            self.events.slow_consumer(self)
+
+    def take_held(self) -> list[tuple[int, bytes]]:
+        """End holding: the frames kept during the replay, in order."""
+        held, self.held, self.held_bytes = self.held or [], None, 0
+        return held
 
     # ------------------------------------------------------------ reading
 

@@ -168,22 +168,22 @@ class Hub:
         for room_name in user.rooms:
             rooms[room_name]._online = None
 
-    def _watchers(self, user: User) -> list[Session]:
-        """Open sessions of the other users who share a room or a direct conversation with ``user``."""
+    def _peers(self, user: User) -> list[User]:
+        """The other known users who share a room or a direct conversation with ``user``."""
         names: set[str] = set(user.contacts)
         for room_name in user.rooms:
             names.update(self.rooms[room_name].members)
         names.discard(user.name)
         users = self.users
-        return [s for name in names if (other := users.get(name)) is not None for s in other.sessions.values()]
+        return [other for name in names if (other := users.get(name)) is not None]
+
+    def _watchers(self, user: User) -> list[Session]:
+        """Open sessions of the users who share a room or a direct conversation with ``user``."""
+        return [session for other in self._peers(user) for session in other.sessions.values()]
 
     def peers_online(self, user: User) -> list[str]:
         """Names of the online users who share a room or a conversation with ``user``, sorted."""
-        names: set[str] = set(user.contacts)
-        for room_name in user.rooms:
-            names.update(self.rooms[room_name].members)
-        names.discard(user.name)
-        return sorted(name for name in names if (other := self.users.get(name)) is not None and other.online)
+        return sorted(other.name for other in self._peers(user) if other.online)
 
     # ------------------------------------------------------------ rooms
 

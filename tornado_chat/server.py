@@ -288,8 +288,8 @@ class ChatServer:
                 continue  # closed by another path since the tick began
             # After a stall of the loop, pongs that came in time may still be unread: read before judging.
             connection.read_pending()
-            if connection.lost:
-                continue
+            if connection.lost or connection.peer is not peer:
+                continue  # what it sent ended it (a close frame, a rate-limit cut): nothing to judge
             if now - peer.last_seen < self.heartbeat.dead_after_s:
                 self.heartbeat.revive(peer, now)
                 continue
@@ -395,7 +395,8 @@ class ChatServer:
             self._syncing = False
 
     def origin_allowed(self, origin: str) -> bool:
-        """Cross-origin WebSocket check; same-origin requests never get here (Tornado checks Host first)."""
+        """Whether a cross-origin page may open a socket; same-origin requests never get here (the handler
+        compares Origin with Host first)."""
         allowed = self.settings.allowed_origins
         return "*" in allowed or origin.rstrip("/") in allowed
 
@@ -702,9 +703,8 @@ class ChatServer:
                     }
                 )
             )
-        held, connection.held = connection.held or [], None
         # Held frames were counted as sent when they were fanned out.
-        for seq, frame in held:
+        for seq, frame in connection.take_held():
             if seq:
                 if seq in replayed:
                     continue
