@@ -4,16 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tornado_chat.accounts import (
-    Account,
-    Accounts,
-    Login,
-    ScryptParams,
-    hash_password,
-    password_problem,
-    verify_password,
-)
+from tornado_chat.accounts import Account, Accounts, Login
 from tornado_chat.limits import AttemptLimiter, TokenBucket
+from tornado_chat.passwords import ScryptParams, hash_password, password_problem, verify_password
 
 CHEAP = ScryptParams(n=2**10, r=8, p=1)
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tornado_chat.auth import TokenError, TokenProblem, TokenSigner
+from tornado_chat.tokens import TokenError, TokenProblem, TokenSigner
 
 NOW = 1_800_000_000.0
 signer = TokenSigner(b"k" * 32)

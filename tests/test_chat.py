@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tornado_chat.store import MemoryStore
+from tornado_chat.memory_store import MemoryStore
 
 from .conftest import make_settings
 from .support import ServerThread, clients, connect, login

@@ -265,7 +265,7 @@ def test_readyz_fails_while_shutting_down(tmp_path: Path) -> None:
     try:
         with clients(running.base_url, "slowpoke"):
             # Start the shutdown; the client has not answered the close yet, so the server is draining.
-            running.call(lambda: running.chat.spawn(running.chat.stop()))
+            running.call(lambda: running.chat.tasks.spawn(running.chat.stop()))
             wait_until(lambda: http("GET", running.ops_url + "readyz")[0] == 503, "readyz to fail")
             _, _, body = http("GET", running.ops_url + "readyz")
             assert body["state"] == "stopping"
@@ -360,7 +360,7 @@ def test_a_long_replay_is_paced_to_a_slow_reader_instead_of_cutting_it_off(tmp_p
 
             def buffered() -> int:
                 sessions = running.chat.hub.users["reader"].sessions.values()
-                return sum(s.transport.buffered for s in sessions)
+                return sum(s.transport.buffered_bytes for s in sessions)
 
             running.wait_for(lambda: buffered() > 0, "the server to buffer for the reader")
             assert running.call(buffered) <= cap
@@ -420,7 +420,7 @@ def test_acks_wait_behind_a_running_replay(tmp_path: Path) -> None:
 
             def replaying() -> bool:
                 sessions = running.chat.hub.users["bob"].sessions.values()
-                return any(s.transport.held is not None and s.transport.buffered > 0 for s in sessions)
+                return any(s.held is not None and s.transport.buffered_bytes > 0 for s in sessions)
 
             running.wait_for(replaying, "the replay to stall on bob's window")
             bob.send_frame(json.dumps({"type": "send", "id": "mine", "to": "alice", "text": "hi"}).encode())
@@ -453,7 +453,7 @@ def test_live_traffic_held_behind_a_stalled_replay_counts_against_the_buffer_cap
 
                 def holding() -> bool:
                     sessions = running.chat.hub.users["reader"].sessions.values()
-                    return any(s.transport.held is not None and s.transport.buffered > 0 for s in sessions)
+                    return any(s.held is not None and s.transport.buffered_bytes > 0 for s in sessions)
 
                 running.wait_for(holding, "the replay to stall")
                 # Live messages now queue behind the replay; past the cap the reader is cut off.

@@ -11,8 +11,9 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
-from tornado_chat.auth import TokenSigner
-from tornado_chat.store import AppendCallback, AppendResult, Draft, MemoryStore
+from tornado_chat.memory_store import MemoryStore
+from tornado_chat.store import AppendCallback, AppendResult, Draft
+from tornado_chat.tokens import TokenSigner
 
 from .conftest import make_settings
 from .support import SECRET, WAIT_S, RawClient, ServerThread, clients, connect, http, login, metric, scrape, ws_url

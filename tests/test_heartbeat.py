@@ -15,34 +15,40 @@ TICK_S = 0.25
 CONNECTIONS = 10_000
 
 
-def make_monitor(seed: int = 7) -> HeartbeatMonitor:
+Owner = int | str
+
+
+def make_monitor(seed: int = 7) -> HeartbeatMonitor[Owner]:
     return HeartbeatMonitor(INTERVAL_S, TIMEOUT_S, random.Random(seed), resolution_s=TICK_S)
 
 
 def run(
-    monitor: HeartbeatMonitor,
+    monitor: HeartbeatMonitor[Owner],
     start: float,
     end: float,
     answering: set[int] | None = None,
     on_tick: list[int] | None = None,
-) -> tuple[Counter[int], dict[int, float]]:
+) -> tuple[Counter[Owner], dict[Owner, float]]:
     """Tick from ``start`` to ``end``; peers in ``answering`` (by connection id) pong at once.
 
     Returns pings per connection id and the time each dead connection was reported.
     """
-    pings: Counter[int] = Counter()
-    dead: dict[int, float] = {}
+    pings: Counter[Owner] = Counter()
+    dead: dict[Owner, float] = {}
     now = start
     while now <= end:
         result = monitor.tick(now)
         if on_tick is not None:
             on_tick.append(result.touched)
         for peer in result.pings:
-            pings[peer.connection] += 1
-            if answering is None or peer.connection in answering:
+            owner = peer.owner
+            assert owner is not None
+            pings[owner] += 1
+            if answering is None or owner in answering:
                 assert monitor.pong(peer, result.ping_payload, now) == 0.0
         for peer, _silence in result.dead:
-            dead[peer.connection] = now
+            assert peer.owner is not None
+            dead[peer.owner] = now
         now = round(now + TICK_S, 6)
     return pings, dead
 
@@ -51,12 +57,12 @@ def test_first_pings_spread_over_the_second_half_of_the_interval() -> None:
     monitor = make_monitor()
     for connection in range(CONNECTIONS):
         monitor.add(connection, 0.0)
-    first_ping_at: dict[int, float] = {}
+    first_ping_at: dict[Owner | None, float] = {}
     now = 0.0
     while len(first_ping_at) < CONNECTIONS:
         result = monitor.tick(now)
         for peer in result.pings:
-            first_ping_at.setdefault(peer.connection, now)
+            first_ping_at.setdefault(peer.owner, now)
             monitor.pong(peer, result.ping_payload, now)
         now = round(now + TICK_S, 6)
     times = sorted(first_ping_at.values())
@@ -105,7 +111,7 @@ def test_a_connection_that_stops_answering_midway_is_found_on_time() -> None:
     peers = [monitor.add(connection, 0.0) for connection in range(1000)]
     answering = set(range(1000))
     run(monitor, 0.0, 3 * INTERVAL_S, answering=answering)
-    last_seen = {peer.connection: peer.last_seen for peer in peers[:100]}
+    last_seen = {peer.owner: peer.last_seen for peer in peers[:100]}
     answering -= set(range(100))
     start = round(3 * INTERVAL_S + TICK_S, 6)
     _, dead = run(monitor, start, 6 * INTERVAL_S, answering=answering)
@@ -147,14 +153,14 @@ def test_removed_connections_are_never_pinged_or_reported() -> None:
         monitor.remove(peer)  # idempotent
     assert len(monitor) == 50
     pings, dead = run(monitor, 0.0, 3 * INTERVAL_S, answering=set())
-    assert set(pings) <= {p.connection for p in peers[1::2]}
-    assert set(dead) == {p.connection for p in peers[1::2]}
+    assert set(pings) <= {p.owner for p in peers[1::2]}
+    assert set(dead) == {p.owner for p in peers[1::2]}
     assert len(monitor) == 0
 
 
 def test_after_a_stall_a_peer_gets_one_ping_not_a_burst() -> None:
     monitor = make_monitor()
-    peer: Peer = monitor.add("c", 0.0)
+    peer: Peer[Owner] = monitor.add("c", 0.0)
     first_ping_at = peer.next_ping_at
     # The loop stalls for three intervals while the peer keeps talking.
     monitor.seen(peer, 3 * INTERVAL_S)
@@ -194,7 +200,7 @@ def test_after_a_long_stall_late_peers_keep_their_phases() -> None:
     phases = {}
     result = monitor.tick(INTERVAL_S)
     for peer in result.pings:
-        phases[peer.connection] = peer.next_ping_at % INTERVAL_S
+        phases[peer.owner] = peer.next_ping_at % INTERVAL_S
         monitor.pong(peer, result.ping_payload, INTERVAL_S)
     # The loop stalls for ten intervals; everyone kept talking meanwhile.
     stalled_until = 11 * INTERVAL_S + 0.5
@@ -203,6 +209,6 @@ def test_after_a_long_stall_late_peers_keep_their_phases() -> None:
             monitor.seen(peer, stalled_until)
     due_times = set()
     for peer in monitor.tick(stalled_until).pings:
-        assert peer.next_ping_at % INTERVAL_S == pytest.approx(phases[peer.connection])
+        assert peer.next_ping_at % INTERVAL_S == pytest.approx(phases[peer.owner])
         due_times.add(peer.next_ping_at)
     assert len(due_times) > 50  # spread over the interval again, not bunched at one instant

@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 
-from tornado_chat.hub import Delivery, Hub, Session
+from tornado_chat.hub import Delivery, Hub
+from tornado_chat.outgoing import Outgoing
 from tornado_chat.protocol import Message, ProtocolError
+from tornado_chat.session import Session
 
 NOW = 1000.0
 
@@ -17,8 +19,33 @@ def frames_for(deliveries: list[Delivery], session: Session) -> list[dict[str, A
     return [json.loads(d.frame) for d in deliveries if session in d.recipients]
 
 
+class NoTransport:
+    """A session's network side, for a router that never writes."""
+
+    kind = "none"
+    remote_ip = "192.0.2.1"
+    buffered_bytes = 0
+    closing = False
+
+    def write(self, frame: Outgoing) -> None:
+        raise AssertionError("the hub never writes")
+
+    def close(self, code: int, reason: str) -> None:
+        raise AssertionError("the hub never closes")
+
+    def abort(self) -> None:
+        raise AssertionError("the hub never aborts")
+
+    def has_unread_input(self) -> bool:
+        return False
+
+    async def drain(self) -> None:
+        return None
+
+
 def open_(hub: Hub, user: str, sid: str) -> tuple[Session, list[Delivery]]:
-    return hub.open_session(user, sid, transport=None, now=NOW)
+    session = Session(sid, hub.add_user(user), NoTransport(), NOW)
+    return session, hub.open_session(session)
 
 
 def test_presence_goes_to_room_mates_on_first_open_and_last_close() -> None:

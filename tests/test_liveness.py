@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -125,12 +126,12 @@ def test_healthz_fails_while_the_heartbeat_is_stopped(fast_server: ServerThread)
     status, _, body = http("GET", fast_server.ops_url + "healthz")
     assert status == 200 and body["status"] == "ok"
     assert body["heartbeat_tick_age_s"] < 3 * TICK_S
-    fast_server.call(fast_server.chat.heartbeat_timer.stop)
+    fast_server.call(fast_server.chat.liveness.timer.stop)
     wait_until(lambda: http("GET", fast_server.ops_url + "healthz")[0] == 503, "healthz to fail")
     status, _, body = http("GET", fast_server.ops_url + "healthz")
     assert status == 503 and body["status"] == "unhealthy"
     assert "heartbeat has not ticked" in body["reasons"][0]
-    fast_server.call(fast_server.chat.heartbeat_timer.start)
+    fast_server.call(fast_server.chat.liveness.timer.start)
     wait_until(lambda: http("GET", fast_server.ops_url + "healthz")[0] == 200, "healthz to recover")
 
 
@@ -143,13 +144,14 @@ def test_a_loop_stall_does_not_reap_peers_whose_frames_arrived_in_time(fast_serv
 
         def stall_then_tick() -> tuple[bool, bool]:
             """Block the loop past the deadline, with a frame from the client waiting unread; then tick."""
-            connection = next(iter(chat.hub.users["patient"].sessions.values())).transport
-            peer = connection.peer
+            session = next(iter(chat.hub.users["patient"].sessions.values()))
+            peer = session.peer
+            assert peer is not None
             assert frame_sent.wait(WAIT_S)
             while chat.monotonic() - peer.last_seen < INTERVAL_S + TIMEOUT_S + TICK_S:
                 threading.Event().wait(0.02)  # the stall itself, not a wait for anything
-            chat.heartbeat_tick()
-            return connection.lost, peer.monitored
+            chat.liveness.tick()
+            return session.forgotten, peer.monitored
 
         stalled = threading.Thread(target=lambda: results.append(fast_server.call(stall_then_tick)))
         results: list[tuple[bool, bool]] = []
@@ -158,13 +160,20 @@ def test_a_loop_stall_does_not_reap_peers_whose_frames_arrived_in_time(fast_serv
         frame_sent.set()
         stalled.join(WAIT_S)
         assert results == [(False, True)], "a peer whose frame arrived during the stall was reaped"
+        # Once the loop runs again it reads the waiting frame and answers it.
+        answer: dict[str, object] = {}
+        while answer.get("type") != "pong":
+            opcode, payload = client.read_frame()
+            if opcode == 0x1:
+                answer = json.loads(payload)
+        assert answer["id"] == 1
         assert metric(scrape(fast_server.ops_url), "chat_heartbeat_reaped_total") == 0
     finally:
         client.close()
 
 
 def test_a_peer_cut_off_while_its_stalled_frames_are_read_is_not_watched_again(tmp_path: Path) -> None:
-    """Frames read at the tick may end the connection (here: over its rate limit); it must stay forgotten."""
+    """Frames read after a stall may end the connection (here: over its rate limit); it must stay forgotten."""
     settings = make_settings(
         tmp_path,
         ping_interval_s=INTERVAL_S,
@@ -180,22 +189,37 @@ def test_a_peer_cut_off_while_its_stalled_frames_are_read_is_not_watched_again(t
         chat = running.chat
         frames_sent = threading.Event()
 
-        def stall_then_tick() -> tuple[int, int]:
-            peer = next(iter(chat.hub.users["burst"].sessions.values())).transport.peer
+        def stall_then_tick() -> bool:
+            session = next(iter(chat.hub.users["burst"].sessions.values()))
+            peer = session.peer
+            assert peer is not None
             assert frames_sent.wait(WAIT_S)
             while chat.monotonic() - peer.last_seen < INTERVAL_S + TIMEOUT_S + TICK_S:
                 threading.Event().wait(0.02)  # the stall itself, not a wait for anything
-            chat.heartbeat_tick()
-            return len(chat.hub.sessions), len(chat.heartbeat)
+            chat.liveness.tick()
+            return peer.monitored
 
-        results: list[tuple[int, int]] = []
+        results: list[bool] = []
         stalled = threading.Thread(target=lambda: results.append(running.call(stall_then_tick)))
         stalled.start()
         for i in range(10):  # far over a burst of 2: the bucket runs dry and the connection is cut
             client.send_frame(f'{{"type": "ping", "id": {i}}}'.encode())
         frames_sent.set()
         stalled.join(WAIT_S)
-        assert results == [(0, 0)], "a connection closed by its own frames was watched again"
+        assert results == [True], "the stalled peer with unread frames was not given its reprieve"
+        _, code = client.frames_until_close()
+        assert code == 1008
+        running.wait_for(lambda: not chat.hub.sessions, "the session to be forgotten")
+        # Three more ticks: the peer its own frames closed is never watched (nor reaped) again.
+        first = metric(scrape(running.ops_url), "chat_heartbeat_last_tick_timestamp_seconds")
+        wait_until(
+            lambda: metric(scrape(running.ops_url), "chat_heartbeat_last_tick_timestamp_seconds") > first + 3 * TICK_S,
+            "three more heartbeat ticks",
+        )
+        assert running.call(lambda: len(chat.heartbeat)) == 0
+        samples = scrape(running.ops_url)
+        assert metric(samples, "chat_heartbeat_reaped_total") == 0
+        assert metric(samples, "chat_connections_closed_total", reason="policy") == 1
     finally:
         client.close()
         running.stop()

@@ -95,7 +95,7 @@ def test_the_healthcheck_command_passes_on_a_healthy_server_and_fails_on_a_stall
     healthy = subprocess.run(command, capture_output=True, text=True, timeout=30)
     assert healthy.returncode == 0, healthy.stderr
     # Stop the heartbeat timer: /healthz turns 503 after three missed ticks, and the check fails.
-    server.call(server.chat.heartbeat_timer.stop)
+    server.call(server.chat.liveness.timer.stop)
     wait_until(lambda: http("GET", server.ops_url + "healthz")[0] == 503, "/healthz to fail")
     unhealthy = subprocess.run(command, capture_output=True, text=True, timeout=30)
     assert unhealthy.returncode != 0

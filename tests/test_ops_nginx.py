@@ -20,9 +20,8 @@ import pytest
 from playwright.sync_api import Browser
 from websockets.sync.client import connect as ws_connect
 
-from tornado_chat.connection import Connection
+from tornado_chat.memory_store import MemoryStore
 from tornado_chat.settings import Settings
-from tornado_chat.store import MemoryStore
 
 from .conftest import make_settings
 from .support import WAIT_S, Client, ServerThread, clients, metric, password_for, scrape, wait_until
@@ -189,8 +188,7 @@ def test_a_python_client_chats_over_wss_through_nginx(proxy: Proxy) -> None:
         # The server saw the client's real address (nginx's, on loopback), not the forged one.
         def proxied_address() -> str:
             sessions = proxy.server.chat.hub.users["tls-user"].sessions.values()
-            connection: Connection = next(iter(sessions)).transport
-            return connection.remote_ip
+            return next(iter(sessions)).transport.remote_ip
 
         assert proxy.server.call(proxied_address) == "127.0.0.1"
 

@@ -184,7 +184,7 @@ def test_the_token_a_password_change_answers_with_survives_the_servers_account_s
     synced: concurrent.futures.Future[BaseException | None] = concurrent.futures.Future()
 
     def sync_now() -> None:
-        task = asyncio.ensure_future(server.chat.identity.sync())
+        task = asyncio.ensure_future(server.chat.accounts.sync())
         task.add_done_callback(lambda done: synced.set_result(done.exception()))
 
     server.call(sync_now)

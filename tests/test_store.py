@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from tornado_chat.protocol import Message
-from tornado_chat.sqlite_store import DB_FILE, MIGRATIONS, SCHEMA_VERSION, SqliteStore, connect, migrate
+from tornado_chat.sqlite_schema import DB_FILE, MIGRATIONS, SCHEMA_VERSION, connect, migrate
+from tornado_chat.sqlite_store import SqliteStore
 from tornado_chat.store import AppendResult, Draft, StoreError
 
 from .support import run_async

@@ -14,10 +14,11 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from . import account_sql
-from .accounts import GUEST_PREFIX, hash_password, password_problem
+from . import sqlite_accounts
+from .accounts import GUEST_PREFIX
+from .passwords import hash_password, password_problem
 from .protocol import USERNAME_PATTERN
-from .sqlite_store import DB_FILE, connect, migrate
+from .sqlite_schema import DB_FILE, connect, migrate
 
 
 class AdminError(Exception):
@@ -59,7 +60,7 @@ def run_user_command(args: argparse.Namespace, data_dir: Path, sync: str, out: T
         migrate(connection)
         now = time.time()
         if args.action == "list":
-            for row in account_sql.accounts(connection):
+            for row in sqlite_accounts.accounts(connection):
                 state = "removed" if row.removed else "guest" if row.guest else "active"
                 print(f"{row.name}\t{state}", file=out)
             return
@@ -74,12 +75,12 @@ def run_user_command(args: argparse.Namespace, data_dir: Path, sync: str, out: T
             if args.action == "add":
                 if name.startswith(GUEST_PREFIX):
                     raise AdminError(f"names starting with {GUEST_PREFIX!r} are for guests")
-                if not account_sql.create_user(connection, name, password_hash, guest=False, now=now):
+                if not sqlite_accounts.create_user(connection, name, password_hash, guest=False, now=now):
                     raise AdminError(f"{name} exists (or existed: names are never reused)")
             elif args.action == "passwd":
-                if not account_sql.set_password(connection, name, password_hash, now):
+                if not sqlite_accounts.set_password(connection, name, password_hash, now):
                     raise AdminError(f"no account called {name} that has a password")
-            elif args.action == "remove" and not account_sql.remove_user(connection, name, now):
+            elif args.action == "remove" and not sqlite_accounts.remove_user(connection, name, now):
                 raise AdminError(f"no account called {name}")
             connection.execute("COMMIT")
         except BaseException:

@@ -9,6 +9,7 @@ import logging
 import os
 import secrets
 import signal
+import ssl
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -18,10 +19,11 @@ import prometheus_client
 from . import __version__
 from .admin import AdminError, add_user_commands, run_user_command
 from .logs import setup_logging
+from .memory_store import MemoryStore
 from .server import ChatServer
 from .settings import Settings, SettingsError, add_arguments, settings_from_args
 from .sqlite_store import SqliteStore
-from .store import MemoryStore, Store
+from .store import Store
 
 log = logging.getLogger("tornado_chat")
 
@@ -68,8 +70,28 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except OSError as exc:
         print(f"tornado-chat: error: data directory {settings.data_dir}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_USAGE
+    try:
+        ssl_context = tls_context(settings)
+    except SettingsError as exc:
+        print(f"tornado-chat: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
-        return runner.run(serve(settings, secret))
+        return runner.run(serve(settings, secret, ssl_context))
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The server's TLS context from ``--certfile``/``--keyfile``, or None; ``SettingsError`` in one line."""
+    if settings.certfile is None or settings.keyfile is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(settings.certfile, settings.keyfile)
+    except OSError as exc:
+        # An ssl.SSLError (a file that is not PEM, a key that does not match) is an OSError too.
+        cause = exc.strerror or getattr(exc, "reason", None) or str(exc)
+        name = exc.filename or f"{settings.certfile} with {settings.keyfile}"
+        raise SettingsError(f"--certfile/--keyfile: {name}: {cause}") from None
+    return context
 
 
 def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -119,9 +141,9 @@ def make_store(settings: Settings) -> Store:
     return SqliteStore(settings.data_dir, settings.sync, settings.max_commit_batch)
 
 
-async def serve(settings: Settings, secret: bytes) -> int:
+async def serve(settings: Settings, secret: bytes, ssl_context: ssl.SSLContext | None = None) -> int:
     """Run until SIGTERM or SIGINT, then shut down; returns the exit code."""
-    server = ChatServer(settings, make_store(settings), secret)
+    server = ChatServer(settings, make_store(settings), secret, ssl_context=ssl_context)
     try:
         server.listen()
     except OSError as exc:
@@ -131,8 +153,9 @@ async def serve(settings: Settings, secret: bytes) -> int:
     # of the cyclic garbage collector's full passes, whose pause grows with every object they scan.
     gc.freeze()
     log.info(
-        "tornado-chat %s listening on http://%s:%d/ (ops on http://%s:%d/)",
+        "tornado-chat %s listening on %s://%s:%d/ (ops on http://%s:%d/)",
         __version__,
+        "https" if ssl_context is not None else "http",
         settings.address,
         server.chat_port,
         settings.ops_address,

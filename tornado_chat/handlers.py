@@ -1,84 +1,57 @@
-"""HTTP and WebSocket handlers: they parse requests and call the server; they hold no state of their own.
+"""The HTTP API and the page: handlers that parse requests and call the server; they hold no state.
 
-Every handler gets the one ``ChatServer`` through ``initialize``. Errors are
-answered as ``{"error": CODE, "message": TEXT}`` with no stack trace, and every
-response carries the security headers of ``SECURITY_HEADERS``.
+Every handler gets an ``ApiBackend`` (a small protocol the server implements)
+through ``initialize``. Errors are answered as ``{"error": CODE, "message":
+TEXT}`` with no stack trace, and every response carries the security headers
+(``httpbase``). The WebSocket endpoint is in ``websocket.py``.
 """
 
 from __future__ import annotations
 
-import urllib.parse
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import tornado.escape
 import tornado.web
 
-from . import __version__, protocol, wsproto
-from .auth import Claims, TokenError
-from .identity import AuthError
+from . import __version__, protocol
+from .account_service import AccountService, AuthError
+from .admission import parse_seq
+from .assets import Assets
+from .httpbase import TOKEN_COOKIE, ApiError, JsonErrors
 from .protocol import ErrorCode, ProtocolError
+from .settings import Settings
 from .store import StoreError
+from .tokens import Claims, TokenError
 
-if TYPE_CHECKING:
-    from .server import ChatServer
-
-TOKEN_COOKIE = "chat_token"
-CONTENT_SECURITY_POLICY = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-    "manifest-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-)
-SECURITY_HEADERS = {
-    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",
-    "Cross-Origin-Opener-Policy": "same-origin",
-}
 STATIC_MAX_AGE_S = 365 * 24 * 3600
 
 
-def _set_security_headers(handler: tornado.web.RequestHandler) -> None:
-    for name, value in SECURITY_HEADERS.items():
-        handler.set_header(name, value)
+class ApiBackend(Protocol):
+    """What the HTTP handlers need from the server."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def accounts(self) -> AccountService: ...
+
+    @property
+    def assets(self) -> Assets: ...
+
+    def count_auth_refusal(self, code: str) -> None: ...
+
+    async def history_page(self, viewer: str, request: protocol.History) -> bytes:
+        """A page of history; raises ``ProtocolError`` (no access) or ``StoreError``."""
+        ...
 
 
-class ApiError(tornado.web.HTTPError):
-    """An HTTP error answered with ``{"error": code, "message": message}``."""
+class BaseHandler(JsonErrors):
+    """JSON bodies in and out, tokens, and refusals."""
 
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(status, reason=None, log_message=message)
-        self.code = code
-        self.message = message
-        self.headers = headers or {}
+    server: ApiBackend
 
-
-class BaseHandler(tornado.web.RequestHandler):
-    """Security headers and JSON errors for every HTTP response."""
-
-    server: ChatServer
-
-    def initialize(self, server: ChatServer) -> None:
+    def initialize(self, server: ApiBackend) -> None:
         self.server = server
-
-    def set_default_headers(self) -> None:
-        _set_security_headers(self)
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(exc, ApiError):
-            code, message = exc.code, exc.message
-            for name, value in exc.headers.items():
-                self.set_header(name, value)
-        else:
-            # Never a stack trace: the log has it.
-            code, message = self._reason.lower().replace(" ", "_"), self._reason
-        self.set_header("Content-Type", "application/json")
-        self.finish(protocol.encode({"error": code, "message": message}))
-
-    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        # A refused request is logged once, by the access log; only real failures get a traceback.
-        if not isinstance(value, tornado.web.HTTPError):
-            super().log_exception(typ, value, tb)
 
     def json_body(self) -> dict[str, Any]:
         """The request body as a JSON object; 415 for another content type, 400 for bad JSON."""
@@ -101,7 +74,7 @@ class BaseHandler(tornado.web.RequestHandler):
     def current_claims(self) -> Claims:
         """Claims of the request's token; 401 without a valid one."""
         try:
-            return self.server.identity.authenticate(self.token())
+            return self.server.accounts.authenticate(self.token())
         except TokenError as exc:
             raise ApiError(401, exc.problem.value, "a valid login token is required") from None
 
@@ -121,7 +94,7 @@ class BaseHandler(tornado.web.RequestHandler):
                 "token": token,
                 "username": claims.user,
                 "expires": protocol.iso_time(claims.expires),
-                "guest": self.server.identity.is_guest(claims.user),
+                "guest": self.server.accounts.is_guest(claims.user),
             }
         )
 
@@ -129,7 +102,7 @@ class BaseHandler(tornado.web.RequestHandler):
         return self.request.remote_ip or "unknown"
 
     def refuse(self, error: AuthError) -> None:
-        self.server.metrics.auth_refused[error.code].inc()
+        self.server.count_auth_refusal(error.code)
         headers = {"Retry-After": str(max(1, round(error.retry_after_s)))} if error.retry_after_s > 0 else None
         raise ApiError(error.status, error.code, error.message, headers)
 
@@ -140,7 +113,7 @@ class RegisterHandler(BaseHandler):
     async def post(self) -> None:
         body = self.json_body()
         try:
-            token, claims = await self.server.identity.register(
+            token, claims = await self.server.accounts.register(
                 body.get("username"), body.get("password"), self.client_address()
             )
         except AuthError as error:
@@ -155,7 +128,7 @@ class LoginHandler(BaseHandler):
     async def post(self) -> None:
         body = self.json_body()
         try:
-            token, claims = await self.server.identity.login(
+            token, claims = await self.server.accounts.login(
                 body.get("username"), body.get("password"), self.client_address()
             )
         except AuthError as error:
@@ -170,7 +143,7 @@ class LogoutHandler(BaseHandler):
     async def post(self) -> None:
         claims = self.current_claims()
         try:
-            await self.server.identity.logout(claims)
+            await self.server.accounts.logout(claims)
         except AuthError as error:
             self.refuse(error)
             return
@@ -185,7 +158,7 @@ class PasswordHandler(BaseHandler):
         claims = self.current_claims()
         body = self.json_body()
         try:
-            token, new_claims = await self.server.identity.change_password(
+            token, new_claims = await self.server.accounts.change_password(
                 claims, body.get("password"), body.get("new_password")
             )
         except AuthError as error:
@@ -203,7 +176,7 @@ class MeHandler(BaseHandler):
             {
                 "username": claims.user,
                 "expires": protocol.iso_time(claims.expires),
-                "guest": self.server.identity.is_guest(claims.user),
+                "guest": self.server.accounts.is_guest(claims.user),
             }
         )
 
@@ -230,104 +203,26 @@ class HistoryHandler(BaseHandler):
 
     async def get(self) -> None:
         claims = self.current_claims()
-        query: dict[str, Any] = {"type": "history"}
+        query: dict[str, object] = {"type": "history"}
         for name in ("room", "with"):
             if (value := self.get_query_argument(name, None)) is not None:
                 query[name] = value
         for name in ("before", "limit"):
             if (value := self.get_query_argument(name, None)) is not None:
-                if not value.isdigit():
+                number = parse_seq(value)
+                if number is None:
                     raise ApiError(400, "bad_request", f"{name} must be a positive integer")
-                query[name] = int(value)
-        hub = self.server.hub
+                query[name] = number
         try:
-            request = protocol.parse_client_frame(protocol.encode(query).decode(), 1)
-            assert isinstance(request, protocol.History)
-            hub.check_target(hub.users[claims.user], request.room, request.with_user)
+            request = protocol.parse_history(query)
+            page = await self.server.history_page(claims.user, request)
         except ProtocolError as exc:
             status = 403 if exc.code == ErrorCode.NOT_MEMBER else 404 if exc.code == ErrorCode.UNKNOWN_USER else 400
             raise ApiError(status, exc.code.value, exc.message) from None
-        try:
-            messages, more = await self.server.store.history(
-                claims.user, request.room, request.with_user, request.before, request.limit
-            )
         except StoreError:
-            raise ApiError(503, "internal", "history is unavailable; try again") from None
+            raise ApiError(503, "unavailable", "history is unavailable; try again", {"Retry-After": "1"}) from None
         self.set_header("Content-Type", "application/json")
-        self.finish(protocol.history_page(request, messages, more, claims.user))
-
-
-class ChatSocketHandler(BaseHandler):
-    """``GET /ws``: check the upgrade, the origin, the token and the limits, then hand the socket to the server.
-
-    Every refusal is an HTTP answer with a JSON body, before anything is
-    upgraded. After the 101 response the socket belongs to a ``Connection``;
-    no Tornado object stays behind for it.
-    """
-
-    async def get(self) -> None:
-        server = self.server
-        headers = self.request.headers
-        if server.state != "ready":
-            self._refuse(503, "shutting_down", "the server is restarting; reconnect in a few seconds")
-            return
-        connection_tokens = {part.strip().lower() for part in headers.get("Connection", "").split(",")}
-        if headers.get("Upgrade", "").lower() != "websocket" or "upgrade" not in connection_tokens:
-            self._refuse(400, "bad_handshake", "this endpoint speaks WebSocket only")
-            return
-        if headers.get("Sec-WebSocket-Version") != "13":
-            self.set_header("Sec-WebSocket-Version", "13")
-            self._refuse(426, "bad_handshake", "WebSocket version 13 is required")
-            return
-        key = headers.get("Sec-WebSocket-Key", "")
-        if not wsproto.valid_client_key(key):
-            self._refuse(400, "bad_handshake", "Sec-WebSocket-Key must be 16 bytes in base64")
-            return
-        if not self._origin_allowed():
-            self._refuse(403, "origin", "this origin may not open a WebSocket here")
-            return
-        token = self.get_query_argument("token", None) or self.get_cookie(TOKEN_COOKIE)
-        try:
-            claims = server.identity.authenticate(token)
-        except TokenError as exc:
-            self._refuse(401, exc.problem.value, "a valid login token is required (cookie or ?token=)")
-            return
-        if len(server.hub.sessions) >= server.settings.max_connections:
-            self._refuse(503, "too_many_connections", "the server is full; try again later")
-            return
-        user = server.hub.users.get(claims.user)
-        if user is not None and len(user.sessions) >= server.settings.max_connections_per_user:
-            self._refuse(503, "too_many_for_user", "you have too many connections open; close one")
-            return
-        since_text = self.get_query_argument("since", None)
-        since = None
-        if since_text is not None:
-            if not since_text.isdigit() or int(since_text) > protocol.MAX_SEQ:
-                self._refuse(400, "bad_since", "since must be a non-negative integer sequence number")
-                return
-            since = int(since_text)
-        remote_ip = self.request.remote_ip or ""
-        server.log_upgrade(self.request, claims.user)
-        server.accept_websocket(self.detach(), key, claims, since, remote_ip)
-
-    def _origin_allowed(self) -> bool:
-        """Browsers send Origin and Sec-Fetch-Site; a page of another site is refused (section 10.2)."""
-        headers = self.request.headers
-        fetch_site = headers.get("Sec-Fetch-Site")
-        origin = headers.get("Origin")
-        if fetch_site in ("same-origin", "none"):
-            return True
-        if origin is None:
-            return fetch_site is None  # not a browser
-        if fetch_site is None and urllib.parse.urlsplit(origin).netloc.lower() == headers.get("Host", "").lower():
-            return True
-        return self.server.origin_allowed(origin)
-
-    def _refuse(self, status: int, code: str, message: str) -> None:
-        self.server.metrics.handshakes_rejected[code].inc()
-        self.set_status(status)
-        self.set_header("Content-Type", "application/json")
-        self.finish(protocol.encode({"error": code, "message": message}))
+        self.finish(page)
 
 
 class ApiNotFoundHandler(BaseHandler):

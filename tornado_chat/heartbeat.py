@@ -9,7 +9,7 @@ Each peer has one pending event in a timing wheel: a dict from time slot
 only the slots that have come, so its cost follows the number of peers due,
 not the number connected, and each event costs a list append instead of a
 heap operation. Signs of life (any frame, a pong) only update ``last_seen``: the
-heap is not touched on the hot path. A peer's events follow its own phase: a
+wheel is not touched on the hot path. A peer's events follow its own phase: a
 ping, then a check ``timeout`` later; a peer heard from since its ping waits
 for its next ping, one that has not been heard from waits for its deadline.
 Healthy peers therefore cost two events per interval, spread by phase, and
@@ -29,18 +29,21 @@ import itertools
 import random
 import struct
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Generic, TypeVar
 
 _PAYLOAD = struct.Struct("!Q")
 
+# What the caller watches through a peer (the chat server: a session); the monitor never looks inside.
+T = TypeVar("T")
 
-class Peer:
-    """Heartbeat state of one connection; ``connection`` is the network layer's object."""
 
-    __slots__ = ("connection", "last_seen", "next_ping_at", "ping_payload", "ping_sent_at", "monitored", "rtt_s", "due")
+class Peer(Generic[T]):
+    """Heartbeat state of one connection; ``owner`` is what the caller watches (None once it is gone)."""
 
-    def __init__(self, connection: Any, now: float, first_ping_at: float) -> None:
-        self.connection = connection
+    __slots__ = ("due", "last_seen", "monitored", "next_ping_at", "owner", "ping_payload", "ping_sent_at", "rtt_s")
+
+    def __init__(self, owner: T, now: float, first_ping_at: float) -> None:
+        self.owner: T | None = owner
         self.last_seen = now
         self.next_ping_at = first_ping_at
         self.ping_payload: bytes | None = None
@@ -53,7 +56,7 @@ class Peer:
 
 
 @dataclass(slots=True)
-class TickResult:
+class TickResult(Generic[T]):
     """What one tick decided: peers to ping, dead peers with their silence in seconds.
 
     Every peer pinged in one tick gets the same ``ping_payload`` (the tick's ping
@@ -61,13 +64,13 @@ class TickResult:
     pong still matches only the latest ping of its peer.
     """
 
-    pings: list[Peer] = field(default_factory=list)
-    dead: list[tuple[Peer, float]] = field(default_factory=list)
+    pings: list[Peer[T]] = field(default_factory=list)
+    dead: list[tuple[Peer[T], float]] = field(default_factory=list)
     ping_payload: bytes = b""
     touched: int = 0
 
 
-class HeartbeatMonitor:
+class HeartbeatMonitor(Generic[T]):
     """Schedules pings and finds dead peers for any number of connections."""
 
     def __init__(
@@ -80,7 +83,7 @@ class HeartbeatMonitor:
         self.dead_after_s = interval_s + timeout_s
         self.resolution_s = resolution_s
         self._rng = rng or random.Random()
-        self._wheel: dict[int, list[Peer]] = {}
+        self._wheel: dict[int, list[Peer[T]]] = {}
         # The first slot the next tick looks at (None until something is scheduled).
         self._cursor: int | None = None
         self._ping_numbers = itertools.count(1)
@@ -89,16 +92,16 @@ class HeartbeatMonitor:
     def __len__(self) -> int:
         return self.peers
 
-    def add(self, connection: Any, now: float) -> Peer:
+    def add(self, owner: T, now: float) -> Peer[T]:
         """Start watching a connection that opened at ``now``."""
         first_ping_at = now + self._rng.uniform(self.interval_s / 2, self.interval_s)
-        peer = Peer(connection, now, first_ping_at)
+        peer = Peer(owner, now, first_ping_at)
         peer.ping_sent_at = now
         self._schedule(peer, first_ping_at)
         self.peers += 1
         return peer
 
-    def _schedule(self, peer: Peer, due: float) -> None:
+    def _schedule(self, peer: Peer[T], due: float) -> None:
         peer.due = due
         slot = int(due // self.resolution_s)
         if self._cursor is None:
@@ -109,19 +112,19 @@ class HeartbeatMonitor:
         else:
             bucket.append(peer)
 
-    def remove(self, peer: Peer) -> None:
+    def remove(self, peer: Peer[T]) -> None:
         """Stop watching (idempotent); its pending event is dropped when it comes up."""
         if peer.monitored:
             peer.monitored = False
             self.peers -= 1
 
     @staticmethod
-    def seen(peer: Peer, now: float) -> None:
+    def seen(peer: Peer[T], now: float) -> None:
         """A frame arrived from the peer."""
         peer.last_seen = now
 
     @staticmethod
-    def pong(peer: Peer, payload: bytes, now: float) -> float | None:
+    def pong(peer: Peer[T], payload: bytes, now: float) -> float | None:
         """A pong arrived: a sign of life, and the round trip in seconds if it answers the latest ping."""
         peer.last_seen = now
         if peer.ping_payload is None or payload != peer.ping_payload:
@@ -130,9 +133,9 @@ class HeartbeatMonitor:
         peer.rtt_s = now - peer.ping_sent_at
         return peer.rtt_s
 
-    def tick(self, now: float) -> TickResult:
+    def tick(self, now: float) -> TickResult[T]:
         """Take every event due by ``now``: send due pings, report peers silent for ``dead_after_s``."""
-        result = TickResult()
+        result: TickResult[T] = TickResult()
         if self._cursor is None:
             return result
         current = int(now // self.resolution_s)
@@ -144,7 +147,7 @@ class HeartbeatMonitor:
         self._cursor = current
         return result
 
-    def _tick_bucket(self, bucket: list[Peer], now: float, result: TickResult) -> None:
+    def _tick_bucket(self, bucket: list[Peer[T]], now: float, result: TickResult[T]) -> None:
         interval = self.interval_s
         for peer in bucket:
             if not peer.monitored:
@@ -176,7 +179,7 @@ class HeartbeatMonitor:
                 due = min(peer.next_ping_at, deadline)
             self._schedule(peer, due)
 
-    def revive(self, peer: Peer, now: float) -> None:
+    def revive(self, peer: Peer[T], now: float) -> None:
         """Watch again a peer that ``tick`` reported dead but that turned out to have spoken.
 
         After the event loop stalls, frames that arrived in time can still be

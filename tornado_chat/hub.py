@@ -10,44 +10,11 @@ to the user, so every session of a user sees the same rooms.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from . import protocol
 from .protocol import ErrorCode, Message, ProtocolError
-
-
-class Session:
-    """One authenticated connection of a user. ``transport`` belongs to the network layer."""
-
-    __slots__ = ("opened_at", "sid", "transport", "user")
-
-    def __init__(self, sid: str, user: User, transport: Any, opened_at: float) -> None:
-        self.sid = sid
-        self.user = user
-        self.transport = transport
-        self.opened_at = opened_at
-
-    def __repr__(self) -> str:
-        return f"<Session {self.sid} of {self.user.name}>"
-
-
-class User:
-    """A known user: online while ``sessions`` is not empty."""
-
-    __slots__ = ("contacts", "name", "offline_since_seq", "rooms", "sessions")
-
-    def __init__(self, name: str, offline_since_seq: int = 0) -> None:
-        self.name = name
-        self.sessions: dict[str, Session] = {}
-        self.rooms: set[str] = set()
-        self.contacts: set[str] = set()
-        # The last message sequence number the user could have seen live: a
-        # session opened without a resume point replays what came after it.
-        self.offline_since_seq = offline_since_seq
-
-    @property
-    def online(self) -> bool:
-        return bool(self.sessions)
+from .session import Session, User
 
 
 class Room:
@@ -133,13 +100,13 @@ class Hub:
 
     # ------------------------------------------------------------ sessions
 
-    def open_session(self, user_name: str, sid: str, transport: Any, now: float) -> tuple[Session, list[Delivery]]:
-        """Register a new session; when it is the user's first, tell those who share a room or conversation."""
-        user = self.add_user(user_name)
-        session = Session(sid, user, transport, now)
+    def open_session(self, session: Session) -> list[Delivery]:
+        """Register a new session of a known user (``add_user``); when it is the user's first, tell those
+        who share a room or conversation."""
+        user = session.user
         first = not user.sessions
-        user.sessions[sid] = session
-        self.sessions[sid] = session
+        user.sessions[session.sid] = session
+        self.sessions[session.sid] = session
         self._invalidate_rooms_of(user)
         deliveries: list[Delivery] = []
         if first:
@@ -147,7 +114,7 @@ class Hub:
             watchers = self._watchers(user)
             if watchers:
                 deliveries.append(Delivery(protocol.presence_frame(user.name, True), watchers))
-        return session, deliveries
+        return deliveries
 
     def close_session(self, session: Session) -> list[Delivery]:
         """Forget a session (idempotent); when it was the user's last, tell the others the user is offline."""

@@ -6,29 +6,44 @@ health by default; ``--ops-address``/``--ops-port`` choose where it listens.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import tornado.web
+from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from . import protocol
-from .status import CONTENT_SECURITY_POLICY, StatusPage, load_assets
+from .status import CONTENT_SECURITY_POLICY, StatusPage, StatusSource, load_assets
 
-if TYPE_CHECKING:
-    from .server import ChatServer
+Report = tuple[bool, dict[str, object]]
+
+
+class OpsSource(StatusSource, Protocol):
+    """What the ops listener reads of a running server."""
+
+    @property
+    def registry(self) -> CollectorRegistry: ...
+
+    def health(self) -> Report:
+        """Liveness: (healthy, body)."""
+        ...
+
+    def readiness(self) -> Report:
+        """Readiness: (ready, body)."""
+        ...
 
 
 class OpsHandler(tornado.web.RequestHandler):
-    server: ChatServer
+    server: OpsSource
 
-    def initialize(self, server: ChatServer) -> None:
+    def initialize(self, server: OpsSource) -> None:
         self.server = server
 
     def set_default_headers(self) -> None:
         self.set_header("Cache-Control", "no-store")
         self.set_header("X-Content-Type-Options", "nosniff")
 
-    def write_json(self, ok: bool, body: dict[str, Any]) -> None:
+    def write_json(self, ok: bool, body: dict[str, object]) -> None:
         self.set_status(200 if ok else 503)
         self.set_header("Content-Type", "application/json")
         self.finish(protocol.encode(body))
@@ -69,7 +84,7 @@ class ReadyHandler(OpsHandler):
 class StatusJsonHandler(OpsHandler):
     """``GET /status.json``: counts, rates and the top connections (see ``tornado_chat.status``)."""
 
-    def initialize(self, server: ChatServer, page: StatusPage) -> None:  # type: ignore[override]
+    def initialize(self, server: OpsSource, page: StatusPage) -> None:  # type: ignore[override]
         super().initialize(server)
         self.page = page
 
@@ -80,7 +95,7 @@ class StatusJsonHandler(OpsHandler):
 class StatusAssetHandler(OpsHandler):
     """``GET /status`` and its script and style sheet, from the package; under a strict CSP."""
 
-    def initialize(self, server: ChatServer, body: bytes, content_type: str) -> None:  # type: ignore[override]
+    def initialize(self, server: OpsSource, body: bytes, content_type: str) -> None:  # type: ignore[override]
         super().initialize(server)
         self.body = body
         self.content_type = content_type
@@ -100,7 +115,7 @@ class OpsNotFoundHandler(OpsHandler):
         raise tornado.web.HTTPError(404)
 
 
-def make_ops_app(server: ChatServer) -> tornado.web.Application:
+def make_ops_app(server: OpsSource) -> tornado.web.Application:
     args = {"server": server}
     status_page = StatusPage(server)
     assets = [

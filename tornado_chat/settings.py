@@ -61,6 +61,9 @@ class Settings:
     rate_limit_per_s: float = 20.0
     rate_limit_burst: int = 40
     max_buffered_bytes: int = 1024 * 1024
+    certfile: Path | None = None
+    keyfile: Path | None = None
+    compression: str = "off"
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied (still validated by the caller if needed)."""
@@ -318,6 +321,23 @@ OPTIONS: tuple[Option, ...] = (
         "BYTES",
     ),
     Option(
+        "certfile",
+        "PEM certificate chain: serve https:// and wss:// on the chat port (with --keyfile); a reverse proxy"
+        " that terminates TLS is the recommended deployment",
+        Path,
+        None,
+        "PATH",
+    ),
+    Option("keyfile", "PEM private key of --certfile", Path, None, "PATH"),
+    Option(
+        "compression",
+        "permessage-deflate on WebSockets: off, or on (negotiated when a client offers it; no compression"
+        " state is kept between messages)",
+        str.lower,
+        _choice("off", "on"),
+        "MODE",
+    ),
+    Option(
         "trust_proxy_headers",
         "trust the client address and scheme a reverse proxy reports (X-Forwarded-For, X-Real-IP,"
         " X-Forwarded-Proto, X-Scheme); set only behind a proxy that overwrites all four",
@@ -394,6 +414,8 @@ def load_settings(flags: Mapping[str, str | None], environ: Mapping[str, str]) -
     settings = Settings(**values)
     if settings.heartbeat_tick_s > settings.ping_interval_s:
         raise SettingsError("--heartbeat-tick: must not be longer than --ping-interval")
+    if (settings.certfile is None) != (settings.keyfile is None):
+        raise SettingsError("--certfile and --keyfile: give both to serve TLS, or neither")
     return settings
 
 

@@ -1,12 +1,12 @@
 """The durable store: SQLite in the data directory, written by one thread with group commit.
 
-Writes (messages, memberships, users) go to a queue. One writer thread owns
-the write connection: it takes everything queued (up to ``max_batch``
-operations), applies it in one transaction and commits; whatever arrives while
-a commit runs goes into the next one. Only after the commit does it hand the
-results back to the event loop, in order, where the server acks senders and
-delivers messages. So an ack always means the message is on disk (with
-``synchronous=FULL``, through power loss too), and a message is never
+Writes (messages, memberships, accounts) go to a queue as typed operations.
+One writer thread owns the write connection: it takes everything queued (up to
+``max_batch`` operations), applies it in one transaction and commits; whatever
+arrives while a commit runs goes into the next one. Only after the commit does
+it hand the results back to the event loop, in order, where the server acks
+senders and delivers messages. So an ack always means the message is on disk
+(with ``synchronous=FULL``, through power loss too), and a message is never
 delivered that a crash could take back.
 
 Reads (history, replay) run on a small thread pool with their own connections;
@@ -24,115 +24,30 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from . import account_sql
-from .account_sql import AuthEvent
-from .protocol import Message
-from .store import AppendCallback, AppendResult, Draft, Replay, Snapshot, StoreError, StoreObserver
+from . import sqlite_accounts
+from .protocol import MAX_SEQ, Message
+from .sqlite_schema import DB_FILE, connect, migrate
+from .store import (
+    AccountRow,
+    AppendCallback,
+    AppendResult,
+    AuthEvent,
+    Draft,
+    Replay,
+    Snapshot,
+    StoreError,
+    StoreObserver,
+)
 
 log = logging.getLogger("tornado_chat.store")
 
-DB_FILE = "chat.sqlite3"
 # Most operations committed in one transaction.
 DEFAULT_MAX_BATCH = 1000
 READER_THREADS = 2
-BUSY_TIMEOUT_S = 5.0
-
-# Each migration takes the schema from the previous version to its own; applied in order at start.
-MIGRATIONS: tuple[tuple[int, str], ...] = (
-    (
-        1,
-        """
-        CREATE TABLE users (
-            name TEXT PRIMARY KEY,
-            created_at REAL NOT NULL,
-            offline_since_seq INTEGER NOT NULL DEFAULT 0
-        );
-        CREATE TABLE rooms (
-            name TEXT PRIMARY KEY,
-            created_at REAL NOT NULL
-        );
-        CREATE TABLE memberships (
-            user TEXT NOT NULL,
-            room TEXT NOT NULL,
-            joined_seq INTEGER NOT NULL,
-            PRIMARY KEY (user, room)
-        ) WITHOUT ROWID;
-        CREATE TABLE conversations (
-            a TEXT NOT NULL,
-            b TEXT NOT NULL,
-            PRIMARY KEY (a, b)
-        ) WITHOUT ROWID;
-        CREATE TABLE messages (
-            seq INTEGER PRIMARY KEY AUTOINCREMENT,
-            thread TEXT NOT NULL,
-            sender TEXT NOT NULL,
-            recipient TEXT,
-            room TEXT,
-            text TEXT NOT NULL,
-            ts REAL NOT NULL,
-            client_id TEXT NOT NULL,
-            UNIQUE (sender, client_id)
-        );
-        CREATE INDEX messages_by_thread ON messages (thread, seq);
-        CREATE INDEX messages_by_recipient ON messages (recipient, seq) WHERE recipient IS NOT NULL;
-        CREATE INDEX messages_by_direct_sender ON messages (sender, seq) WHERE recipient IS NOT NULL;
-        """,
-    ),
-    (
-        2,
-        """
-        ALTER TABLE users ADD COLUMN password_hash TEXT;
-        ALTER TABLE users ADD COLUMN guest INTEGER NOT NULL DEFAULT 0;
-        ALTER TABLE users ADD COLUMN removed_at REAL;
-        CREATE TABLE logins (
-            login_id TEXT PRIMARY KEY,
-            user TEXT NOT NULL,
-            created_at REAL NOT NULL,
-            expires_at REAL NOT NULL,
-            revoked_at REAL
-        );
-        CREATE INDEX logins_by_user ON logins (user);
-        CREATE TABLE auth_events (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            kind TEXT NOT NULL,
-            user TEXT NOT NULL,
-            login_id TEXT,
-            at REAL NOT NULL
-        );
-        """,
-    ),
-    (
-        3,
-        # Clients make ids that grow (a clock or a counter first), so ordering the resend-detecting unique
-        # index by client id first puts each commit's new entries next to each other: a commit of 100
-        # messages then writes about half the pages (and spends about half the time in fsync).
-        """
-        CREATE TABLE messages_v3 (
-            seq INTEGER PRIMARY KEY AUTOINCREMENT,
-            thread TEXT NOT NULL,
-            sender TEXT NOT NULL,
-            recipient TEXT,
-            room TEXT,
-            text TEXT NOT NULL,
-            ts REAL NOT NULL,
-            client_id TEXT NOT NULL,
-            UNIQUE (client_id, sender)
-        );
-        INSERT INTO messages_v3 (seq, thread, sender, recipient, room, text, ts, client_id)
-            SELECT seq, thread, sender, recipient, room, text, ts, client_id FROM messages;
-        DROP TABLE messages;
-        ALTER TABLE messages_v3 RENAME TO messages;
-        CREATE INDEX messages_by_thread ON messages (thread, seq);
-        CREATE INDEX messages_by_recipient ON messages (recipient, seq) WHERE recipient IS NOT NULL;
-        CREATE INDEX messages_by_direct_sender ON messages (sender, seq) WHERE recipient IS NOT NULL;
-        """,
-    ),
-)
-SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 # Queries name the message columns in the order _row_to_message reads them.
 _HISTORY_SQL = """
@@ -166,6 +81,8 @@ _INSERT_MESSAGE_SQL = """
     INSERT INTO messages (seq, thread, sender, recipient, room, text, ts, client_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 """
 
+R = TypeVar("R")
+
 
 def thread_key(sender: str, room: str | None, recipient: str | None) -> str:
     """The history thread a message belongs to: its room, or the pair of users of a conversation."""
@@ -176,57 +93,57 @@ def thread_key(sender: str, room: str | None, recipient: str | None) -> str:
 
 
 def _row_to_message(row: Sequence[Any]) -> Message:
+    """A message from a row of the columns the queries above select (sqlite3 rows are untyped)."""
     seq, sender, text, ts, client_id, recipient, room = row
     return Message(seq, sender, text, ts, client_id, recipient, room)
 
 
-@dataclass(slots=True)
-class _Op:
-    """A queued write: ``kind`` names it, ``args`` are its values.
-
-    ``done``, when set, is called on the event loop after the commit with the
-    operation's result: an ``AppendResult`` for a message, the function's return
-    value for an account change, or a ``StoreError`` when the transaction failed.
-    """
-
-    kind: str
-    args: tuple[Any, ...]
-    done: Callable[[Any], None] | None = None
+# ---------------------------------------------------------------- queued writes
+#
+# Every queued write is one of two kinds. ``_Append`` is a chat message: runs of
+# them go into the database with one executemany, and each one's callback gets
+# an ``AppendResult``. ``_Call`` is any other write: a function of the write
+# connection, and what to tell the loop once its transaction committed or failed.
 
 
-def connect(path: Path, sync: str) -> sqlite3.Connection:
-    """A connection in autocommit mode (transactions are explicit), WAL journal, the chosen sync level."""
-    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S)
-    connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
-    connection.execute("PRAGMA foreign_keys=ON")
-    return connection
+class _Append:
+    __slots__ = ("done", "draft", "result")
+
+    def __init__(self, draft: Draft, done: AppendCallback) -> None:
+        self.draft = draft
+        self.done = done
+        self.result: AppendResult | None = None
+
+    def succeeded(self) -> None:
+        self.done(self.result or AppendResult(None, error="not stored"))
+
+    def failed(self, error: str) -> None:
+        self.done(AppendResult(None, error=error))
 
 
-def migrate(connection: sqlite3.Connection) -> int:
-    """Bring the schema up to ``SCHEMA_VERSION``; returns the version found before."""
-    (found,) = connection.execute("PRAGMA user_version").fetchone()
-    if found > SCHEMA_VERSION:
-        raise StoreError(f"the database has schema version {found}, newer than this server's {SCHEMA_VERSION}")
-    for version, script in MIGRATIONS:
-        if version <= found:
-            continue
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in script.split(";"):
-                if statement.strip():
-                    connection.execute(statement)
-            connection.execute(f"PRAGMA user_version={version}")
-            connection.execute("COMMIT")
-        except sqlite3.Error:
-            connection.execute("ROLLBACK")
-            raise
-        log.info("database schema migrated to version %d", version)
-    return int(found)
+def _ignore_failure(error: str) -> None:
+    """A write nobody waits for: the failure is logged and counted by the commit itself."""
+
+
+class _Call:
+    __slots__ = ("apply", "failed", "succeeded")
+
+    def __init__(
+        self,
+        apply: Callable[[sqlite3.Connection], None],
+        succeeded: Callable[[], None] = lambda: None,
+        failed: Callable[[str], None] = _ignore_failure,
+    ) -> None:
+        self.apply = apply
+        self.succeeded = succeeded
+        self.failed = failed
+
+
+_Write = _Append | _Call
 
 
 class SqliteStore:
-    """The durable store (see the module docstring). Create, then ``open`` on the event loop."""
+    """The durable ``store.Store`` (see the module docstring). Create, then ``load`` on the event loop."""
 
     def __init__(self, data_dir: Path, sync: str = "full", max_batch: int = DEFAULT_MAX_BATCH) -> None:
         self.path = data_dir / DB_FILE
@@ -234,7 +151,7 @@ class SqliteStore:
         self.max_batch = max_batch
         self.observer: StoreObserver | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: deque[_Op] = deque()
+        self._queue: deque[_Write] = deque()
         self._wakeup = threading.Condition()
         self._closing = False
         self._writer: threading.Thread | None = None
@@ -266,9 +183,9 @@ class SqliteStore:
         snapshot = Snapshot()
         (snapshot.last_seq,) = connection.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()
         snapshot.users = dict(connection.execute("SELECT name, offline_since_seq FROM users WHERE removed_at IS NULL"))
-        snapshot.accounts = account_sql.accounts(connection)
-        snapshot.logins = account_sql.open_logins(connection, time.time())
-        snapshot.last_auth_event = account_sql.last_event_id(connection)
+        snapshot.accounts = sqlite_accounts.accounts(connection)
+        snapshot.logins = sqlite_accounts.open_logins(connection, time.time())
+        snapshot.last_auth_event = sqlite_accounts.last_event_id(connection)
         snapshot.rooms = [name for (name,) in connection.execute("SELECT name FROM rooms")]
         snapshot.memberships = list(connection.execute("SELECT user, room FROM memberships"))
         snapshot.contacts = list(connection.execute("SELECT a, b FROM conversations"))
@@ -293,59 +210,65 @@ class SqliteStore:
 
     # ------------------------------------------------------------ writes
 
-    def _enqueue(self, op: _Op) -> bool:
+    def _enqueue(self, op: _Write) -> bool:
         """Queue a write for the next transaction; False once the store is closing."""
         with self._wakeup:
             if self._closing:
-                log.warning("store closing: dropped a %s write", op.kind)
+                log.warning("store closing: dropped a write")
                 return False
             self._queue.append(op)
             self._wakeup.notify()
             return True
 
     def append(self, draft: Draft, done: AppendCallback) -> None:
-        if not self._enqueue(_Op("message", (draft,), done)):
+        if not self._enqueue(_Append(draft, done)):
             done(AppendResult(None, error="the store is closing"))
 
-    async def _committed(self, kind: str, *args: Any) -> Any:
+    async def _committed(self, change: Callable[[sqlite3.Connection], R]) -> R:
         """Queue a write and wait until its transaction has committed; its result, or ``StoreError``."""
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        results: list[R] = []
 
-        def done(result: Any) -> None:
-            if future.done():
-                return
-            if isinstance(result, StoreError):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
+        def succeeded() -> None:
+            if not future.done():
+                future.set_result(results[0])
 
-        if not self._enqueue(_Op(kind, args, done)):
+        def failed(error: str) -> None:
+            if not future.done():
+                future.set_exception(StoreError(error))
+
+        if not self._enqueue(_Call(lambda connection: results.append(change(connection)), succeeded, failed)):
             raise StoreError("the store is closing")
         return await future
 
     async def create_user(self, name: str, password_hash: str | None, guest: bool) -> bool:
-        created: bool = await self._committed("create_user", name, password_hash, guest, time.time())
-        return created
+        change = partial(sqlite_accounts.create_user, name=name, password_hash=password_hash, guest=guest)
+        return await self._committed(partial(change, now=time.time()))
 
     async def set_password(self, name: str, password_hash: str) -> bool:
-        changed: bool = await self._committed("set_password", name, password_hash, time.time())
-        return changed
+        return await self._committed(
+            partial(sqlite_accounts.set_password, name=name, password_hash=password_hash, now=time.time())
+        )
 
     async def remove_user(self, name: str) -> bool:
-        removed: bool = await self._committed("remove_user", name, time.time())
-        return removed
+        return await self._committed(partial(sqlite_accounts.remove_user, name=name, now=time.time()))
 
     async def open_login(self, login_id: str, user: str, expires: float) -> None:
-        await self._committed("open_login", login_id, user, time.time(), expires)
+        await self._committed(
+            partial(sqlite_accounts.open_login, login_id=login_id, user=user, now=time.time(), expires=expires)
+        )
 
     async def revoke_login(self, login_id: str) -> None:
-        await self._committed("revoke_login", login_id, time.time())
+        await self._committed(partial(sqlite_accounts.revoke_login, login_id=login_id, now=time.time()))
 
     def set_membership(self, user: str, room: str, member: bool, seq: int) -> None:
-        self._enqueue(_Op("join" if member else "leave", (user, room, seq, time.time())))
+        if member:
+            self._enqueue(_Call(partial(_join_room, user=user, room=room, seq=seq, now=time.time())))
+        else:
+            self._enqueue(_Call(partial(_leave_room, user=user, room=room)))
 
     def set_offline_since(self, user: str, seq: int) -> None:
-        self._enqueue(_Op("offline", (user, seq)))
+        self._enqueue(_Call(partial(_set_offline_since, user=user, seq=seq)))
 
     def _write_loop(self) -> None:
         connection = connect(self.path, self.sync)
@@ -362,28 +285,26 @@ class SqliteStore:
         finally:
             connection.close()
 
-    def _commit(self, connection: sqlite3.Connection, batch: list[_Op]) -> None:
-        """Apply ``batch`` in one transaction and hand the results to the loop, in order."""
+    def _commit(self, connection: sqlite3.Connection, batch: list[_Write]) -> None:
+        """Apply ``batch`` in one transaction and hand the outcomes to the loop, in order."""
         started = time.perf_counter()
-        results: list[tuple[Callable[[Any], None], Any]] = []
+        outcomes: list[Callable[[], None]]
         try:
             connection.execute("BEGIN IMMEDIATE")
             index = 0
             while index < len(batch):
                 op = batch[index]
-                if op.kind != "message":
-                    result = self._apply(connection, op)
-                    if op.done is not None:
-                        results.append((op.done, result))
+                if isinstance(op, _Call):
+                    op.apply(connection)
                     index += 1
                     continue
                 # A run of messages goes in with one executemany; other writes keep their place in the order.
                 end = index
-                while end < len(batch) and batch[end].kind == "message":
+                while end < len(batch) and isinstance(batch[end], _Append):
                     end += 1
-                run = batch[index:end]
-                stored = _insert_messages(connection, [op.args[0] for op in run])
-                results.extend((op.done, result) for op, result in zip(run, stored, strict=True) if op.done)
+                run = [item for item in batch[index:end] if isinstance(item, _Append)]
+                for append, result in zip(run, _insert_messages(connection, [a.draft for a in run]), strict=True):
+                    append.result = result
                 index = end
             connection.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -398,12 +319,7 @@ class SqliteStore:
                 self._last_error = str(exc)
             if self.observer is not None:
                 self.observer.store_failed()
-            error = f"store write failed: {exc}"
-            results = [
-                (op.done, AppendResult(None, error=error) if op.kind == "message" else StoreError(error))
-                for op in batch
-                if op.done is not None
-            ]
+            outcomes = [partial(op.failed, f"store write failed: {exc}") for op in batch]
         else:
             if not self._healthy:
                 log.warning("store writes work again")
@@ -411,33 +327,12 @@ class SqliteStore:
             self._last_error = None
             if self.observer is not None:
                 self.observer.store_committed(time.perf_counter() - started, len(batch))
-        if results and self._loop is not None:
+            outcomes = [op.succeeded for op in batch]
+        if self._loop is not None:
             try:
-                self._loop.call_soon_threadsafe(_deliver_results, results)
+                self._loop.call_soon_threadsafe(_run_outcomes, outcomes)
             except RuntimeError:
-                log.warning("the event loop closed before %d results could be delivered", len(results))
-
-    @staticmethod
-    def _apply(connection: sqlite3.Connection, op: _Op) -> Any:
-        account_change = _ACCOUNT_CHANGES.get(op.kind)
-        if account_change is not None:
-            return account_change(connection, *op.args)
-        if op.kind == "join":
-            user, room, seq, now = op.args
-            connection.execute("INSERT INTO rooms (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING", (room, now))
-            connection.execute(
-                "INSERT INTO memberships (user, room, joined_seq) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-                (user, room, seq),
-            )
-        elif op.kind == "leave":
-            user, room, _seq, _now = op.args
-            connection.execute("DELETE FROM memberships WHERE user = ? AND room = ?", (user, room))
-        elif op.kind == "offline":
-            user, seq = op.args
-            connection.execute("UPDATE users SET offline_since_seq = ? WHERE name = ?", (seq, user))
-        else:
-            raise AssertionError(f"unknown store operation {op.kind}")
-        return None
+                log.warning("the event loop closed before %d results could be delivered", len(outcomes))
 
     # ------------------------------------------------------------ reads
 
@@ -447,8 +342,8 @@ class SqliteStore:
             connection = self._local.connection = connect(self.path, self.sync)
         return connection
 
-    async def _read(self, query: Callable[[sqlite3.Connection], Any]) -> Any:
-        def run() -> Any:
+    async def _read(self, query: Callable[[sqlite3.Connection], R]) -> R:
+        def run() -> R:
             connection = self._reader()
             connection.execute("BEGIN")
             try:
@@ -466,47 +361,49 @@ class SqliteStore:
         self, viewer: str, room: str | None, with_user: str | None, before: int | None, limit: int
     ) -> tuple[list[Message], bool]:
         thread = thread_key(viewer, room, with_user)
+        upper = before if before is not None else MAX_SEQ
 
         def query(connection: sqlite3.Connection) -> tuple[list[Message], bool]:
-            rows = connection.execute(
-                _HISTORY_SQL, (thread, before if before is not None else 2**63 - 1, limit + 1)
-            ).fetchall()
+            rows = connection.execute(_HISTORY_SQL, (thread, upper, limit + 1)).fetchall()
             return [_row_to_message(row) for row in rows[:limit]], len(rows) > limit
 
-        result: tuple[list[Message], bool] = await self._read(query)
-        return result
+        return await self._read(query)
 
     async def auth_events_after(self, event_id: int) -> list[AuthEvent]:
         """Account changes recorded after ``event_id`` (by this server or by the admin CLI)."""
+        return await self._read(partial(sqlite_accounts.events_after, event_id=event_id))
 
-        def query(connection: sqlite3.Connection) -> list[AuthEvent]:
-            return account_sql.events_after(connection, event_id)
-
-        events: list[AuthEvent] = await self._read(query)
-        return events
-
-    async def account(self, name: str) -> account_sql.AccountRow | None:
-        def query(connection: sqlite3.Connection) -> account_sql.AccountRow | None:
-            return account_sql.account(connection, name)
-
-        row: account_sql.AccountRow | None = await self._read(query)
-        return row
+    async def account(self, name: str) -> AccountRow | None:
+        return await self._read(partial(sqlite_accounts.account, name=name))
 
     async def replay(self, user: str, since: int, below: int | None, limit: int) -> Replay:
-        upper = below if below is not None else 2**63 - 1
+        upper = below if below is not None else MAX_SEQ
 
         def query(connection: sqlite3.Connection) -> Replay:
             (last_seq,) = connection.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()
             rows = connection.execute(
-                _REPLAY_SQL,
-                {"user": user, "since": since, "upper": upper, "limit": limit + 1},
+                _REPLAY_SQL, {"user": user, "since": since, "upper": upper, "limit": limit + 1}
             ).fetchall()
             truncated = len(rows) > limit
             messages = [_row_to_message(row) for row in reversed(rows[:limit])]
             return Replay(messages, truncated, last_seq)
 
-        result: Replay = await self._read(query)
-        return result
+        return await self._read(query)
+
+
+def _join_room(connection: sqlite3.Connection, *, user: str, room: str, seq: int, now: float) -> None:
+    connection.execute("INSERT INTO rooms (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING", (room, now))
+    connection.execute(
+        "INSERT INTO memberships (user, room, joined_seq) VALUES (?, ?, ?) ON CONFLICT DO NOTHING", (user, room, seq)
+    )
+
+
+def _leave_room(connection: sqlite3.Connection, *, user: str, room: str) -> None:
+    connection.execute("DELETE FROM memberships WHERE user = ? AND room = ?", (user, room))
+
+
+def _set_offline_since(connection: sqlite3.Connection, *, user: str, seq: int) -> None:
+    connection.execute("UPDATE users SET offline_since_seq = ? WHERE name = ?", (seq, user))
 
 
 def _insert_messages(connection: sqlite3.Connection, drafts: list[Draft]) -> list[AppendResult]:
@@ -528,7 +425,7 @@ def _insert_messages(connection: sqlite3.Connection, drafts: list[Draft]) -> lis
             existing[(message.sender, message.client_id)] = message
     (last_seq,) = connection.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()
     results: list[AppendResult] = []
-    rows: list[tuple[Any, ...]] = []
+    rows: list[tuple[object, ...]] = []
     conversations: set[tuple[str, str]] = set()
     for draft in drafts:
         key = (draft.sender, draft.client_id)
@@ -551,18 +448,9 @@ def _insert_messages(connection: sqlite3.Connection, drafts: list[Draft]) -> lis
     return results
 
 
-_ACCOUNT_CHANGES: dict[str, Callable[..., Any]] = {
-    "create_user": account_sql.create_user,
-    "set_password": account_sql.set_password,
-    "remove_user": account_sql.remove_user,
-    "open_login": account_sql.open_login,
-    "revoke_login": account_sql.revoke_login,
-}
-
-
-def _deliver_results(results: list[tuple[Callable[[Any], None], Any]]) -> None:
-    for done, result in results:
+def _run_outcomes(outcomes: list[Callable[[], None]]) -> None:
+    for outcome in outcomes:
         try:
-            done(result)
+            outcome()
         except Exception:
             log.exception("a store callback failed")

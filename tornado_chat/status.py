@@ -4,7 +4,8 @@
 package data in ``tornado_chat/ops_status/``) that fetches ``GET /status.json``
 every 2 seconds and renders it. ``build_status`` is the pure part: it turns the
 server's state into that JSON and takes ``now`` (monotonic seconds), so it is
-unit-tested with a fake clock and fake connections.
+unit-tested with a fake clock and fake sessions. ``StatusPage`` reads a
+``StatusSource``, a small protocol the server implements.
 
 Cost: the three tables are three ``heapq.nlargest`` passes, O(n log k) for n
 connections and the top k (20), with no sort and no dict per connection; only
@@ -19,12 +20,9 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from . import __version__
-
-if TYPE_CHECKING:
-    from .server import ChatServer
 
 # Rows per table.
 TOP = 20
@@ -65,28 +63,53 @@ class UserLike(Protocol):
     def rooms(self) -> set[str]: ...
 
 
+class TransportLike(Protocol):
+    @property
+    def remote_ip(self) -> str: ...
+
+    @property
+    def buffered_bytes(self) -> int: ...
+
+
 class SessionLike(Protocol):
+    """What the status page reads of a ``session.Session``."""
+
     @property
     def user(self) -> UserLike: ...
-
-
-class ConnectionLike(Protocol):
-    """What the status page reads of ``server.Connection``."""
-
-    @property
-    def session(self) -> SessionLike | None: ...
 
     @property
     def peer(self) -> PeerLike | None: ...
 
     @property
-    def remote_ip(self) -> str: ...
+    def transport(self) -> TransportLike: ...
 
     @property
     def opened_at(self) -> float: ...
 
     @property
-    def buffered(self) -> int: ...
+    def held_bytes(self) -> int: ...
+
+
+class StatusSource(Protocol):
+    """What the status page reads of a running server."""
+
+    @property
+    def started_mono(self) -> float: ...
+
+    @property
+    def state(self) -> str: ...
+
+    def monotonic(self) -> float: ...
+
+    def scrape_state(self) -> Mapping[str, float]:
+        """The current-state gauges, by metric name (``metrics.STATE_GAUGES``)."""
+        ...
+
+    def status_sessions(self) -> list[SessionLike]: ...
+
+    def totals(self) -> tuple[float, float]:
+        """Messages stored and deliveries made since start."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,36 +157,36 @@ def rates(samples: Sequence[Sample], now: float, window_s: float = RATE_WINDOW_S
     }
 
 
-def _rtt(connection: ConnectionLike) -> float:
-    peer = connection.peer
+def _rtt(session: SessionLike) -> float:
+    peer = session.peer
     rtt = peer.rtt_s if peer is not None else None
     return -1.0 if rtt is None else rtt
 
 
-def _silent_for(now: float) -> Callable[[ConnectionLike], float]:
-    def silent(connection: ConnectionLike) -> float:
-        peer = connection.peer
+def _silent_for(now: float) -> Callable[[SessionLike], float]:
+    def silent(session: SessionLike) -> float:
+        peer = session.peer
         return -1.0 if peer is None else now - peer.last_seen
 
     return silent
 
 
-def _buffered(connection: ConnectionLike) -> int:
-    return connection.buffered
+def _buffered(session: SessionLike) -> int:
+    """Bytes waiting for the client: queued in its transport, and held behind a running replay."""
+    return session.transport.buffered_bytes + session.held_bytes
 
 
-def connection_row(connection: ConnectionLike, now: float) -> dict[str, Any]:
+def session_row(session: SessionLike, now: float) -> dict[str, Any]:
     """One table row: who, from where, for how long, in how many rooms, and the three measures."""
-    session = connection.session
-    peer = connection.peer
+    peer = session.peer
     return {
-        "user": session.user.name if session is not None else None,
-        "address": connection.remote_ip,
-        "age_s": round(max(0.0, now - connection.opened_at), 1),
-        "rooms": len(session.user.rooms) if session is not None else 0,
+        "user": session.user.name,
+        "address": session.transport.remote_ip,
+        "age_s": round(max(0.0, now - session.opened_at), 1),
+        "rooms": len(session.user.rooms),
         "rtt_s": None if peer is None or peer.rtt_s is None else round(peer.rtt_s, 6),
         "silent_s": None if peer is None else round(max(0.0, now - peer.last_seen), 1),
-        "buffered": connection.buffered,
+        "buffered": _buffered(session),
     }
 
 
@@ -171,14 +194,14 @@ def build_status(
     *,
     now: float,
     counts: Mapping[str, float],
-    connections: Iterable[ConnectionLike],
+    sessions: Iterable[SessionLike],
     samples: Sequence[Sample],
     uptime_s: float,
     state: str,
     top: int = TOP,
 ) -> dict[str, Any]:
-    """The body of ``/status.json``; ``now`` and every time in the connections are monotonic seconds."""
-    everyone = connections if isinstance(connections, list) else list(connections)
+    """The body of ``/status.json``; ``now`` and every time in the sessions are monotonic seconds."""
+    everyone = sessions if isinstance(sessions, list) else list(sessions)
     by_rtt = heapq.nlargest(top, everyone, key=_rtt)
     by_silence = heapq.nlargest(top, everyone, key=_silent_for(now))
     by_buffered = heapq.nlargest(top, everyone, key=_buffered)
@@ -197,9 +220,9 @@ def build_status(
         "rates": rates(samples, now),
         "top": top,
         "tables": {
-            "rtt": [connection_row(c, now) for c in by_rtt if _rtt(c) >= 0],
-            "silence": [connection_row(c, now) for c in by_silence],
-            "buffered": [connection_row(c, now) for c in by_buffered],
+            "rtt": [session_row(s, now) for s in by_rtt if _rtt(s) >= 0],
+            "silence": [session_row(s, now) for s in by_silence],
+            "buffered": [session_row(s, now) for s in by_buffered],
         },
     }
 
@@ -213,28 +236,28 @@ def load_assets() -> dict[str, tuple[bytes, str]]:
 class StatusPage:
     """The state behind ``/status.json`` for one server: its ring of rate samples."""
 
-    def __init__(self, server: ChatServer) -> None:
-        self.server = server
+    def __init__(self, source: StatusSource) -> None:
+        self.source = source
         self.ring = SampleRing()
         self.sample()
 
     def sample(self) -> Sample:
         """Counter totals now; kept in the ring unless the last kept sample is very recent."""
-        tallies = self.server.metrics.tallies
-        current = Sample(self.server.monotonic(), sum(tallies.messages.values()), tallies.deliveries)
+        messages, deliveries = self.source.totals()
+        current = Sample(self.source.monotonic(), messages, deliveries)
         self.ring.add(current)
         return current
 
     def snapshot(self) -> dict[str, Any]:
-        server = self.server
+        source = self.source
         earlier = list(self.ring.samples)
         current = self.sample()
         now = current.at
         return build_status(
             now=now,
-            counts=server.scrape_state(),
-            connections=[session.transport for session in server.hub.sessions.values()],
+            counts=source.scrape_state(),
+            sessions=source.status_sessions(),
             samples=[*earlier, current],
-            uptime_s=now - server.started_mono,
-            state=server.state,
+            uptime_s=now - source.started_mono,
+            state=source.state,
         )

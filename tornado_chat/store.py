@@ -1,26 +1,32 @@
-"""Message stores: the interface the server uses, and the in-memory store.
+"""What the server needs from a store: the record types, and the message and account protocols.
 
-A store assigns sequence numbers, keeps messages, memberships and users, and
-answers history and replay queries. Appends are asynchronous: the store calls
-``done`` on the event loop once the message is stored, in sequence order, and
-only then does the server ack the sender and deliver it. The durable SQLite
-store lives in ``sqlite_store.py``; ``MemoryStore`` keeps everything in this
-process (``--store memory``) and forgets it on exit.
+A store assigns sequence numbers, keeps messages, memberships, users and login
+sessions, and answers history and replay queries. Appends are asynchronous:
+the store calls ``done`` on the event loop once the message is stored, in
+sequence order, and only then does the server ack the sender and deliver it.
+
+Two protocols, because two kinds of callers use them: ``MessageStore`` (the
+chat service: messages, memberships, presence bookkeeping) and
+``AccountStore`` (the account service: accounts, login sessions, the change
+feed that the admin CLI writes to). ``Store`` is both, plus the life cycle.
+Implementations: ``memory_store.MemoryStore`` (``--store memory``) and
+``sqlite_store.SqliteStore`` (durable, the default). Nothing in this module
+depends on either.
 """
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from . import account_sql
-from .account_sql import AccountRow, AuthEvent
 from .protocol import Message
 
-# The memory store keeps this many newest messages; older ones leave history.
-MEMORY_STORE_MAX_MESSAGES = 100_000
+# Kinds of account change in the change feed (``auth_events``).
+USER_ADDED = "user_added"
+USER_REMOVED = "user_removed"
+PASSWORD_CHANGED = "password_changed"  # every login session of the user ends with it
+LOGIN_REVOKED = "login_revoked"
 
 
 class StoreError(Exception):
@@ -57,9 +63,38 @@ class Replay:
     last_seq: int
 
 
+@dataclass(frozen=True, slots=True)
+class AuthEvent:
+    """One row of the account change feed; ``kind`` is one of the constants above."""
+
+    event_id: int
+    kind: str
+    user: str
+    login_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRow:
+    """An account as stored; ``password_hash`` is None for guests and removed accounts."""
+
+    name: str
+    password_hash: str | None
+    guest: bool
+    removed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LoginRow:
+    """An open login session: the ``login_id`` inside a token, whose it is, and its expiry (epoch seconds)."""
+
+    login_id: str
+    user: str
+    expires: float
+
+
 @dataclass(slots=True)
 class Snapshot:
-    """What the server loads at start: users, rooms, memberships, direct-conversation partners."""
+    """What the server loads at start: users, rooms, memberships, direct-conversation partners, accounts."""
 
     last_seq: int = 0
     users: dict[str, int] = field(default_factory=dict)  # name -> offline_since_seq
@@ -67,7 +102,7 @@ class Snapshot:
     memberships: list[tuple[str, str]] = field(default_factory=list)  # (user, room)
     contacts: list[tuple[str, str]] = field(default_factory=list)
     accounts: list[AccountRow] = field(default_factory=list)
-    logins: list[tuple[str, str, float]] = field(default_factory=list)  # (login id, user, expiry)
+    logins: list[LoginRow] = field(default_factory=list)
     last_auth_event: int = 0
 
 
@@ -82,18 +117,34 @@ class StoreObserver(Protocol):
     def store_failed(self) -> None: ...
 
 
-class Store(Protocol):
-    """What the server needs from a store. Reads are coroutines that must not block the event loop."""
-
-    observer: StoreObserver | None
-
-    def load(self) -> Snapshot:
-        """Open the store and read the start-up snapshot (called once, before serving)."""
-        ...
+class MessageStore(Protocol):
+    """Messages, memberships and presence bookkeeping. Reads are coroutines that never block the loop."""
 
     def append(self, draft: Draft, done: AppendCallback) -> None:
         """Store a message; ``done`` is called on the event loop, in sequence order."""
         ...
+
+    def set_membership(self, user: str, room: str, member: bool, seq: int) -> None:
+        """Record a join (``member``) or leave; ``seq`` is the last sequence number at that moment."""
+        ...
+
+    def set_offline_since(self, user: str, seq: int) -> None:
+        """Record the last sequence number a user could have seen live when their last session closed."""
+        ...
+
+    async def history(
+        self, viewer: str, room: str | None, with_user: str | None, before: int | None, limit: int
+    ) -> tuple[list[Message], bool]:
+        """Messages of a room or conversation older than ``before``, newest first, and whether more exist."""
+        ...
+
+    async def replay(self, user: str, since: int, below: int | None, limit: int) -> Replay:
+        """Messages addressed to ``user`` with ``since < seq`` (and ``seq < below`` when given)."""
+        ...
+
+
+class AccountStore(Protocol):
+    """Accounts and login sessions; every change is also appended to the change feed."""
 
     async def create_user(self, name: str, password_hash: str | None, guest: bool) -> bool:
         """Add an account once committed; False when the name is or was taken."""
@@ -123,22 +174,14 @@ class Store(Protocol):
         """One account as stored."""
         ...
 
-    def set_membership(self, user: str, room: str, member: bool, seq: int) -> None:
-        """Record a join (``member``) or leave; ``seq`` is the last sequence number at that moment."""
-        ...
 
-    def set_offline_since(self, user: str, seq: int) -> None:
-        """Record the last sequence number a user could have seen live when their last session closed."""
-        ...
+class Store(MessageStore, AccountStore, Protocol):
+    """A whole store: both protocols, and its life cycle."""
 
-    async def history(
-        self, viewer: str, room: str | None, with_user: str | None, before: int | None, limit: int
-    ) -> tuple[list[Message], bool]:
-        """Messages of a room or conversation older than ``before``, newest first, and whether more exist."""
-        ...
+    observer: StoreObserver | None
 
-    async def replay(self, user: str, since: int, below: int | None, limit: int) -> Replay:
-        """Messages addressed to ``user`` with ``since < seq`` (and ``seq < below`` when given)."""
+    def load(self) -> Snapshot:
+        """Open the store and read the start-up snapshot (called once, on the serving loop)."""
         ...
 
     @property
@@ -154,153 +197,3 @@ class Store(Protocol):
     async def close(self) -> None:
         """Finish pending writes and release files."""
         ...
-
-
-class MemoryStore:
-    """A store in this process's memory: fast, and forgotten on exit. Appends complete at once.
-
-    It keeps the newest ``max_messages`` messages for replay and as many per
-    room or conversation for history; older ones are dropped in chunks.
-    """
-
-    def __init__(self, max_messages: int = MEMORY_STORE_MAX_MESSAGES) -> None:
-        self.observer: StoreObserver | None = None
-        self._max_messages = max_messages
-        self._log: list[Message] = []
-        self._threads: dict[tuple[str, ...], list[Message]] = {}
-        self._by_client_id: dict[tuple[str, str], Message] = {}
-        self._last_seq = 0
-        self._users: dict[str, int] = {}
-        self._accounts: dict[str, AccountRow] = {}
-        self._events: list[AuthEvent] = []
-        # room -> {user: seq at join}; a member's replay covers room messages after that seq.
-        self._members: dict[str, dict[str, int]] = {}
-
-    @property
-    def healthy(self) -> bool:
-        return True
-
-    @property
-    def queue_depth(self) -> int:
-        return 0
-
-    def load(self) -> Snapshot:
-        return Snapshot(
-            last_seq=self._last_seq,
-            users=dict(self._users),
-            rooms=list(self._members),
-            memberships=[(u, r) for r, members in self._members.items() for u in members],
-            accounts=list(self._accounts.values()),
-            last_auth_event=len(self._events),
-        )
-
-    @staticmethod
-    def _thread_key(viewer: str, room: str | None, other: str | None) -> tuple[str, ...]:
-        if room is not None:
-            return ("room", room)
-        return ("direct", *sorted((viewer, other or "")))
-
-    def _trim(self, messages: list[Message]) -> list[Message]:
-        """Drop the oldest tenth once a list is over the cap, so trimming costs O(1) per append on average."""
-        if len(messages) <= self._max_messages:
-            return []
-        cut = max(1, self._max_messages // 10)
-        dropped = messages[:cut]
-        del messages[:cut]
-        return dropped
-
-    def append(self, draft: Draft, done: AppendCallback) -> None:
-        key = (draft.sender, draft.client_id)
-        existing = self._by_client_id.get(key)
-        if existing is not None:
-            done(AppendResult(existing, duplicate=True))
-            return
-        self._last_seq += 1
-        message = Message(self._last_seq, draft.sender, draft.text, draft.ts, draft.client_id, draft.to, draft.room)
-        self._log.append(message)
-        self._by_client_id[key] = message
-        thread = self._threads.setdefault(self._thread_key(draft.sender, draft.room, draft.to), [])
-        thread.append(message)
-        self._trim(thread)
-        for old in self._trim(self._log):
-            self._by_client_id.pop((old.sender, old.client_id), None)
-        done(AppendResult(message))
-
-    def _event(self, kind: str, user: str, login_id: str | None = None) -> None:
-        self._events.append(AuthEvent(len(self._events) + 1, kind, user, login_id))
-
-    async def create_user(self, name: str, password_hash: str | None, guest: bool) -> bool:
-        if name in self._accounts:
-            return False
-        self._accounts[name] = AccountRow(name, password_hash, guest, removed=False)
-        self._users[name] = self._last_seq
-        self._event(account_sql.USER_ADDED, name)
-        return True
-
-    async def set_password(self, name: str, password_hash: str) -> bool:
-        account = self._accounts.get(name)
-        if account is None or account.removed or account.guest:
-            return False
-        self._accounts[name] = AccountRow(name, password_hash, False, removed=False)
-        self._event(account_sql.PASSWORD_CHANGED, name)
-        return True
-
-    async def remove_user(self, name: str) -> bool:
-        account = self._accounts.get(name)
-        if account is None or account.removed:
-            return False
-        self._accounts[name] = AccountRow(name, None, account.guest, removed=True)
-        for members in self._members.values():
-            members.pop(name, None)
-        self._event(account_sql.USER_REMOVED, name)
-        return True
-
-    async def open_login(self, login_id: str, user: str, expires: float) -> None:
-        return None
-
-    async def revoke_login(self, login_id: str) -> None:
-        return None
-
-    async def auth_events_after(self, event_id: int) -> list[AuthEvent]:
-        return self._events[event_id:]
-
-    async def account(self, name: str) -> AccountRow | None:
-        return self._accounts.get(name)
-
-    def set_membership(self, user: str, room: str, member: bool, seq: int) -> None:
-        members = self._members.setdefault(room, {})
-        if member:
-            members.setdefault(user, seq)
-        else:
-            members.pop(user, None)
-
-    def set_offline_since(self, user: str, seq: int) -> None:
-        self._users[user] = seq
-
-    def _visible(self, viewer: str, message: Message) -> bool:
-        if message.room is not None:
-            joined = self._members.get(message.room, {}).get(viewer)
-            return joined is not None and message.seq > joined
-        return viewer in (message.sender, message.to)
-
-    async def history(
-        self, viewer: str, room: str | None, with_user: str | None, before: int | None, limit: int
-    ) -> tuple[list[Message], bool]:
-        thread = self._threads.get(self._thread_key(viewer, room, with_user), [])
-        end = len(thread) if before is None else bisect.bisect_left(thread, before, key=_seq)
-        start = max(0, end - limit)
-        return thread[start:end][::-1], start > 0
-
-    async def replay(self, user: str, since: int, below: int | None, limit: int) -> Replay:
-        start = bisect.bisect_right(self._log, since, key=_seq)
-        end = len(self._log) if below is None else bisect.bisect_left(self._log, below, key=_seq)
-        matched = [m for m in self._log[start:end] if self._visible(user, m)]
-        truncated = len(matched) > limit
-        return Replay(matched[-limit:] if truncated else matched, truncated, self._last_seq)
-
-    async def close(self) -> None:
-        return None
-
-
-def _seq(message: Message) -> int:
-    return message.seq

@@ -1,4 +1,4 @@
-"""SQL for accounts and login sessions, shared by the store's writer thread and the admin CLI.
+"""SQL for accounts and login sessions, shared by the SQLite store's writer thread and the admin CLI.
 
 Every change also appends a row to ``auth_events``; a running server reads
 that table every second, so that ``tornado-chat user passwd`` or ``remove``
@@ -9,29 +9,8 @@ runs inside the caller's transaction.
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
 
-# Kinds of auth_events rows.
-USER_ADDED = "user_added"
-USER_REMOVED = "user_removed"
-PASSWORD_CHANGED = "password_changed"  # every login session of the user ends with it
-LOGIN_REVOKED = "login_revoked"
-
-
-@dataclass(frozen=True, slots=True)
-class AuthEvent:
-    event_id: int
-    kind: str
-    user: str
-    login_id: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class AccountRow:
-    name: str
-    password_hash: str | None
-    guest: bool
-    removed: bool
+from .store import LOGIN_REVOKED, PASSWORD_CHANGED, USER_ADDED, USER_REMOVED, AccountRow, AuthEvent, LoginRow
 
 
 def _event(connection: sqlite3.Connection, kind: str, user: str, login_id: str | None, now: float) -> None:
@@ -113,13 +92,14 @@ def account(connection: sqlite3.Connection, name: str) -> AccountRow | None:
     return None if row is None else AccountRow(row[0], row[1], bool(row[2]), row[3] is not None)
 
 
-def open_logins(connection: sqlite3.Connection, now: float) -> list[tuple[str, str, float]]:
-    """(login id, user, expiry) of every login session not revoked and not expired."""
-    return list(
-        connection.execute(
+def open_logins(connection: sqlite3.Connection, now: float) -> list[LoginRow]:
+    """Every login session not revoked and not expired."""
+    return [
+        LoginRow(*row)
+        for row in connection.execute(
             "SELECT login_id, user, expires_at FROM logins WHERE revoked_at IS NULL AND expires_at > ?", (now,)
         )
-    )
+    ]
 
 
 def events_after(connection: sqlite3.Connection, event_id: int) -> list[AuthEvent]:

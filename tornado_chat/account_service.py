@@ -1,4 +1,4 @@
-"""Who may connect: registration, login, logout, password changes, and token checks.
+"""The account service: registration, login, logout, password changes, and token checks.
 
 Tokens name a server-side login session (``Claims.login_id``), so a token
 stops working the moment its session ends: logout ends one, a password change
@@ -19,22 +19,30 @@ import secrets
 from collections.abc import Callable
 from typing import Protocol
 
-from . import account_sql
-from .account_sql import AuthEvent
-from .accounts import GUEST_PREFIX, Account, Accounts, Login, hash_password, password_problem, verify_password
-from .auth import Claims, TokenError, TokenProblem, TokenSigner
+from .accounts import GUEST_PREFIX, Account, Accounts, Login
 from .limits import AttemptLimiter
+from .passwords import hash_password, password_problem, verify_password
 from .protocol import USERNAME_PATTERN
 from .settings import Settings
-from .store import Snapshot, Store, StoreError
+from .store import (
+    LOGIN_REVOKED,
+    PASSWORD_CHANGED,
+    USER_ADDED,
+    USER_REMOVED,
+    AccountStore,
+    AuthEvent,
+    Snapshot,
+    StoreError,
+)
+from .tokens import Claims, TokenError, TokenProblem, TokenSigner
 
 log = logging.getLogger("tornado_chat.identity")
 
 LOGIN_WINDOW_S = 60.0
 # Close-frame reasons for connections whose login session ended.
-LOGGED_OUT = "logged out"
-PASSWORD_CHANGED = "password changed"
-ACCOUNT_REMOVED = "account removed"
+CLOSE_LOGGED_OUT = "logged out"
+CLOSE_PASSWORD_CHANGED = "password changed"
+CLOSE_ACCOUNT_REMOVED = "account removed"
 # Expired login sessions are dropped from memory this often.
 PRUNE_INTERVAL_S = 600.0
 USERNAME_RULE = "1-32 characters of A-Z, a-z, 0-9, _, . and -"
@@ -51,7 +59,7 @@ class AuthError(Exception):
         self.retry_after_s = retry_after_s
 
 
-class IdentityListener(Protocol):
+class AccountListener(Protocol):
     """What the chat server does when accounts change."""
 
     def user_added(self, name: str) -> None: ...
@@ -66,15 +74,15 @@ class IdentityListener(Protocol):
         ...
 
 
-class Identity:
+class AccountService:
     """Accounts and login sessions of one server."""
 
     def __init__(
         self,
         settings: Settings,
-        store: Store,
+        store: AccountStore,
         signer: TokenSigner,
-        listener: IdentityListener,
+        listener: AccountListener,
         clock: Callable[[], float],
         monotonic: Callable[[], float],
     ) -> None:
@@ -94,8 +102,8 @@ class Identity:
         for row in snapshot.accounts:
             if not row.removed:
                 self.accounts.add(Account(row.name, row.password_hash, row.guest))
-        for login_id, user, expires in snapshot.logins:
-            self.accounts.open_login(Login(login_id, user, expires))
+        for login in snapshot.logins:
+            self.accounts.open_login(Login(login.login_id, login.user, login.expires))
         self.last_event_id = snapshot.last_auth_event
 
     def is_guest(self, user: str) -> bool:
@@ -204,7 +212,7 @@ class Identity:
         except StoreError:
             raise AuthError(503, "unavailable", "logout failed; try again") from None
         if self.accounts.revoke(claims.login_id) is not None:
-            self.listener.logins_ended(claims.user, {claims.login_id}, LOGGED_OUT)
+            self.listener.logins_ended(claims.user, {claims.login_id}, CLOSE_LOGGED_OUT)
 
     async def change_password(self, claims: Claims, password: object, new_password: object) -> tuple[str, Claims]:
         """Replace the password; every login session of the user ends, and the caller gets a new one."""
@@ -232,7 +240,7 @@ class Identity:
         if account is not None and new_hash is not None:
             account.password_hash = new_hash
         self.accounts.revoke_user(user)
-        self.listener.logins_ended(user, None, PASSWORD_CHANGED)
+        self.listener.logins_ended(user, None, CLOSE_PASSWORD_CHANGED)
 
     # ------------------------------------------------------------ changes from other processes
 
@@ -247,10 +255,10 @@ class Identity:
             self.accounts.prune(self.clock())
 
     async def _apply(self, event: AuthEvent) -> None:
-        if event.kind == account_sql.LOGIN_REVOKED and event.login_id is not None:
+        if event.kind == LOGIN_REVOKED and event.login_id is not None:
             if self.accounts.revoke(event.login_id) is not None:
-                self.listener.logins_ended(event.user, {event.login_id}, LOGGED_OUT)
-        elif event.kind == account_sql.PASSWORD_CHANGED:
+                self.listener.logins_ended(event.user, {event.login_id}, CLOSE_LOGGED_OUT)
+        elif event.kind == PASSWORD_CHANGED:
             row = await self.store.account(event.user)
             account = self.accounts.accounts.get(event.user)
             if row is not None and account is not None and row.password_hash == account.password_hash:
@@ -258,12 +266,12 @@ class Identity:
                 # again would also end the login session it has just opened for the caller.
                 return
             self._password_changed(event.user, row.password_hash if row is not None else None)
-        elif event.kind == account_sql.USER_REMOVED:
+        elif event.kind == USER_REMOVED:
             if event.user in self.accounts.accounts:
                 self.accounts.remove(event.user)
-                self.listener.logins_ended(event.user, None, ACCOUNT_REMOVED)
+                self.listener.logins_ended(event.user, None, CLOSE_ACCOUNT_REMOVED)
                 self.listener.user_removed(event.user)
-        elif event.kind == account_sql.USER_ADDED and event.user not in self.accounts.accounts:
+        elif event.kind == USER_ADDED and event.user not in self.accounts.accounts:
             row = await self.store.account(event.user)
             if row is not None and not row.removed:
                 self.accounts.add(Account(row.name, row.password_hash, row.guest))

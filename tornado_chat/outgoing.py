@@ -1,0 +1,67 @@
+"""Server frames on their way out: the JSON payload encoded once, then framed once per transport.
+
+Pure code: no sockets. A fan-out builds one ``Outgoing`` for a payload however
+many sessions receive it; the first WebSocket recipient frames it (RFC 6455,
+section 5.2: a final, unmasked frame) and every other recipient writes the same
+bytes. A connection that negotiated compression cannot share those bytes and
+hands ``payload`` to Tornado's ``write_message`` instead.
+
+Heartbeat pings are ``Outgoing`` too (``Outgoing.ping``): one per tick, written
+to every connection that is due.
+"""
+
+from __future__ import annotations
+
+import struct
+
+OP_TEXT = 0x1
+OP_PING = 0x9
+# RFC 6455 section 5.5: control frames carry at most 125 bytes.
+MAX_CONTROL_PAYLOAD_BYTES = 125
+# Payload lengths that still fit the 7-bit and the 16-bit length fields (section 5.2).
+_SHORT_LENGTH_MAX = 125
+_MEDIUM_LENGTH_MAX = 0xFFFF
+
+
+def websocket_frame(opcode: int, payload: bytes) -> bytes:
+    """One final, unmasked frame as a server sends it."""
+    length = len(payload)
+    if length <= _SHORT_LENGTH_MAX:
+        return bytes((0x80 | opcode, length)) + payload
+    if length <= _MEDIUM_LENGTH_MAX:
+        return struct.pack("!BBH", 0x80 | opcode, 126, length) + payload
+    return struct.pack("!BBQ", 0x80 | opcode, 127, length) + payload
+
+
+class Outgoing:
+    """One server frame: ``payload`` (UTF-8 JSON, or a ping's bytes) and its WebSocket framing, built once."""
+
+    __slots__ = ("_websocket", "opcode", "payload")
+
+    def __init__(self, payload: bytes, opcode: int = OP_TEXT) -> None:
+        self.payload = payload
+        self.opcode = opcode
+        self._websocket: bytes | None = None
+
+    @classmethod
+    def ping(cls, payload: bytes) -> Outgoing:
+        """A ping frame; ``payload`` is at most 125 bytes."""
+        if len(payload) > MAX_CONTROL_PAYLOAD_BYTES:
+            raise ValueError("a ping payload is at most 125 bytes")
+        return cls(payload, OP_PING)
+
+    @property
+    def is_ping(self) -> bool:
+        return self.opcode == OP_PING
+
+    @property
+    def websocket(self) -> bytes:
+        """The frame's bytes on a WebSocket without compression (built on first use, then shared)."""
+        frame = self._websocket
+        if frame is None:
+            frame = self._websocket = websocket_frame(self.opcode, self.payload)
+        return frame
+
+    def __len__(self) -> int:
+        """Bytes on the wire for a WebSocket recipient (what the ``chat_sent_bytes`` counter adds up)."""
+        return len(self.websocket)

@@ -1,0 +1,397 @@
+"""The chat service: sessions opened and forgotten, frames received and answered, messages delivered.
+
+It sits between the transports (``websocket.py``) and the pure core (``hub``,
+``protocol``, ``heartbeat``, ``limits``), and drives the message store. Every
+fan-out is one ``Outgoing`` per payload, written to each recipient's
+transport; a session whose replay is running holds live frames back
+(``replay.py``) so that the replay comes first.
+
+A session is forgotten exactly once (``forget_session``), whatever ended it:
+its transport reports the end from the event loop, and a close the server
+starts (rate limit, slow consumer, logout, reaping) forgets it at once so that
+presence is true immediately. Nothing here is called re-entrantly by a
+transport: a transport that fails under a write reports it later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from functools import partial
+
+from . import __version__, protocol
+from .admission import Admitted
+from .background import BackgroundTasks
+from .heartbeat import HeartbeatMonitor
+from .hub import Delivery, Hub
+from .limits import TokenBucket
+from .metrics import ChatMetrics
+from .outgoing import Outgoing
+from .protocol import ErrorCode, FrameId, ProtocolError
+from .replay import Replayer
+from .session import (
+    CLOSED_POLICY,
+    CLOSED_PROTOCOL_ERROR,
+    CLOSED_SHUTDOWN,
+    CLOSED_SLOW_CONSUMER,
+    Session,
+    Transport,
+)
+from .settings import Settings
+from .store import AppendResult, Draft, MessageStore, StoreError
+
+log = logging.getLogger("tornado_chat.service")
+
+CLOSE_POLICY = 1008
+CLOSE_TOO_LARGE = 1009
+CLOSE_SERVICE_RESTART = 1012
+CLOSE_TRY_AGAIN_LATER = 1013
+
+
+class ChatService:
+    """One server's chat: the hub of sessions and rooms, the message store, and the traffic between them."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        hub: Hub,
+        store: MessageStore,
+        heartbeat: HeartbeatMonitor[Session],
+        metrics: ChatMetrics,
+        tasks: BackgroundTasks,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.hub = hub
+        self.store = store
+        self.heartbeat = heartbeat
+        self.metrics = metrics
+        self.tasks = tasks
+        self.clock = clock
+        self.monotonic = monotonic
+        self.replayer = Replayer(self, store, metrics.tallies, settings.replay_limit)
+        # Set while a shutdown waits for every session to go.
+        self._all_gone: asyncio.Event | None = None
+
+    # ------------------------------------------------------------ sessions
+
+    def open_session(self, transport: Transport, admitted: Admitted) -> Session:
+        """Register an admitted connection as a session, greet it, and replay what it missed."""
+        settings = self.settings
+        now = self.monotonic()
+        user = self.hub.add_user(admitted.claims.user)
+        was_offline = not user.online
+        bucket = TokenBucket(settings.rate_limit_per_s, settings.rate_limit_burst, now)
+        session = Session(secrets.token_urlsafe(9), user, transport, now, admitted.claims.login_id, bucket)
+        session.peer = self.heartbeat.add(session, now)
+        self.metrics.connections_opened.inc()
+        deliveries = self.hub.open_session(session)
+        self.send(session, self._welcome(session))
+        self.deliver(deliveries)
+        since = admitted.since
+        if since is None and was_offline:
+            since = user.offline_since_seq
+        if since is not None:
+            self.replayer.start(session, since)
+        return session
+
+    def forget_session(self, session: Session) -> None:
+        """Clean up after a session that ended, exactly once whatever ended it."""
+        if session.forgotten:
+            return
+        session.forgotten = True
+        peer, session.peer = session.peer, None
+        if peer is not None:
+            self.heartbeat.remove(peer)
+            peer.owner = None
+        self.metrics.connections_closed[session.close_reason].inc()
+        user = session.user
+        self.deliver(self.hub.close_session(session))
+        if not user.online:
+            self.store.set_offline_since(user.name, user.offline_since_seq)
+        if self._all_gone is not None and not self.hub.sessions:
+            self._all_gone.set()
+
+    def end_session(self, session: Session, why: str, code: int, reason: str) -> None:
+        """Close a session from the server's side (``why`` is the metric's reason) and forget it now."""
+        session.close_reason = why
+        session.transport.close(code, reason)
+        self.forget_session(session)
+
+    def session_count(self) -> int:
+        return len(self.hub.sessions)
+
+    def session_count_of(self, user: str) -> int:
+        known = self.hub.users.get(user)
+        return len(known.sessions) if known is not None else 0
+
+    async def close_all(self, spread_s: float, wait_s: float) -> None:
+        """Shutdown: close every session with 1012 and a ``retry_after_ms`` hint spread over ``spread_s``.
+
+        Waits up to ``wait_s`` for clients to complete their close handshake, then drops the rest.
+        """
+        sessions = list(self.hub.sessions.values())
+        self._all_gone = asyncio.Event()
+        rng = secrets.SystemRandom()
+        for session in sessions:
+            session.close_reason = CLOSED_SHUTDOWN
+            hint = protocol.encode({"retry_after_ms": round(rng.uniform(0, spread_s * 1000))}).decode()
+            session.transport.close(CLOSE_SERVICE_RESTART, hint)
+        if self.hub.sessions:
+            try:
+                await asyncio.wait_for(self._all_gone.wait(), wait_s)
+            except TimeoutError:
+                log.info("%d clients did not finish closing in time", len(self.hub.sessions))
+        for session in list(self.hub.sessions.values()):
+            session.transport.abort()
+            self.forget_session(session)
+
+    # ------------------------------------------------------------ what the transport reports
+
+    def _spend_token(self, session: Session, now: float) -> bool:
+        """One frame's worth of the rate limit; a client that keeps sending while refused is cut off (1008)."""
+        bucket = session.bucket
+        if bucket is None or bucket.take(now):
+            return True
+        if bucket.exhausted:
+            log.info("closing a connection that kept sending over its rate limit", extra={"user": session.user.name})
+            self.end_session(session, CLOSED_POLICY, CLOSE_POLICY, "rate limit exceeded")
+        return False
+
+    def _seen(self, session: Session) -> float:
+        now = self.monotonic()
+        peer = session.peer
+        if peer is not None:
+            peer.last_seen = now
+        return now
+
+    def frame_received(self, session: Session) -> None:
+        if not session.forgotten:
+            self._spend_token(session, self._seen(session))
+
+    def ping_received(self, session: Session) -> None:
+        self.frame_received(session)
+
+    def pong_received(self, session: Session, payload: bytes) -> None:
+        if session.forgotten:
+            return
+        now = self.monotonic()
+        peer = session.peer
+        if peer is not None and (rtt := HeartbeatMonitor.pong(peer, payload, now)) is not None:
+            tallies = self.metrics.tallies
+            tallies.heartbeat_pongs += 1
+            tallies.heartbeat_rtt_seconds.observe(rtt)
+        self._spend_token(session, now)
+
+    def protocol_violated(self, session: Session, code: int) -> None:
+        session.close_reason = CLOSED_PROTOCOL_ERROR
+        if code == CLOSE_TOO_LARGE:
+            self.send_error(session, ErrorCode.TOO_LARGE, "message is larger than the server accepts")
+        log.info("closing a connection that broke the WebSocket protocol (close code %d)", code)
+
+    def transport_overflowed(self, session: Session) -> None:
+        """A client stopped reading and what waits for it passed the cap: cut it off, the others go on."""
+        if session.forgotten:
+            return
+        log.info(
+            "closing a slow consumer",
+            extra={"user": session.user.name, "buffered": session.transport.buffered_bytes + session.held_bytes},
+        )
+        self.end_session(session, CLOSED_SLOW_CONSUMER, CLOSE_TRY_AGAIN_LATER, "slow consumer: not reading fast enough")
+
+    # ------------------------------------------------------------ frames
+
+    def receive(self, session: Session, data: str | bytes) -> None:
+        """Handle one client frame; a bad frame gets an error frame and the session stays open."""
+        if session.forgotten:
+            return  # frames still in flight after the server closed the session
+        received_at = time.perf_counter()
+        if not self._spend_token(session, self._seen(session)):
+            if not session.forgotten:
+                self.send_error(session, ErrorCode.RATE_LIMITED, "slow down: too many frames")
+            return
+        tallies = self.metrics.tallies
+        tallies.received_bytes += len(data) if isinstance(data, bytes) or data.isascii() else len(data.encode())
+        try:
+            frame = protocol.parse_client_frame(data, self.settings.max_text_chars)
+        except ProtocolError as exc:
+            tallies.frames_received["invalid"] += 1
+            self.send_error(session, exc.code, exc.message, exc.frame_id)
+            return
+        tallies.frames_received[frame.label] += 1
+        try:
+            self._dispatch(session, frame, received_at)
+        except ProtocolError as exc:
+            self.send_error(session, exc.code, exc.message, frame.frame_id)
+        except Exception:  # a bug in handling one frame must not end the session
+            log.exception("handling a %s frame failed", frame.label)
+            self.send_error(session, ErrorCode.INTERNAL, "the server failed to handle this frame", frame.frame_id)
+
+    def _dispatch(self, session: Session, frame: protocol.ClientFrame, received_at: float) -> None:
+        user = session.user
+        match frame:
+            case protocol.Send():
+                self.hub.check_target(user, frame.room, frame.to)
+                draft = Draft(user.name, frame.text, self.clock(), frame.client_id, frame.to, frame.room)
+                self.store.append(draft, partial(self._stored, session, frame.client_id, received_at))
+            case protocol.Join():
+                changed, deliveries = self.hub.join(session, frame.room)
+                if changed:
+                    self.store.set_membership(user.name, frame.room, True, self.hub.last_seq)
+                self.deliver(deliveries)
+            case protocol.Leave():
+                deliveries = self.hub.leave(session, frame.room)
+                self.store.set_membership(user.name, frame.room, False, self.hub.last_seq)
+                self.deliver(deliveries)
+            case protocol.Ping():
+                self.send(session, protocol.pong_frame(frame.frame_id, self.clock()))
+            case protocol.History():
+                self.hub.check_target(user, frame.room, frame.with_user)
+                self.tasks.spawn(self._answer_history(session, frame))
+            case protocol.ListRooms():
+                self.send(session, self.hub.room_list(user))
+            case protocol.Resume():
+                self.replayer.start(session, frame.since)
+
+    def _stored(self, session: Session, client_id: str, received_at: float, result: AppendResult) -> None:
+        """The store has the message (or failed): ack the sender, then deliver to everyone else."""
+        message = result.message
+        if message is None:
+            self.send_error(session, ErrorCode.INTERNAL, "the message was not stored; send it again", client_id)
+            return
+        self.send_in_order(session, protocol.ack_frame(message))
+        if result.duplicate:
+            return
+        deliveries, notices = self.hub.route(message)
+        if notices:
+            self.deliver(notices)
+        self.deliver_message(deliveries, message.seq, session)
+        tallies = self.metrics.tallies
+        tallies.messages[message.kind] += 1
+        tallies.fanout_seconds.observe(time.perf_counter() - received_at)
+
+    async def history_page(self, viewer: str, request: protocol.History) -> bytes:
+        """A page of history the viewer may read; raises ``ProtocolError`` (no access) or ``StoreError``."""
+        user = self.hub.users.get(viewer) or self.hub.add_user(viewer)
+        self.hub.check_target(user, request.room, request.with_user)
+        messages, more = await self.store.history(
+            viewer, request.room, request.with_user, request.before, request.limit
+        )
+        return protocol.history_page(request, messages, more, viewer)
+
+    async def _answer_history(self, session: Session, frame: protocol.History) -> None:
+        try:
+            page = await self.history_page(session.user.name, frame)
+        except StoreError:
+            self.send_error(session, ErrorCode.INTERNAL, "history is unavailable; try again", frame.frame_id)
+        except ProtocolError as exc:
+            self.send_error(session, exc.code, exc.message, frame.frame_id)
+        else:
+            self.send(session, page)
+
+    def _welcome(self, session: Session) -> bytes:
+        user = session.user
+        settings = self.settings
+        return protocol.encode(
+            {
+                "type": "welcome",
+                "user": user.name,
+                "session": session.sid,
+                "rooms": sorted(user.rooms),
+                "contacts": sorted(user.contacts),
+                "online": self.hub.peers_online(user),
+                "heartbeat": {"interval": settings.ping_interval_s, "timeout": settings.ping_timeout_s},
+                "server": __version__,
+                "protocol": protocol.PROTOCOL_VERSION,
+                "seq": self.hub.last_seq,
+                "limits": {"text_chars": settings.max_text_chars, "message_bytes": settings.max_message_bytes},
+            }
+        )
+
+    # ------------------------------------------------------------ writing
+
+    def send(self, session: Session, payload: bytes) -> None:
+        """A reply to this session alone, written at once (errors, pongs, history pages)."""
+        frame = Outgoing(payload)
+        self.metrics.tallies.sent_bytes += len(frame)
+        session.transport.write(frame)
+
+    def send_in_order(self, session: Session, payload: bytes) -> None:
+        """A reply that must not overtake a running replay (an ack carries a seq a client resumes from)."""
+        frame = Outgoing(payload)
+        self.metrics.tallies.sent_bytes += len(frame)
+        self._write_live(session, 0, frame)
+
+    def send_error(self, session: Session, code: ErrorCode, message: str, frame_id: FrameId = None) -> None:
+        self.metrics.errors[code].inc()
+        self.send(session, protocol.error_frame(code, message, frame_id))
+
+    def _write_live(self, session: Session, seq: int, frame: Outgoing) -> None:
+        if session.held is None:
+            if seq and not session.live_floor:
+                session.live_floor = seq
+            session.transport.write(frame)
+        elif session.hold(seq, frame) > self.settings.max_buffered_bytes:
+            # Cut off from the loop, not from inside this fan-out.
+            asyncio.get_running_loop().call_soon(self.transport_overflowed, session)
+
+    def deliver(self, deliveries: Iterable[Delivery]) -> None:
+        """Write each frame that is not a message (presence, membership), framed once, to every recipient."""
+        sent = 0
+        for payload, recipients in deliveries:
+            frame = Outgoing(payload)
+            for session in recipients:
+                self._write_live(session, 0, frame)
+            sent += len(frame) * len(recipients)
+        if sent:
+            self.metrics.tallies.sent_bytes += sent
+
+    def deliver_message(self, deliveries: Iterable[Delivery], seq: int, skip: Session | None) -> int:
+        """Write a message frame, framed once, to every recipient but ``skip`` (the sender, who gets an ack).
+
+        Returns the number of sessions it went to.
+        """
+        count = 0
+        sent = 0
+        for payload, recipients in deliveries:
+            frame = Outgoing(payload)
+            written = 0
+            for session in recipients:
+                if session is skip:
+                    continue
+                written += 1
+                if session.held is None:
+                    if not session.live_floor:
+                        session.live_floor = seq
+                    session.transport.write(frame)
+                else:
+                    self._write_live(session, seq, frame)
+            count += written
+            sent += len(frame) * written
+        if count:
+            tallies = self.metrics.tallies
+            tallies.deliveries += count
+            tallies.sent_bytes += sent
+        return count
+
+    # ------------------------------------------------------------ account changes (AccountListener)
+
+    def user_added(self, name: str) -> None:
+        self.hub.add_user(name)
+
+    def user_removed(self, name: str) -> None:
+        for session in self.hub.remove_user(name):
+            self.end_session(session, CLOSED_POLICY, CLOSE_POLICY, "account removed")
+
+    def logins_ended(self, user: str, login_ids: set[str] | None, reason: str) -> None:
+        """Close the user's sessions opened with these login sessions (all when None)."""
+        known = self.hub.users.get(user)
+        if known is None:
+            return
+        for session in list(known.sessions.values()):
+            if login_ids is None or session.login_id in login_ids:
+                self.end_session(session, CLOSED_POLICY, CLOSE_POLICY, reason)

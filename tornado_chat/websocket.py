@@ -1,0 +1,471 @@
+"""``/ws``: every chat session is a Tornado ``WebSocketHandler``.
+
+The handler only translates Tornado's events into calls on a ``SessionHost``
+(the chat service): ``get`` asks it to admit the request and answers a refusal
+as HTTP with a JSON body before anything is upgraded; ``open`` opens a session;
+``on_message`` hands over a frame; ``on_ping``/``on_pong`` feed the rate limit
+and the heartbeat; ``on_close`` forgets the session. It holds no chat state.
+Every call into the host goes through ``_guarded``: an exception is logged once
+and closes only this connection.
+
+Writing (``WebSocketTransport``): a fan-out frames each payload once
+(``outgoing.Outgoing``) and the transport writes the same bytes to each socket
+with one ``send`` when the stream has nothing queued (``IOStream.writing()``),
+through ``IOStream.write`` otherwise, so bytes never overtake each other and a
+delivery costs no Future in the common case. A connection that negotiated
+permessage-deflate gets ``write_message``; over TLS the stream always writes.
+The bytes queued in the stream are counted, so that a client that stops
+reading is cut off (close 1013) past ``--max-buffered-bytes``; the count is
+kept from the write futures, which also pace replays (``drain``).
+
+Two additions to Tornado's RFC 6455 code, in ``_ChatProtocol``: every frame
+read (continuations and control frames included) is reported, so that the rate
+limit counts frames rather than messages; and a client that breaks the
+protocol gets a close frame naming what it broke (1002, or 1007 for text that
+is not UTF-8; 1009 for an oversize message, after a ``too_large`` error frame)
+and the connection lingers until that frame is out, where Tornado would drop
+the socket at once, unread input and all, and the peer could see a reset
+instead. Compression, when enabled, is negotiated without context takeover in
+either direction, so an idle compressed connection keeps no zlib state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import select
+import socket
+from collections.abc import Callable
+from functools import partial
+from typing import Any, Protocol
+
+import tornado.httputil
+import tornado.ioloop
+import tornado.websocket
+from tornado.iostream import IOStream, SSLIOStream, StreamClosedError
+
+from .admission import Admitted, Handshake, Refusal
+from .httpbase import TOKEN_COOKIE, JsonErrors
+from .outgoing import Outgoing
+from .session import Session
+
+log = logging.getLogger("tornado_chat.websocket")
+
+# The subprotocol this server speaks; offered by a client in Sec-WebSocket-Protocol, it is selected.
+SUBPROTOCOL = "tornado-chat.v1"
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_INVALID_DATA = 1007
+CLOSE_POLICY = 1008
+CLOSE_TOO_LARGE = 1009
+CLOSE_INTERNAL_ERROR = 1011
+CLOSE_SERVICE_RESTART = 1012
+CLOSE_TRY_AGAIN_LATER = 1013
+# RFC 6455 section 5.5: a close frame's reason fits in 123 bytes after the two-byte code.
+MAX_CLOSE_REASON_BYTES = 123
+_OP_TEXT = 0x1
+# zlib level for permessage-deflate; 6 is zlib's own default trade-off.
+DEFLATE_LEVEL = 6
+# zlib memLevel 1..9: the compressor's hash table is 2**(memLevel + 9) bytes; 5 keeps it at 16 KiB per message.
+DEFLATE_MEM_LEVEL = 5
+
+
+class SessionHost(Protocol):
+    """What a WebSocket handler needs from the chat service."""
+
+    def admit(self, handshake: Handshake) -> Refusal | Admitted: ...
+
+    def origin_allowed(self, origin: str) -> bool: ...
+
+    def refused(self, code: str) -> None:
+        """Count a refused handshake (``chat_handshakes_rejected_total``)."""
+        ...
+
+    def open_session(self, transport: WebSocketTransport, admitted: Admitted) -> Session: ...
+
+    def receive(self, session: Session, data: str | bytes) -> None: ...
+
+    def frame_received(self, session: Session) -> None:
+        """A frame that carried no message of its own (a continuation, a close) arrived: count it."""
+        ...
+
+    def ping_received(self, session: Session) -> None: ...
+
+    def pong_received(self, session: Session, payload: bytes) -> None: ...
+
+    def protocol_violated(self, session: Session, code: int) -> None:
+        """The client broke the protocol; ``code`` is the close code it will get (1009: too large)."""
+        ...
+
+    def transport_overflowed(self, session: Session) -> None:
+        """The transport has more queued than ``--max-buffered-bytes`` (called from the loop, never inline)."""
+        ...
+
+    def forget_session(self, session: Session) -> None: ...
+
+    @property
+    def compression(self) -> bool: ...
+
+    @property
+    def max_message_bytes(self) -> int: ...
+
+    @property
+    def max_buffered_bytes(self) -> int: ...
+
+
+class WebSocketTransport:
+    """The network side of one WebSocket session (``session.Transport``)."""
+
+    __slots__ = ("_closing", "_last_write", "_sock", "handler", "max_buffered", "queued_bytes", "remote_ip", "stream")
+
+    kind = "websocket"
+
+    def __init__(self, handler: ChatSocketHandler, stream: IOStream, remote_ip: str, max_buffered: int) -> None:
+        self.handler: ChatSocketHandler | None = handler
+        self.stream = stream
+        # The raw socket, written directly while the stream has nothing queued; None over TLS.
+        self._sock: socket.socket | None = None if isinstance(stream, SSLIOStream) else stream.socket
+        self.remote_ip = remote_ip
+        self.max_buffered = max_buffered
+        # Bytes handed to IOStream.write and not yet reported written.
+        self.queued_bytes = 0
+        self._last_write: asyncio.Future[None] | None = None
+        self._closing = False
+
+    @property
+    def buffered_bytes(self) -> int:
+        return self.queued_bytes
+
+    @property
+    def closing(self) -> bool:
+        return self._closing or self.stream.closed()
+
+    def write(self, frame: Outgoing) -> None:
+        """Write a prepared frame; never raises, never calls back into the core on this stack."""
+        if self._closing:
+            return
+        handler = self.handler
+        if handler is not None and handler.compressed and not frame.is_ping:
+            self._write_compressed(handler, frame.payload)
+            return
+        data: bytes | memoryview = frame.websocket
+        sock = self._sock
+        if sock is not None and not self.stream.writing():
+            try:
+                sent = sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                self._lost(exc)
+                return
+            if sent == len(data):
+                return
+            data = memoryview(data)[sent:]
+        self._queue(data)
+
+    def _queue(self, data: bytes | memoryview) -> None:
+        try:
+            future = self.stream.write(data)
+        except StreamClosedError:
+            self._closing = True
+            return
+        self._track(future, len(data))
+
+    def _write_compressed(self, handler: ChatSocketHandler, payload: bytes) -> None:
+        try:
+            future = handler.write_message(payload)
+        except tornado.websocket.WebSocketClosedError:
+            self._closing = True
+            return
+        # The compressed size is Tornado's to know; the payload's size is a fair upper bound.
+        self._track(future, len(payload))
+
+    def _track(self, future: asyncio.Future[None], size: int) -> None:
+        self.queued_bytes += size
+        self._last_write = future
+        future.add_done_callback(partial(self._written, size))
+        if self.queued_bytes > self.max_buffered and self.handler is not None:
+            tornado.ioloop.IOLoop.current().add_callback(self.handler.overflowed)
+
+    def _written(self, size: int, future: asyncio.Future[None]) -> None:
+        self.queued_bytes -= size
+        if future is self._last_write:
+            self._last_write = None
+
+    def _lost(self, exc: OSError) -> None:
+        """The socket failed under a direct send (a reset peer): the stream reports the end from the loop."""
+        self._closing = True
+        self.stream.close(exc_info=exc)
+
+    async def drain(self) -> None:
+        """Wait until what is queued is down to a quarter of the cap: replays go at the reader's pace."""
+        while self.queued_bytes > self.max_buffered // 4 and not self.closing:
+            waiter = self._last_write
+            if waiter is None:
+                return
+            with contextlib.suppress(StreamClosedError, tornado.websocket.WebSocketClosedError):
+                await asyncio.shield(waiter)
+
+    def close(self, code: int, reason: str) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        handler = self.handler
+        if handler is not None:
+            encoded = reason.encode("utf-8")[:MAX_CLOSE_REASON_BYTES].decode("utf-8", "ignore")
+            handler.close(code, encoded)
+
+    def abort(self) -> None:
+        self._closing = True
+        self.stream.close()
+
+    def has_unread_input(self) -> bool:
+        """Whether the kernel holds input for this socket that the loop has not read yet (after a stall)."""
+        if self.stream.closed():
+            return False
+        poller = select.poll()
+        try:
+            poller.register(self.stream.fileno(), select.POLLIN)
+        except (OSError, ValueError):
+            return False
+        return bool(poller.poll(0))
+
+
+class _ChatProtocol(tornado.websocket.WebSocketProtocol13):
+    """Tornado's RFC 6455 protocol, reporting every frame read and naming the violations it closes for."""
+
+    handler: ChatSocketHandler
+
+    def __init__(self, handler: ChatSocketHandler, params: tornado.websocket._WebSocketParams) -> None:
+        super().__init__(handler, False, params)
+        self._in_frame = False
+        self._at_header = False
+        self._handling_text = False
+        self._lingering = False
+        # Set when this class ends the receive loop itself: the abort that follows is not a deadline.
+        self._loop_ended_here = False
+        self._linger_task: asyncio.Future[None] | None = None
+
+    async def _receive_frame(self) -> None:
+        self._in_frame = self._at_header = True
+        try:
+            await super()._receive_frame()
+        finally:
+            self._in_frame = False
+        if not self._lingering:
+            self.handler.frame_read()
+
+    async def _read_bytes(self, n: int) -> bytes:
+        data = await super()._read_bytes(n)
+        if self._at_header:
+            self._at_header = False
+            if not data[1] & 0x80:  # RFC 6455 section 5.1: a server must close on an unmasked client frame
+                self._violation(CLOSE_PROTOCOL_ERROR, "client frames must be masked")
+                self._loop_ended_here = True
+                raise StreamClosedError()
+        return data
+
+    def _handle_message(self, opcode: int, data: bytes) -> asyncio.Future[None] | None:
+        self._handling_text = opcode == _OP_TEXT
+        try:
+            return super()._handle_message(opcode, data)
+        finally:
+            self._handling_text = False
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        if code == CLOSE_TOO_LARGE and self._in_frame and not self.server_terminated:
+            self.handler.violated(CLOSE_TOO_LARGE)
+        super().close(code, reason)
+
+    def _abort(self) -> None:
+        if self._loop_ended_here:
+            self._loop_ended_here = False
+            return
+        stream = self.stream
+        if self._lingering or not self._in_frame or stream is None or stream.closed():
+            super()._abort()  # the peer is gone, or the close handshake ran out of time
+            return
+        # Tornado aborts from inside a frame it refused: the client broke the protocol.
+        if self.server_terminated:
+            self._linger()  # a close frame is on its way already (1009, too large)
+        elif self._handling_text:
+            self._violation(CLOSE_INVALID_DATA, "text frames must be UTF-8")
+        else:
+            self._violation(CLOSE_PROTOCOL_ERROR, "protocol error")
+
+    def _violation(self, code: int, reason: str) -> None:
+        self.handler.violated(code)
+        super().close(code, reason)  # arms Tornado's 5 s close timeout, which ends the linger
+        self._linger()
+
+    def _linger(self) -> None:
+        """Stop reading frames, but keep the socket until our close frame is out.
+
+        Closing it with the client's input unread would make the kernel send a
+        reset, which can discard that frame on its way.
+        """
+        if self._lingering or self.stream is None:
+            return
+        self._lingering = True
+        self.client_terminated = True
+        self._linger_task = asyncio.ensure_future(self._drop_input(self.stream))
+
+    @staticmethod
+    async def _drop_input(stream: IOStream) -> None:
+        """Flush, send FIN, and read and drop input until the client hangs up."""
+        with contextlib.suppress(StreamClosedError):
+            await stream.write(b"")
+            with contextlib.suppress(OSError):
+                stream.socket.shutdown(socket.SHUT_WR)
+            while True:
+                await stream.read_bytes(65536, partial=True)
+        stream.close()
+
+    def _create_compressors(
+        self, side: str, agreed_parameters: dict[str, Any], compression_options: dict[str, Any] | None = None
+    ) -> None:
+        # RFC 7692 7.1.1: a server may answer with either no-context-takeover parameter even when not offered;
+        # Tornado echoes this dict in its response, so the client agrees to keep no state between messages.
+        agreed_parameters.setdefault("server_no_context_takeover", None)
+        agreed_parameters.setdefault("client_no_context_takeover", None)
+        super()._create_compressors(side, agreed_parameters, compression_options)
+        self.handler.compressed = True
+
+
+class ChatSocketHandler(tornado.websocket.WebSocketHandler, JsonErrors):
+    """``GET /ws``: admission before the upgrade, then one chat session per connection."""
+
+    host: SessionHost
+
+    def initialize(self, host: SessionHost) -> None:
+        self.host = host
+        self.admitted: Admitted | None = None
+        self.session: Session | None = None
+        self.transport: WebSocketTransport | None = None
+        self.compressed = False
+        # Set by a callback that counted its own frame for the rate limit (see frame_read).
+        self._frame_counted = False
+
+    async def get(self, *args: str, **kwargs: str) -> None:
+        handshake = Handshake(
+            self.request.headers,
+            self.get_query_argument("token", None) or self.get_cookie(TOKEN_COOKIE),
+            self.get_query_argument("since", None),
+            self.request.remote_ip or "",
+        )
+        decision = self.host.admit(handshake)
+        if isinstance(decision, Refusal):
+            self.host.refused(decision.code)
+            self.set_status(decision.status)
+            for name, value in decision.headers:
+                self.set_header(name, value)
+            self.write_json_error(decision.code, decision.message)
+            return
+        self.admitted = decision
+        await super().get(*args, **kwargs)
+
+    def check_origin(self, origin: str) -> bool:
+        return self.host.origin_allowed(origin)
+
+    def select_subprotocol(self, subprotocols: list[str]) -> str | None:
+        return SUBPROTOCOL if SUBPROTOCOL in subprotocols else None
+
+    def get_compression_options(self) -> dict[str, Any] | None:
+        if not self.host.compression:
+            return None
+        return {"compression_level": DEFLATE_LEVEL, "mem_level": DEFLATE_MEM_LEVEL}
+
+    @property
+    def max_message_size(self) -> int:
+        return self.host.max_message_bytes
+
+    def get_websocket_protocol(self) -> tornado.websocket.WebSocketProtocol | None:
+        if self.request.headers.get("Sec-WebSocket-Version") != "13":
+            return None
+        params = tornado.websocket._WebSocketParams(
+            max_message_size=self.max_message_size, compression_options=self.get_compression_options()
+        )
+        return _ChatProtocol(self, params)
+
+    # ------------------------------------------------------------ Tornado's events
+
+    def open(self, *args: str, **kwargs: str) -> None:
+        connection = self.ws_connection
+        if connection is None or connection.stream is None:
+            return
+        admitted, self.admitted = self.admitted, None
+        if admitted is None:
+            return
+        self.set_nodelay(True)
+        self.transport = WebSocketTransport(self, connection.stream, admitted.remote_ip, self.host.max_buffered_bytes)
+        self.session = self._guarded(self.host.open_session, self.transport, admitted)
+        self._forget_request()
+
+    def on_message(self, message: str | bytes) -> None:
+        session = self.session
+        if session is not None:
+            self._frame_counted = True
+            self._guarded(self.host.receive, session, message)
+
+    def on_ping(self, data: bytes) -> None:
+        session = self.session
+        if session is not None:
+            self._frame_counted = True
+            self._guarded(self.host.ping_received, session)
+
+    def on_pong(self, data: bytes) -> None:
+        session = self.session
+        if session is not None:
+            self._frame_counted = True
+            self._guarded(self.host.pong_received, session, data)
+
+    def on_close(self) -> None:
+        session, self.session = self.session, None
+        if session is not None:
+            self._guarded(self.host.forget_session, session)
+        transport, self.transport = self.transport, None
+        if transport is not None:
+            transport._closing = True
+            transport.handler = None
+
+    # ------------------------------------------------------------ from the protocol and the transport
+
+    def frame_read(self) -> None:
+        """Every frame read ends here; one that no callback counted is counted now."""
+        if self._frame_counted:
+            self._frame_counted = False
+            return
+        session = self.session
+        if session is not None:
+            self._guarded(self.host.frame_received, session)
+
+    def violated(self, code: int) -> None:
+        session = self.session
+        if session is not None:
+            self._guarded(self.host.protocol_violated, session, code)
+
+    def overflowed(self) -> None:
+        session = self.session
+        if session is not None:
+            self._guarded(self.host.transport_overflowed, session)
+
+    def _guarded(self, call: Callable[..., Any], *args: Any) -> Any:
+        """The one place the network layer calls the core: a failure is logged once and ends this connection."""
+        try:
+            return call(*args)
+        except Exception:
+            log.exception("the chat service failed on a WebSocket event; closing that connection")
+            if self.transport is not None:
+                self.transport.close(CLOSE_INTERNAL_ERROR, "internal error")
+            return None
+
+    def _forget_request(self) -> None:
+        """Drop what only the handshake needed: an idle connection should cost its session, not its request."""
+        self.request.headers = tornado.httputil.HTTPHeaders()
+        self.request.arguments = {}
+        self.request.query_arguments = {}
+        self.request.body_arguments = {}
+        self.request.files = {}
+        self.request.body = b""
+        self._headers = tornado.httputil.HTTPHeaders()
+        self.ui = {}  # type: ignore[assignment]
