@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import struct
@@ -133,7 +134,7 @@ class ServerThread:
 class ServerProcess:
     """``python -m tornado_chat`` as a subprocess; the port is read from its 'listening' log line."""
 
-    LISTENING = re.compile(r"listening on http://[^:/]+:(\d+)/ \(ops on http://[^:/]+:(\d+)/\)")
+    LISTENING = re.compile(r"listening on https?://[^:/]+:(\d+)/ \(ops on http://[^:/]+:(\d+)/\)")
 
     def __init__(self, *args: str, env: dict[str, str] | None = None, secret: bool = True) -> None:
         self.args = ["--port", "0", "--ops-port", "0", *(["--secret", SECRET.decode()] if secret else []), *args]
@@ -374,6 +375,18 @@ def clients(base_url: str, *names: str) -> Iterator[list[Client]]:
             client.close()
 
 
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """A certificate for localhost and 127.0.0.1 and its key, made by openssl; returns (cert, key) paths."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    openssl = shutil.which("openssl") or "/usr/bin/openssl"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
 def free_data_dir(tmp_path: Path, name: str = "data") -> Path:
     path = tmp_path / name
     path.mkdir(exist_ok=True)
@@ -407,19 +420,20 @@ class RawClient:
         head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
         self.status = int(head.split(b" ", 2)[1])
 
-    def send_frame(self, payload: bytes, opcode: int = 0x1, *, masked: bool = True) -> None:
-        """One final frame, masked as clients must (RFC 6455 section 5.3) unless ``masked`` is False."""
+    def send_frame(self, payload: bytes, opcode: int = 0x1, *, masked: bool = True, final: bool = True) -> None:
+        """One frame, masked as clients must (RFC 6455 section 5.3) unless ``masked`` is False."""
+        fin = 0x80 if final else 0
         if not masked:
-            self.sock.sendall(bytes((0x80 | opcode, len(payload))) + payload)
+            self.sock.sendall(bytes((fin | opcode, len(payload))) + payload)
             return
         mask = os.urandom(4)
         length = len(payload)
         if length < 126:
-            header = struct.pack("!BB", 0x80 | opcode, 0x80 | length)
+            header = struct.pack("!BB", fin | opcode, 0x80 | length)
         elif length <= 0xFFFF:
-            header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, length)
+            header = struct.pack("!BBH", fin | opcode, 0x80 | 126, length)
         else:
-            header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, length)
+            header = struct.pack("!BBQ", fin | opcode, 0x80 | 127, length)
         body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
         self.sock.sendall(header + mask + body)
 

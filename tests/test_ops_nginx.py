@@ -24,12 +24,21 @@ from tornado_chat.memory_store import MemoryStore
 from tornado_chat.settings import Settings
 
 from .conftest import make_settings
-from .support import WAIT_S, Client, ServerThread, clients, metric, password_for, scrape, wait_until
+from .support import (
+    WAIT_S,
+    Client,
+    ServerThread,
+    clients,
+    metric,
+    password_for,
+    scrape,
+    self_signed_certificate,
+    wait_until,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "ops" / "nginx" / "tornado-chat.conf"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-OPENSSL = shutil.which("openssl") or "/usr/bin/openssl"
 TIMEOUT_MS = 10_000
 
 
@@ -79,12 +88,7 @@ class Proxy:
 @pytest.fixture
 def proxy(tmp_path: Path) -> Iterator[Proxy]:
     """The chat server behind nginx running the shipped file, ports and certificate paths substituted."""
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [OPENSSL, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
+    cert, key = self_signed_certificate(tmp_path)
     settings = make_settings(tmp_path, trust_proxy_headers=True)
     server = ServerThread(settings, store=MemoryStore()).start()
     https_port, http_port = free_port(), free_port()
