@@ -1,6 +1,6 @@
 """The benchmark tool end to end at tiny sizes, against tornado-chat and the plain-Tornado peer.
 
-One run of ``python -m tornado_chat.bench`` (a few seconds) feeds every check below: the JSON is
+One run of ``python -m bench`` (a few seconds) feeds every check below: the JSON is
 complete, the counts add up (every message reached every member exactly once, every send was acked),
 and the figures are sane. No npm and no network: only the peers that need nothing but Tornado.
 """
@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from tornado_chat.bench.report import median_of
-from tornado_chat.bench.sysinfo import histogram_quantile, parse_metrics, quantiles
-from tornado_chat.bench.wsclient import OP_TEXT, encode_frame
+from bench.report import median_of
+from bench.sysinfo import histogram_quantile, parse_metrics, quantiles
+from bench.wsframe import OP_CONT, OP_TEXT, encode_frame
 
 ROOT = Path(__file__).resolve().parent.parent
 W1_CLIENTS, W1_MESSAGES = 20, 200
@@ -32,7 +32,7 @@ TARGETS = ("tornado-chat", "tornado-plain")
 def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str]:
     out = tmp_path_factory.mktemp("bench") / "bench.json"
     command = [
-        sys.executable, "-m", "tornado_chat.bench", "--quiet", "--runs", "1", "--timeout", "20",
+        sys.executable, "-m", "bench", "--quiet", "--runs", "1", "--timeout", "20",
         "--targets", ",".join(TARGETS), "--workloads", "w1,w2,w3,w4,w5",
         "--w1-clients", str(W1_CLIENTS), "--w1-messages", str(W1_MESSAGES),
         "--w2-idle", str(W2_IDLE), "--w2-pairs", str(W2_PAIRS), "--w2-roundtrips", str(W2_ROUNDTRIPS),
@@ -60,7 +60,7 @@ def test_the_report_names_the_machine_the_command_and_every_workload(bench: tupl
     document, table = bench
     machine = document["machine"]
     assert machine["cpus"] >= 1 and machine["cpu_model"] and machine["python"] and machine["tornado"]
-    assert document["command"].startswith("tornado-chat-bench ") and "--w1-clients 20" in document["command"]
+    assert document["command"].startswith("python -m bench ") and "--w1-clients 20" in document["command"]
     assert document["targets"] == list(TARGETS)
     assert set(document["results"]) == {f"w1_{W1_CLIENTS}", "w2", "w3", "w4", "w5_group", "w5_batch1"}
     for heading in ("W1 room fan-out", "W2 direct messages", "W3 memory", "W4 heartbeat", "W5 durable sends"):
@@ -134,6 +134,16 @@ def test_client_frames_are_masked_and_unmask_to_the_payload() -> None:
     assert int.from_bytes(frame[2:4], "big") == len(payload)
     mask, masked = frame[4:8], frame[8:]
     assert bytes(b ^ mask[i % 4] for i, b in enumerate(masked)) == payload
+    assert encode_frame(OP_TEXT, b"")[1:2] == b"\x80" and len(encode_frame(OP_TEXT, b"")) == 6
+    big = encode_frame(OP_TEXT, b"x" * 70000)
+    assert big[1] == 0x80 | 127 and int.from_bytes(big[2:10], "big") == 70000 and len(big) == 14 + 70000
+
+
+def test_unmasked_and_non_final_frames_for_negative_and_fragment_tests() -> None:
+    assert encode_frame(OP_TEXT, b"hi", masked=False) == b"\x81\x02hi"
+    assert encode_frame(OP_TEXT, b"x" * 200, masked=False)[:4] == b"\x81\x7e\x00\xc8"
+    assert encode_frame(OP_TEXT, b"he", final=False)[0] == 0x01
+    assert encode_frame(OP_CONT, b"llo", masked=False) == b"\x80\x03llo"
 
 
 def test_histogram_quantiles_follow_prometheus() -> None:

@@ -1,8 +1,8 @@
-"""``tornado-chat-bench`` / ``python -m tornado_chat.bench``: run the workloads against the chosen targets.
+"""``python -m bench`` (from a checkout): run the workloads against the chosen targets.
 
 Example (what docs/benchmarks.md was made with)::
 
-    tornado-chat-bench --install-peers --pin --runs 3 --json bench.json
+    python -m bench --install-peers --pin --runs 3 --json bench.json
 
 Every target runs side by side in one invocation, workload by workload, so ratios come from the same
 run on the same machine. Each server is a subprocess on 127.0.0.1 with ephemeral ports, stopped by PID.
@@ -23,7 +23,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
+from tornado_chat import __version__
+
 from . import report
 from .sysinfo import machine_info, raise_nofile_limit
 from .targets import (
@@ -39,6 +40,7 @@ from .targets import (
 from .workloads import W5_VARIANTS, Bench, Config, Result, w1_fanout, w2_direct, w3_memory, w4_heartbeat, w5_durable
 
 WORKLOADS = ("w1", "w2", "w3", "w4", "w5")
+PROG = "python -m bench"
 
 
 def _csv(text: str) -> list[str]:
@@ -56,7 +58,7 @@ def _cpus(text: str) -> set[int]:
 def build_parser() -> argparse.ArgumentParser:
     defaults = Config()
     parser = argparse.ArgumentParser(
-        prog="tornado-chat-bench",
+        prog=PROG,
         description="Benchmark tornado-chat against small peer servers (Node ws, plain Tornado, websockets) "
         "on this machine's loopback interface.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -318,13 +320,13 @@ def _header(document: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``tornado-chat-bench``; returns the exit code (1 if any run failed)."""
+    """Entry point of ``python -m bench``; returns the exit code (1 if any run failed)."""
     args = build_parser().parse_args(argv)
     raise_nofile_limit()
     args.cpus_before_pin = len(os.sched_getaffinity(0))
     if args.pin:
         os.sched_setaffinity(0, args.bench_cpus)
-    full_argv = ["tornado-chat-bench", *(sys.argv[1:] if argv is None else argv)]
+    full_argv = [*PROG.split(), *(sys.argv[1:] if argv is None else argv)]
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
     if not args.no_uvloop:
         try:

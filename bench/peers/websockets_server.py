@@ -3,7 +3,7 @@
 Identity from the query string, sets of connections per user and per room, one ``async for`` loop per
 connection, ``websockets.broadcast`` for rooms, and the library's own keepalive pings
 (``ping_interval``/``ping_timeout``) as the heartbeat. Speaks the subset of the tornado-chat protocol
-that tornado-chat-bench drives: join -> joined, send -> ack + message.
+that the bench (bench/) drives: join -> joined, send -> ack + message.
 
 Usage: python websockets_server.py [--port 0] [--ping-interval 25] [--ping-timeout 10]
 """

@@ -5,7 +5,7 @@ every frame, ``json.dumps`` and ``write_message`` once per recipient, and Tornad
 ``websocket_ping_interval``/``websocket_ping_timeout`` as the heartbeat. One line differs from the
 tutorials: ``set_nodelay(True)``. Without it Nagle's algorithm holds small frames back by tens of
 milliseconds and every latency figure would measure that rather than the server (Node's ws and asyncio
-turn Nagle off by themselves). Speaks the subset of the tornado-chat protocol that tornado-chat-bench
+turn Nagle off by themselves). Speaks the subset of the tornado-chat protocol that the bench (bench/)
 drives: join -> joined, send -> ack + message.
 
 Usage: python tornado_plain.py [--port 0] [--ping-interval 25] [--ping-timeout 10]
