@@ -34,6 +34,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 
+from bench.wsframe import OP_TEXT, encode_frame
 from tornado_chat.server import ChatServer
 from tornado_chat.settings import Settings
 from tornado_chat.sqlite_store import SqliteStore
@@ -420,22 +421,9 @@ class RawClient:
         head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
         self.status = int(head.split(b" ", 2)[1])
 
-    def send_frame(self, payload: bytes, opcode: int = 0x1, *, masked: bool = True, final: bool = True) -> None:
-        """One frame, masked as clients must (RFC 6455 section 5.3) unless ``masked`` is False."""
-        fin = 0x80 if final else 0
-        if not masked:
-            self.sock.sendall(bytes((fin | opcode, len(payload))) + payload)
-            return
-        mask = os.urandom(4)
-        length = len(payload)
-        if length < 126:
-            header = struct.pack("!BB", fin | opcode, 0x80 | length)
-        elif length <= 0xFFFF:
-            header = struct.pack("!BBH", fin | opcode, 0x80 | 126, length)
-        else:
-            header = struct.pack("!BBQ", fin | opcode, 0x80 | 127, length)
-        body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        self.sock.sendall(header + mask + body)
+    def send_frame(self, payload: bytes, opcode: int = OP_TEXT, *, masked: bool = True, final: bool = True) -> None:
+        """One frame, final and masked as clients must (RFC 6455 section 5.3) unless told otherwise."""
+        self.sock.sendall(encode_frame(opcode, payload, masked=masked, final=final))
 
     def _read_exact(self, n: int) -> bytes:
         while len(self.buffer) < n:

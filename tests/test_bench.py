@@ -1,12 +1,14 @@
-"""The benchmark tool end to end at tiny sizes, against tornado-chat and the plain-Tornado peer.
+"""The benchmark tool end to end at tiny sizes, against tornado-chat and the plain-Tornado peers.
 
-One run of ``python -m tornado_chat.bench`` (a few seconds) feeds every check below: the JSON is
-complete, the counts add up (every message reached every member exactly once, every send was acked),
-and the figures are sane. No npm and no network: only the peers that need nothing but Tornado.
+One run of ``python -m bench`` (a few seconds) feeds most checks below: the JSON is complete, the counts
+add up (every message reached every member exactly once, every send was acked), and the figures are
+sane. A second, shorter run covers the fan-out peer and tornado-chat at another commit (``HEAD``, checked
+out into a temporary worktree). No npm and no network: only the peers that need nothing but Tornado.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -16,11 +18,13 @@ from typing import Any
 
 import pytest
 
-from tornado_chat.bench.report import median_of
-from tornado_chat.bench.sysinfo import histogram_quantile, parse_metrics, quantiles
-from tornado_chat.bench.wsclient import OP_TEXT, encode_frame
+from bench.report import median_of
+from bench.sysinfo import histogram_quantile, parse_metrics, quantiles
+from bench.wsframe import OP_CONT, OP_TEXT, encode_frame
 
 ROOT = Path(__file__).resolve().parent.parent
+# Every Python server runs on the loop the bench picks by default: uvloop when installed (the test extra has it).
+SERVER_LOOP = "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
 W1_CLIENTS, W1_MESSAGES = 20, 200
 W2_IDLE, W2_PAIRS, W2_ROUNDTRIPS = 50, 5, 40
 W3_CONNECTIONS = 100
@@ -28,11 +32,20 @@ W4_CONNECTIONS, W4_DEAD = 50, 5
 TARGETS = ("tornado-chat", "tornado-plain")
 
 
+def run_bench(out: Path, *args: str, timeout: float = 50) -> tuple[dict[str, Any], str]:
+    """``python -m bench`` from the checkout's root; the JSON it wrote and what it printed."""
+    command = [sys.executable, "-m", "bench", "--quiet", *args, "--json", str(out)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(out.read_text()), done.stdout
+
+
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str]:
-    out = tmp_path_factory.mktemp("bench") / "bench.json"
-    command = [
-        sys.executable, "-m", "tornado_chat.bench", "--quiet", "--runs", "1", "--timeout", "20",
+    return run_bench(
+        tmp_path_factory.mktemp("bench") / "bench.json",
+        "--runs", "1", "--timeout", "20",
         "--targets", ",".join(TARGETS), "--workloads", "w1,w2,w3,w4,w5",
         "--w1-clients", str(W1_CLIENTS), "--w1-messages", str(W1_MESSAGES),
         "--w2-idle", str(W2_IDLE), "--w2-pairs", str(W2_PAIRS), "--w2-roundtrips", str(W2_ROUNDTRIPS),
@@ -40,12 +53,7 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str
         "--w4-connections", str(W4_CONNECTIONS), "--w4-dead", str(W4_DEAD), "--w4-window", "1.2",
         "--w4-ping-interval", "1", "--w4-ping-timeout", "0.5", "--w4-heartbeat-tick", "0.05",
         "--w5-senders", "4", "--w5-messages", "40",
-        "--json", str(out),
-    ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=50, check=False)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return json.loads(out.read_text()), done.stdout
+    )  # fmt: skip
 
 
 def median(document: dict[str, Any], workload: str, target: str) -> dict[str, Any]:
@@ -60,7 +68,7 @@ def test_the_report_names_the_machine_the_command_and_every_workload(bench: tupl
     document, table = bench
     machine = document["machine"]
     assert machine["cpus"] >= 1 and machine["cpu_model"] and machine["python"] and machine["tornado"]
-    assert document["command"].startswith("tornado-chat-bench ") and "--w1-clients 20" in document["command"]
+    assert document["command"].startswith("python -m bench ") and "--w1-clients 20" in document["command"]
     assert document["targets"] == list(TARGETS)
     assert set(document["results"]) == {f"w1_{W1_CLIENTS}", "w2", "w3", "w4", "w5_group", "w5_batch1"}
     for heading in ("W1 room fan-out", "W2 direct messages", "W3 memory", "W4 heartbeat", "W5 durable sends"):
@@ -127,6 +135,22 @@ def test_durable_sends_run_or_say_why_not(bench: tuple[dict[str, Any], str]) -> 
         assert "no durable store" in peer["not_available"]
 
 
+def test_every_python_server_runs_on_the_same_loop_and_the_tables_say_so(bench: tuple[dict[str, Any], str]) -> None:
+    document, table = bench
+    assert document["server_event_loop"] == SERVER_LOOP
+    assert document["target_event_loops"] == dict.fromkeys(TARGETS, SERVER_LOOP)
+    for key, entry in document["results"].items():
+        for name in TARGETS:
+            assert entry[name]["event_loop"] == SERVER_LOOP, (key, name)
+            for run in entry[name]["runs"]:
+                if "not_available" not in run:
+                    assert run["event_loop"] == SERVER_LOOP, (key, name)  # read from the server's process
+    header = next(line for line in table.splitlines() if line.startswith("target "))
+    assert header.split()[1:3] == ["event", "loop"]
+    rows = [line.split() for line in table.splitlines() if line.split()[:1] == ["tornado-plain"]]
+    assert rows and all(row[1] == SERVER_LOOP for row in rows)
+
+
 def test_client_frames_are_masked_and_unmask_to_the_payload() -> None:
     payload = b'{"type":"join","room":"general"}' * 5  # 165 bytes: a 16-bit length
     frame = encode_frame(OP_TEXT, payload)
@@ -134,6 +158,16 @@ def test_client_frames_are_masked_and_unmask_to_the_payload() -> None:
     assert int.from_bytes(frame[2:4], "big") == len(payload)
     mask, masked = frame[4:8], frame[8:]
     assert bytes(b ^ mask[i % 4] for i, b in enumerate(masked)) == payload
+    assert encode_frame(OP_TEXT, b"")[1:2] == b"\x80" and len(encode_frame(OP_TEXT, b"")) == 6
+    big = encode_frame(OP_TEXT, b"x" * 70000)
+    assert big[1] == 0x80 | 127 and int.from_bytes(big[2:10], "big") == 70000 and len(big) == 14 + 70000
+
+
+def test_unmasked_and_non_final_frames_for_negative_and_fragment_tests() -> None:
+    assert encode_frame(OP_TEXT, b"hi", masked=False) == b"\x81\x02hi"
+    assert encode_frame(OP_TEXT, b"x" * 200, masked=False)[:4] == b"\x81\x7e\x00\xc8"
+    assert encode_frame(OP_TEXT, b"he", final=False)[0] == 0x01
+    assert encode_frame(OP_CONT, b"llo", masked=False) == b"\x80\x03llo"
 
 
 def test_histogram_quantiles_follow_prometheus() -> None:
@@ -163,3 +197,65 @@ def test_medians_over_runs() -> None:
         {"rate": 2.0},
     ]
     assert median_of(runs) == {"rate": 2.0, "ok": False, "name": "a"}
+
+
+# ---------------------------------------------------------------- the fan-out peer and --baseline-ref
+
+FAST_CLIENTS, FAST_MESSAGES = 20, 100
+
+
+@pytest.fixture(scope="module")
+def against_head(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """tornado-chat, tornado-chat as of HEAD (a temporary worktree) and tornado-fast: W1 and W2 only."""
+    document, _ = run_bench(
+        tmp_path_factory.mktemp("bench-head") / "bench.json",
+        "--runs", "1", "--timeout", "20", "--targets", "tornado-chat,tornado-fast", "--baseline-ref", "HEAD",
+        "--workloads", "w1,w2", "--w1-clients", str(FAST_CLIENTS), "--w1-messages", str(FAST_MESSAGES),
+        "--w2-idle", "10", "--w2-pairs", "3", "--w2-roundtrips", "20",
+    )  # fmt: skip
+    return document
+
+
+def head_short() -> str:
+    return subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+@pytest.mark.timeout(60)
+def test_a_baseline_commit_runs_from_its_own_worktree_beside_tornado_chat(against_head: dict[str, Any]) -> None:
+    document = against_head
+    baseline = f"tornado-chat@{head_short()}"
+    assert document["targets"] == ["tornado-chat", baseline, "tornado-fast"]
+    (info,) = document["baselines"]
+    assert info["target"] == baseline and info["ref"] == "HEAD" and len(info["commit"]) == 40
+    worktree = Path(info["worktree"])
+    # Its server imported tornado_chat from the worktree, not from this checkout.
+    assert Path(info["imported_from"]).is_relative_to(worktree)
+    assert not Path(info["imported_from"]).is_relative_to(ROOT)
+    for key in (f"w1_{FAST_CLIENTS}", "w2"):
+        assert document["results"][key][baseline]["runs_ok"] == 1
+        assert document["ratios"][key][baseline] > 0
+    w1 = median(document, f"w1_{FAST_CLIENTS}", baseline)
+    assert w1["deliveries"] == FAST_CLIENTS * FAST_MESSAGES and w1["missing"] == 0 and w1["duplicates"] == 0
+    assert document["target_event_loops"][baseline] == SERVER_LOOP
+    # And the worktree is gone, from the disk and from git's list.
+    assert not worktree.exists()
+    listed = subprocess.run(["git", "worktree", "list", "--porcelain"], cwd=ROOT, capture_output=True, text=True)
+    assert str(worktree) not in listed.stdout
+
+
+def test_the_fan_out_peer_delivers_rooms_and_direct_messages_exactly(against_head: dict[str, Any]) -> None:
+    w1 = median(against_head, f"w1_{FAST_CLIENTS}", "tornado-fast")
+    assert w1["deliveries"] == FAST_CLIENTS * FAST_MESSAGES and w1["missing"] == 0 and w1["duplicates"] == 0
+    assert w1["acks"] == FAST_MESSAGES + w1["warmup_messages"]
+    w2 = median(against_head, "w2", "tornado-fast")
+    assert w2["messages"] == w2["delivered"] == 2 * 3 * 20
+    assert w2["acks"] == w2["sends"]
+    assert w1["event_loop"] == w2["event_loop"] == SERVER_LOOP
+
+
+def test_an_unknown_baseline_ref_is_a_usage_error(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "bench", "--quiet", "--baseline-ref", "no-such-rev-here", "--workloads", "w3"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 2 and "--baseline-ref" in done.stderr, done.stderr

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import shutil
 import signal
@@ -58,6 +59,7 @@ class Config:
     w5_messages: int = 10_000
     connect_concurrency: int = 64
     timeout_s: float = 180.0
+    server_loop: str = "asyncio"  # the event loop of every Python server: "asyncio" or "uvloop"
     server_cpus: set[int] | None = None
     bench_cpus: set[int] | None = None
     data_root: Path | None = None
@@ -76,12 +78,15 @@ class Bench:
     def __init__(self, config: Config) -> None:
         self.cfg = config
         self._clients: list[WSClient] = []
+        self.event_loop: str | None = None  # what the last server started ran on (None: none started)
 
     @contextlib.asynccontextmanager
     async def server(self, target: Target, options: ServerOptions) -> AsyncIterator[ServerProcess]:
         """A fresh server for one workload run; its clients are dropped and it is stopped afterwards."""
+        options = dataclasses.replace(options, event_loop=self.cfg.server_loop)
         process = ServerProcess(target, options, self.cfg.server_cpus, self.cfg.data_root)
         await process.start()
+        self.event_loop = process.event_loop
         try:
             yield process
             if not process.alive:

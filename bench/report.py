@@ -138,11 +138,19 @@ def median_of(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
-def summarize(results: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, float | None]]:
-    """Medians per workload and target (in place), and tornado-chat's headline figure over each peer's."""
+def summarize(
+    results: dict[str, dict[str, dict[str, Any]]], loops: dict[str, str] | None = None
+) -> dict[str, dict[str, float | None]]:
+    """Medians per workload and target (in place), and tornado-chat's headline figure over each peer's.
+
+    Each target's ``event_loop`` is the one its servers were found running on (joined if runs differ), else
+    the one it was asked for (``loops``), for a workload it could not run.
+    """
     ratios: dict[str, dict[str, float | None]] = {}
     for key, entry in results.items():
-        for target in entry.values():
+        for name, target in entry.items():
+            seen = sorted({run["event_loop"] for run in target["runs"] if "event_loop" in run})
+            target["event_loop"] = "/".join(seen) if seen else (loops or {}).get(name)
             ok = [run for run in target["runs"] if "error" not in run and "not_available" not in run]
             target["median"] = median_of(ok)
             target["runs_ok"] = len(ok)
@@ -181,15 +189,16 @@ def render(
         columns = COLUMNS[fam]
         metric, higher_better = HEADLINE[fam]
         ratio_header = f"tornado-chat ÷ target ({metric}, {'higher' if higher_better else 'lower'} is better)"
-        header = ["target", "runs", *[c[0] for c in columns], ratio_header, "range over runs"]
+        header = ["target", "event loop", "runs", *[c[0] for c in columns], ratio_header, "range over runs"]
         rows: list[list[str]] = []
         for name, target in entry.items():
+            loop = target.get("event_loop") or "-"
             status = _status(target)
             if status is not None:
-                rows.append([name, str(len(target["runs"])), status, *[""] * (len(columns) - 1), "", ""])
+                rows.append([name, loop, str(len(target["runs"])), status, *[""] * (len(columns) - 1), "", ""])
                 continue
             median = target["median"]
-            cells = [name, str(target["runs_ok"])]
+            cells = [name, loop, str(target["runs_ok"])]
             headline_fmt = _num(2)
             for _, field, fmt in columns:
                 value = median.get(field)
@@ -209,7 +218,7 @@ def render(
         if markdown:
             out.append(f"#### {heading}\n")
             out.append("| " + " | ".join(header) + " |")
-            out.append("| " + " | ".join("---" if i < 1 else "---:" for i in range(len(header))) + " |")
+            out.append("| " + " | ".join("---" if i < 2 else "---:" for i in range(len(header))) + " |")
             out.extend("| " + " | ".join(row) + " |" for row in rows)
         else:
             out.append(heading)

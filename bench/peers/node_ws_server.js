@@ -2,7 +2,7 @@
 // query string, one-to-one routing by scanning every client, a room broadcast loop calling client.send
 // per member, and the README's "detect broken connections" heartbeat (ping everyone every interval,
 // terminate whoever has not answered the previous ping). Speaks the subset of the tornado-chat protocol
-// that tornado-chat-bench drives: join -> joined, send -> ack + message.
+// that the bench (bench/) drives: join -> joined, send -> ack + message.
 //
 // Usage: NODE_PATH=DIR/node_modules node node_ws_server.js [--port 0] [--ping-interval 25] [--ping-timeout 10]
 'use strict';

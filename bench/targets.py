@@ -3,6 +3,9 @@
 Every server runs as a subprocess on 127.0.0.1 with an ephemeral port and announces itself with a line
 ``listening on http://127.0.0.1:PORT/`` (tornado-chat adds `` (ops on http://127.0.0.1:OPSPORT/)``) on
 stderr. It is stopped by its PID: SIGTERM, then SIGKILL if it has not exited in time.
+
+Every Python server runs on the same event loop, the bench's ``--server-loop`` (tornado-chat's
+``--event-loop``, the peers' ``--loop``), and each run reports the loop the server was found running on.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .baseline import Baseline
 from .wsclient import HttpPool
 
 PEERS_DIR = Path(__file__).resolve().parent / "peers"
@@ -39,8 +43,12 @@ TORNADO_CHAT = "tornado-chat"
 TORNADO_CHAT_MEMORY = "tornado-chat-memory"
 NODE_WS = "node-ws"
 TORNADO_PLAIN = "tornado-plain"
+# Plain Tornado written for fan-out: JSON and frame built once per message, written straight to the sockets.
+TORNADO_FAST = "tornado-fast"
 WEBSOCKETS = "websockets"
-ALL_TARGETS = (TORNADO_CHAT, TORNADO_CHAT_MEMORY, NODE_WS, TORNADO_PLAIN, WEBSOCKETS)
+ALL_TARGETS = (TORNADO_CHAT, TORNADO_CHAT_MEMORY, NODE_WS, TORNADO_PLAIN, TORNADO_FAST, WEBSOCKETS)
+NODE_LOOP = "Node (libuv)"
+UVLOOP_LIBRARY = re.compile(r"/uvloop/loop\.[^/\s]*\.so")
 
 
 class NotAvailable(Exception):
@@ -55,6 +63,7 @@ class ServerOptions:
     ping_timeout_s: float = 10.0
     heartbeat_tick_s: float = 0.25
     extra_args: tuple[str, ...] = ()  # tornado-chat only, e.g. ("--store", "sqlite")
+    event_loop: str = "asyncio"  # of every Python server: "asyncio" or "uvloop" (set by the bench, not workloads)
 
 
 @dataclass
@@ -77,6 +86,17 @@ class Target:
     needs_login: bool = False
     sends_welcome: bool = False
     durable_store: bool = False
+    python: bool = True  # a Python server, on the bench's --server-loop (else Node, on libuv)
+    loop_flag: bool = True  # whether it is told which loop to run on (a commit older than --event-loop is not)
+    cwd: Path | None = None  # the server's working directory (None: the bench's)
+    source: Path | None = None  # where its tornado_chat must be imported from (checked before the run)
+    imported_from: str | None = None  # where it was, once checked
+
+    def expected_loop(self, event_loop: str) -> str:
+        """The loop this target is asked to run on (what it really ran on is read from each run's process)."""
+        if not self.python:
+            return NODE_LOOP
+        return event_loop if self.loop_flag else "asyncio"
 
     async def ws_path(self, http: HttpPool, username: str) -> tuple[str, str]:
         """The path a client called ``username`` opens its WebSocket on, and the name the server knows it by.
@@ -102,7 +122,8 @@ async def login(http: HttpPool, username: str) -> tuple[str, str]:
     return str(body["token"]), str(body["username"])
 
 
-def tornado_chat_command(options: ServerOptions, data_dir: Path) -> list[str]:
+def tornado_chat_command(options: ServerOptions, data_dir: Path, *, event_loop_flag: bool = True) -> list[str]:
+    """tornado-chat with the bench's flags; ``event_loop_flag`` False for commits older than --event-loop."""
     return [
         sys.executable,
         "-m",
@@ -135,11 +156,12 @@ def tornado_chat_command(options: ServerOptions, data_dir: Path) -> list[str]:
         str(64 * 1024 * 1024),
         "--max-connections",
         "100000",
+        *(["--event-loop", options.event_loop] if event_loop_flag else []),
         *options.extra_args,
     ]
 
 
-def _peer_args(options: ServerOptions) -> list[str]:
+def _peer_args(options: ServerOptions, *, python: bool = True) -> list[str]:
     return [
         "--port",
         "0",
@@ -147,6 +169,7 @@ def _peer_args(options: ServerOptions) -> list[str]:
         f"{options.ping_interval_s:g}",
         "--ping-timeout",
         f"{options.ping_timeout_s:g}",
+        *(["--loop", options.event_loop] if python else []),
     ]
 
 
@@ -174,11 +197,15 @@ def make_targets(deps: PeerDeps) -> dict[str, Target]:
         ),
         NODE_WS: Target(
             NODE_WS,
-            lambda o, d: ["node", str(PEERS_DIR / "node_ws_server.js"), *_peer_args(o)],
+            lambda o, d: ["node", str(PEERS_DIR / "node_ws_server.js"), *_peer_args(o, python=False)],
             env={"NODE_PATH": str(deps.node_modules)} if deps.node_modules else {},
+            python=False,
         ),
         TORNADO_PLAIN: Target(
             TORNADO_PLAIN, lambda o, d: [sys.executable, str(PEERS_DIR / "tornado_plain.py"), *_peer_args(o)]
+        ),
+        TORNADO_FAST: Target(
+            TORNADO_FAST, lambda o, d: [sys.executable, str(PEERS_DIR / "tornado_fast.py"), *_peer_args(o)]
         ),
         WEBSOCKETS: Target(
             WEBSOCKETS,
@@ -188,9 +215,40 @@ def make_targets(deps: PeerDeps) -> dict[str, Target]:
     }
 
 
+def baseline_target(baseline: Baseline) -> Target:
+    """tornado-chat as checked out at another commit, with the tornado-chat target's flags."""
+    return Target(
+        baseline.name,
+        lambda o, d: tornado_chat_command(o, d, event_loop_flag=baseline.event_loop_flag),
+        env=baseline.env,
+        has_metrics=True,
+        needs_login=True,
+        sends_welcome=True,
+        durable_store=True,
+        loop_flag=baseline.event_loop_flag,
+        cwd=baseline.path,
+        source=baseline.path,
+    )
+
+
 def check_target(target: Target) -> str | None:
-    """Why a target cannot run here (a missing dependency), or None."""
+    """Why a target cannot run here (a missing dependency, the wrong checkout on the path), or None."""
     env = {**os.environ, **target.env}
+    if target.source is not None:
+        where = subprocess.run(
+            [sys.executable, "-c", "import tornado_chat; print(tornado_chat.__file__)"],
+            cwd=target.cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        target.imported_from = where.stdout.strip() or None
+        if where.returncode != 0:
+            return f"tornado_chat does not import from {target.source}: {where.stderr.strip()[-300:]}"
+        if not Path(where.stdout.strip()).resolve().is_relative_to(target.source.resolve()):
+            return f"tornado_chat imports from {where.stdout.strip()}, not from {target.source}"
     if target.name == NODE_WS:
         if shutil.which("node") is None:
             return "node is not installed"
@@ -289,6 +347,7 @@ class ServerProcess:
         self.command: list[str] = []
         self._reader: asyncio.Task[None] | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self.event_loop: str | None = None  # the loop it was found running on, once started
 
     @property
     def pid(self) -> int:
@@ -316,6 +375,7 @@ class ServerProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env={**os.environ, **self.target.env},
+            cwd=self.target.cwd,
             preexec_fn=self._preexec,
         )
         listening: asyncio.Future[re.Match[str]] = asyncio.get_running_loop().create_future()
@@ -332,6 +392,7 @@ class ServerProcess:
             raise RuntimeError(f"{self.target.name} did not start (exit {code}):\n{self.tail()}") from None
         self.port = int(match.group(1))
         self.ops_port = int(match.group(2) or 0)
+        self.event_loop = running_loop(self.pid) if self.target.python else NODE_LOOP
         return self
 
     async def _read(self, listening: asyncio.Future[re.Match[str]]) -> None:
@@ -375,3 +436,16 @@ class ServerProcess:
             self._tmp.cleanup()
             self._tmp = None
         return proc.returncode if proc is not None else None
+
+
+def running_loop(pid: int) -> str:
+    """The event loop a Python server runs on: "uvloop" if uvloop's extension is mapped into it, else "asyncio".
+
+    Read from the process rather than taken from its command line, so that a server that ignored or predates
+    the flag is reported as it ran. The servers here import uvloop only to run on it.
+    """
+    try:
+        maps = Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return "unknown"
+    return "uvloop" if UVLOOP_LIBRARY.search(maps) else "asyncio"

@@ -1,8 +1,12 @@
-"""``tornado-chat-bench`` / ``python -m tornado_chat.bench``: run the workloads against the chosen targets.
+"""``python -m bench`` (from a checkout): run the workloads against the chosen targets.
 
 Example (what docs/benchmarks.md was made with)::
 
-    tornado-chat-bench --install-peers --pin --runs 3 --json bench.json
+    python -m bench --install-peers --pin --runs 3 --json bench.json
+
+and tornado-chat against itself at another commit (``--baseline-ref``)::
+
+    python -m bench --targets tornado-chat --baseline-ref main --runs 3
 
 Every target runs side by side in one invocation, workload by workload, so ratios come from the same
 run on the same machine. Each server is a subprocess on 127.0.0.1 with ephemeral ports, stopped by PID.
@@ -13,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import importlib.util
 import json
 import os
 import shlex
@@ -23,14 +28,18 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
+from tornado_chat import __version__
+
 from . import report
+from .baseline import Baseline, BaselineError, checked_out
 from .sysinfo import machine_info, raise_nofile_limit
 from .targets import (
     ALL_TARGETS,
+    TORNADO_CHAT,
     NotAvailable,
     PeerDeps,
     Target,
+    baseline_target,
     check_target,
     install_peers,
     make_targets,
@@ -39,6 +48,7 @@ from .targets import (
 from .workloads import W5_VARIANTS, Bench, Config, Result, w1_fanout, w2_direct, w3_memory, w4_heartbeat, w5_durable
 
 WORKLOADS = ("w1", "w2", "w3", "w4", "w5")
+PROG = "python -m bench"
 
 
 def _csv(text: str) -> list[str]:
@@ -56,12 +66,20 @@ def _cpus(text: str) -> set[int]:
 def build_parser() -> argparse.ArgumentParser:
     defaults = Config()
     parser = argparse.ArgumentParser(
-        prog="tornado-chat-bench",
+        prog=PROG,
         description="Benchmark tornado-chat against small peer servers (Node ws, plain Tornado, websockets) "
         "on this machine's loopback interface.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--targets", default=",".join(ALL_TARGETS), help="comma-separated servers to run")
+    parser.add_argument(
+        "--baseline-ref",
+        action="append",
+        default=[],
+        metavar="REV",
+        help="also run tornado-chat as of commit REV, checked out into a temporary git worktree, as target "
+        "tornado-chat@SHORT-HASH; may be given more than once",
+    )
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated workloads (w1..w5)")
     parser.add_argument("--runs", type=int, default=1, help="runs of everything; tables show medians")
     parser.add_argument("--json", type=Path, help="write every figure, the machine and the command line here")
@@ -74,7 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pin", action="store_true", help="pin servers and the load generator to different cores")
     parser.add_argument("--server-cpus", type=_cpus, default={0}, help="cores for the server with --pin")
     parser.add_argument("--bench-cpus", type=_cpus, default={1}, help="cores for the load generator with --pin")
-    parser.add_argument("--no-uvloop", action="store_true", help="use asyncio's own event loop even with uvloop")
+    parser.add_argument(
+        "--no-uvloop", action="store_true", help="load generator: use asyncio's own event loop even with uvloop"
+    )
+    parser.add_argument(
+        "--server-loop",
+        choices=("auto", "uvloop", "asyncio"),
+        default="auto",
+        help="event loop of every Python server (tornado-chat's --event-loop, the peers' --loop); "
+        "auto: uvloop when installed",
+    )
     parser.add_argument("--w1-clients", default="100,1000", help="receiving clients in the room, one W1 per size")
     parser.add_argument("--w1-messages", type=int, default=0, help="messages per W1 size (0: deliveries / clients)")
     parser.add_argument(
@@ -130,6 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def server_loop(choice: str) -> str:
+    """The event loop every Python server runs on: the choice, or with ``auto`` uvloop when it is installed."""
+    if choice != "auto":
+        return choice
+    return "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
+
+
 def config_from(args: argparse.Namespace, log: Callable[[str], None]) -> Config:
     return Config(
         w1_clients=tuple(int(n) for n in _csv(args.w1_clients)),
@@ -152,6 +186,7 @@ def config_from(args: argparse.Namespace, log: Callable[[str], None]) -> Config:
         w5_messages=args.w5_messages,
         connect_concurrency=args.connect_concurrency,
         timeout_s=args.timeout,
+        server_loop=server_loop(args.server_loop),
         server_cpus=args.server_cpus if args.pin else None,
         bench_cpus=args.bench_cpus if args.pin else None,
         data_root=args.data_root,
@@ -182,7 +217,6 @@ def plan(config: Config, workloads: Sequence[str]) -> list[tuple[str, Callable[[
 
 async def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     log: Callable[[str], None] = (lambda _: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
-    config = config_from(args, log)
     names = _csv(args.targets)
     unknown = [n for n in names if n not in ALL_TARGETS]
     workloads = _csv(args.workloads)
@@ -190,11 +224,32 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if unknown or bad_workloads:
         print(f"tornado-chat-bench: unknown targets {unknown} or workloads {bad_workloads}", file=sys.stderr)
         return 2
+    try:
+        with checked_out(args.baseline_ref, log) as baselines:
+            return await run_targets(args, argv, log, names, workloads, baselines)
+    except BaselineError as exc:
+        print(f"tornado-chat-bench: --baseline-ref: {exc}", file=sys.stderr)
+        return 2
+
+
+async def run_targets(
+    args: argparse.Namespace,
+    argv: Sequence[str],
+    log: Callable[[str], None],
+    names: list[str],
+    workloads: list[str],
+    baselines: list[Baseline],
+) -> int:
+    config = config_from(args, log)
+    # Each commit's row right below tornado-chat's, where there is one.
+    at = names.index(TORNADO_CHAT) + 1 if TORNADO_CHAT in names else len(names)
+    names = [*names[:at], *(b.name for b in baselines), *names[at:]]
     with tempfile.TemporaryDirectory(prefix="chat-bench-peers-") as peers_tmp:
         deps = PeerDeps()
         if args.install_peers:
             deps = await asyncio.to_thread(install_peers, names, Path(peers_tmp), log)
         all_targets = make_targets(deps)
+        all_targets.update((b.name, baseline_target(b)) for b in baselines)
         targets: dict[str, Target] = {}
         skipped: dict[str, str] = {}
         for name in names:
@@ -208,6 +263,7 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         machine["cpus_usable"] = getattr(args, "cpus_before_pin", machine["cpus_usable"])
         machine["peer_libraries"] = peer_versions(deps, targets)
         bench = Bench(config)
+        expected_loops = {name: target.expected_loop(config.server_loop) for name, target in targets.items()}
         results: dict[str, dict[str, dict[str, Any]]] = {}
         failures = 0
         steps = plan(config, workloads)
@@ -220,6 +276,7 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
                 for name in order[shift:] + order[:shift]:
                     target_entry = entry.setdefault(name, {"runs": []})
                     log(f"run {run_index + 1}/{args.runs} {key} {name} ...")
+                    bench.event_loop = None
                     try:
                         outcome = await workload(bench, targets[name])
                     except NotAvailable as exc:
@@ -233,11 +290,15 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
                             traceback.print_exc()
                     else:
                         log("  " + _progress(outcome))
+                    if bench.event_loop is not None:
+                        outcome["event_loop"] = bench.event_loop
+                        if bench.event_loop != expected_loops[name]:
+                            log(f"  {name} ran on {bench.event_loop}, not {expected_loops[name]}")
                     target_entry["runs"].append(outcome)
             # Keep results in a stable target order for the tables.
         for key, entry in results.items():
             results[key] = {name: entry[name] for name in targets if name in entry}
-        ratios = report.summarize(results)
+        ratios = report.summarize(results, expected_loops)
         document = {
             "tool": "tornado-chat-bench",
             "version": __version__,
@@ -249,6 +310,21 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
             if args.pin
             else None,
             "event_loop": _loop_name(),
+            "server_event_loop": config.server_loop,
+            "target_event_loops": {
+                name: next((entry[name]["event_loop"] for entry in results.values() if name in entry), loop)
+                for name, loop in expected_loops.items()
+            },
+            "baselines": [
+                {
+                    "target": b.name,
+                    "ref": b.ref,
+                    "commit": b.commit,
+                    "worktree": str(b.path),
+                    "imported_from": all_targets[b.name].imported_from,
+                }
+                for b in baselines
+            ],
             "load_generator": "one process (the coordinator), lean asyncio WebSocket client",
             "config": _config_json(config),
             "runs": args.runs,
@@ -312,19 +388,20 @@ def _header(document: dict[str, Any]) -> str:
         f"machine: {m['cpu_model']}, {m['cpus']} cores, {m['memory_gib']} GiB, {m['os']}, kernel {m['kernel']}\n"
         f"versions: Python {m['python']}, Tornado {m['tornado']}, uvloop {m['uvloop']}, Node {m['node']}"
         + (f", {libs}" if libs else "")
-        + f"\nevent loop of the load generator: {document['event_loop']}; pinning: {document['pinning']}\n"
+        + f"\nevent loop of the load generator: {document['event_loop']}; of the Python servers: "
+        f"{document['server_event_loop']} (each target's in the tables); pinning: {document['pinning']}\n"
         f"command: {document['command']}\nmedians of {document['runs']} run(s)\n"
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``tornado-chat-bench``; returns the exit code (1 if any run failed)."""
+    """Entry point of ``python -m bench``; returns the exit code (1 if any run failed)."""
     args = build_parser().parse_args(argv)
     raise_nofile_limit()
     args.cpus_before_pin = len(os.sched_getaffinity(0))
     if args.pin:
         os.sched_setaffinity(0, args.bench_cpus)
-    full_argv = ["tornado-chat-bench", *(sys.argv[1:] if argv is None else argv)]
+    full_argv = [*PROG.split(), *(sys.argv[1:] if argv is None else argv)]
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
     if not args.no_uvloop:
         try:

@@ -3,9 +3,9 @@
 Identity from the query string, sets of connections per user and per room, one ``async for`` loop per
 connection, ``websockets.broadcast`` for rooms, and the library's own keepalive pings
 (``ping_interval``/``ping_timeout``) as the heartbeat. Speaks the subset of the tornado-chat protocol
-that tornado-chat-bench drives: join -> joined, send -> ack + message.
+that the bench (bench/) drives: join -> joined, send -> ack + message.
 
-Usage: python websockets_server.py [--port 0] [--ping-interval 25] [--ping-timeout 10]
+Usage: python websockets_server.py [--port 0] [--ping-interval 25] [--ping-timeout 10] [--loop asyncio|uvloop]
 """
 
 from __future__ import annotations
@@ -57,12 +57,7 @@ async def handler(websocket: ServerConnection) -> None:
             rooms[room].discard(websocket)
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--ping-interval", type=float, default=25.0)
-    parser.add_argument("--ping-timeout", type=float, default=10.0)
-    args = parser.parse_args()
+async def run_server(args: argparse.Namespace) -> None:
     async with serve(
         handler, "127.0.0.1", args.port, ping_interval=args.ping_interval, ping_timeout=args.ping_timeout
     ) as server:
@@ -75,5 +70,20 @@ async def main() -> None:
         await stopping.wait()
 
 
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--ping-interval", type=float, default=25.0)
+    parser.add_argument("--ping-timeout", type=float, default=10.0)
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio", help="event loop to run on")
+    args = parser.parse_args()
+    if args.loop == "uvloop":
+        import uvloop  # noqa: PLC0415 - only when asked for
+
+        uvloop.run(run_server(args))
+    else:
+        asyncio.run(run_server(args))
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

@@ -5,10 +5,10 @@ every frame, ``json.dumps`` and ``write_message`` once per recipient, and Tornad
 ``websocket_ping_interval``/``websocket_ping_timeout`` as the heartbeat. One line differs from the
 tutorials: ``set_nodelay(True)``. Without it Nagle's algorithm holds small frames back by tens of
 milliseconds and every latency figure would measure that rather than the server (Node's ws and asyncio
-turn Nagle off by themselves). Speaks the subset of the tornado-chat protocol that tornado-chat-bench
+turn Nagle off by themselves). Speaks the subset of the tornado-chat protocol that the bench (bench/)
 drives: join -> joined, send -> ack + message.
 
-Usage: python tornado_plain.py [--port 0] [--ping-interval 25] [--ping-timeout 10]
+Usage: python tornado_plain.py [--port 0] [--ping-interval 25] [--ping-timeout 10] [--loop asyncio|uvloop]
 """
 
 from __future__ import annotations
@@ -68,12 +68,7 @@ class ChatHandler(tornado.websocket.WebSocketHandler):
             rooms[room].discard(self)
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--ping-interval", type=float, default=25.0)
-    parser.add_argument("--ping-timeout", type=float, default=10.0)
-    args = parser.parse_args()
+async def run_server(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.WARNING)
     app = tornado.web.Application(
         [(r"/ws", ChatHandler)],
@@ -92,5 +87,20 @@ async def main() -> None:
     server.stop()
 
 
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--ping-interval", type=float, default=25.0)
+    parser.add_argument("--ping-timeout", type=float, default=10.0)
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio", help="event loop to run on")
+    args = parser.parse_args()
+    if args.loop == "uvloop":
+        import uvloop  # noqa: PLC0415 - only when asked for
+
+        uvloop.run(run_server(args))
+    else:
+        asyncio.run(run_server(args))
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()
