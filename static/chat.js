@@ -1,25 +1,21 @@
 // The tornado-chat page: log in, rooms and direct conversations, and a link to the server that survives
 // bad networks and restarts without losing or repeating a message.
 //
-// Delivery, from the client's side (docs/protocol.md, "Delivery guarantee"):
-// - every message typed gets a client id and goes into `pending`, saved in localStorage at once;
-// - it is sent when the link is up, and again after every reconnect, always with the same id, until an
-//   `ack` (or our own message carrying that id, in a replay or in history) says the server has it;
-// - reconnects pass `since` = the newest seq seen, so the server replays what we missed; messages are
-//   kept by seq, so one that arrives twice is shown once.
+// What is pending, what to resend, the resume cursor, de-duplication by seq and unread counts live in
+// chatstate.js (no DOM, tested under Node); this file draws that state and wires the page's events and the
+// link (connection.js) to it.
 // Text is only ever put in the page as text (dom.js): never parsed as HTML.
 
 import { api, ApiError, NetworkError } from "./api.js";
+import { ChatState, parseKey, personKey, roomKey } from "./chatstate.js";
 import { backoffDelay, Link } from "./connection.js";
 import { $, avatar, dayKey, dayLabel, fill, formatFull, formatTime, h, linkify, patchChildren } from "./dom.js";
-import { Persist, randomId } from "./persist.js";
 
 const ROOM_RULE = /^[a-z0-9_-]{1,64}$/;
 const NAME_RULE = /^[A-Za-z0-9_.-]{1,32}$/;
 const GROUP_GAP_MS = 5 * 60_000;
 const HISTORY_PAGE = 50;
-const SEND_BURST = 20; // the server allows a burst of 40 frames and 20 a second: stay well inside
-const SEND_RATE_PER_S = 10;
+const PUMP_AGAIN_MS = 100;
 const ROOMS_REFRESH_MS = 30_000;
 const NARROW = window.matchMedia("(max-width: 720px)");
 
@@ -32,65 +28,12 @@ let config = {
 /** The logged-in user's chat; null on the login screen. */
 let chat = null;
 
-const roomKey = (name) => `room:${name}`;
-const personKey = (name) => `dm:${name}`;
-
-function parseKey(key) {
-  const at = key.indexOf(":");
-  return { kind: key.slice(0, at) === "room" ? "room" : "dm", name: key.slice(at + 1) };
-}
-
-function validPending(item) {
-  return (
-    item &&
-    typeof item.id === "string" &&
-    typeof item.key === "string" &&
-    typeof item.text === "string" &&
-    /^(room|dm):/.test(item.key)
-  );
-}
-
-class Conversation {
-  constructor(key) {
-    const { kind, name } = parseKey(key);
-    this.key = key;
-    this.kind = kind;
-    this.name = name;
-    this.messages = new Map(); // seq -> message
-    this.sortedCache = null;
-    this.loaded = false; // the newest page of history has been fetched
-    this.loading = false;
-    this.more = null; // older messages exist (null: not known yet)
-    this.error = null;
-  }
-
-  get target() {
-    return this.kind === "room" ? { room: this.name } : { with: this.name };
-  }
-
-  add(message) {
-    if (this.messages.has(message.seq)) return false;
-    this.messages.set(message.seq, message);
-    this.sortedCache = null;
-    return true;
-  }
-
-  sorted() {
-    this.sortedCache ??= [...this.messages.values()].sort((a, b) => a.seq - b.seq);
-    return this.sortedCache;
-  }
-
-  oldestSeq() {
-    const sorted = this.sorted();
-    return sorted.length ? sorted[0].seq : null;
-  }
-
-  reset() {
-    this.messages.clear();
-    this.sortedCache = null;
-    this.loaded = false;
-    this.more = null;
-    this.error = null;
+/** localStorage or sessionStorage; null when the browser refuses it (then nothing survives a reload). */
+function browserStorage(name) {
+  try {
+    return window[name];
+  } catch {
+    return null;
   }
 }
 
@@ -98,31 +41,15 @@ class Chat {
   constructor(who) {
     this.me = who.username;
     this.guest = Boolean(who.guest);
-    this.persist = new Persist(this.me);
-    const saved = this.persist.load();
-    this.cursor = Number.isInteger(saved.cursor) ? saved.cursor : null;
-    this.pending = saved.pending.filter(validPending).map((item) => ({
-      id: item.id,
-      key: item.key,
-      text: item.text,
-      ts: item.ts,
-      state: item.state === "rejected" ? "rejected" : "queued",
-      error: item.error ?? null,
-      sentAt: 0,
-    }));
-    this.unread = new Map(Object.entries(saved.unread).filter(([, n]) => Number.isInteger(n) && n > 0));
-    this.people = new Set((saved.people ?? []).filter((name) => typeof name === "string"));
-    for (const item of this.pending) if (item.key.startsWith("dm:")) this.people.add(parseKey(item.key).name);
-    this.openKey = typeof saved.open === "string" ? saved.open : null;
+    this.state = new ChatState({
+      user: this.me,
+      storage: browserStorage("localStorage"),
+      tabStorage: browserStorage("sessionStorage"),
+    });
     this.rooms = new Map(); // name -> {name, members, online, member, names}
     this.online = new Set();
-    this.conversations = new Map();
     this.limits = config.limits;
-    this.replaying = false;
     this.wantOpen = null; // a room we asked to join and will open once joined
-    this.outbox = [];
-    this.tokens = SEND_BURST;
-    this.refilledAt = Date.now();
     this.pumpTimer = null;
     this.stopped = false;
     this.welcomed = false;
@@ -131,7 +58,7 @@ class Chat {
     this.passwordChange = null;
     this.link = new Link(
       {
-        since: () => this.cursor,
+        since: () => this.state.cursor,
         frame: (frame) => this.onFrame(frame),
         up: () => this.onUp(),
         down: () => this.onDown(),
@@ -147,8 +74,9 @@ class Chat {
     ];
     this.onOnline = () => this.flushPending(false);
     this.onVisible = () => {
-      if (!document.hidden && this.openKey && this.unread.delete(this.openKey)) this.renderSidebar();
+      if (!document.hidden && this.openKey && this.state.markRead(this.openKey)) this.renderSidebar();
     };
+    this.onPageHide = () => this.state.writeNow();
     window.addEventListener("online", this.onOnline);
     document.addEventListener("visibilitychange", this.onVisible);
   }
@@ -158,8 +86,8 @@ class Chat {
     $("menu-name").textContent = this.me;
     $("me-avatar").replaceChildren(avatar(this.me, "small"));
     $("password-button").hidden = this.guest;
-    this.persist.keepAlive();
-    this.saveNow();
+    this.state.begin();
+    window.addEventListener("pagehide", this.onPageHide);
     this.openConversation(this.openKey, { focus: false });
     this.link.start();
   }
@@ -171,31 +99,13 @@ class Chat {
     clearTimeout(this.pumpTimer);
     window.removeEventListener("online", this.onOnline);
     document.removeEventListener("visibilitychange", this.onVisible);
+    window.removeEventListener("pagehide", this.onPageHide);
     // Logged out by the server (password changed elsewhere, say): keep the queue for the next login.
     // Logged out on purpose: forget it.
-    if (keepState) this.persist.stop(() => this.snapshot());
-    else this.persist.clear();
+    this.state.end({ keep: keepState });
   }
 
   // ------------------------------------------------------------ state
-
-  snapshot() {
-    return {
-      cursor: this.cursor,
-      pending: this.pending.map(({ id, key, text, ts, state, error }) => ({ id, key, text, ts, state, error })),
-      unread: Object.fromEntries(this.unread),
-      open: this.openKey,
-      people: [...this.people],
-    };
-  }
-
-  saveNow() {
-    this.persist.saveNow(() => this.snapshot());
-  }
-
-  saveSoon() {
-    this.persist.saveSoon(() => this.snapshot());
-  }
 
   room(name) {
     let room = this.rooms.get(name);
@@ -206,24 +116,13 @@ class Chat {
     return room;
   }
 
-  conversation(key) {
-    let conversation = this.conversations.get(key);
-    if (!conversation) {
-      conversation = new Conversation(key);
-      this.conversations.set(key, conversation);
-    }
-    return conversation;
+  get openKey() {
+    return this.state.openKey;
   }
 
+  /** The conversation on screen, or null. */
   get open() {
-    return this.openKey ? this.conversation(this.openKey) : null;
-  }
-
-  bumpCursor(seq) {
-    if (Number.isInteger(seq) && (this.cursor === null || seq > this.cursor)) {
-      this.cursor = seq;
-      this.saveSoon();
-    }
+    return this.openKey ? this.state.conversation(this.openKey) : null;
   }
 
   onlineCount(room) {
@@ -238,7 +137,7 @@ class Chat {
   }
 
   canSend() {
-    return this.link.isUp && !this.replaying && navigator.onLine;
+    return this.link.isUp && !this.state.replaying && navigator.onLine;
   }
 
   send(frame) {
@@ -252,7 +151,7 @@ class Chat {
       case "welcome":
         return this.onWelcome(frame);
       case "message":
-        return this.onMessage(frame, !this.replaying);
+        return this.onMessage(frame, !this.state.replaying);
       case "ack":
         return this.onAck(frame);
       case "resumed":
@@ -283,14 +182,12 @@ class Chat {
     }
     this.limits = welcome.limits ?? this.limits;
     $("composer-text").maxLength = this.limits.text_chars;
-    this.replaying = this.link.sinceUsed !== null;
+    this.state.welcome(welcome, this.link.sinceUsed);
     this.welcomed = true;
     const member = new Set(welcome.rooms);
     for (const room of this.rooms.values()) room.member = member.has(room.name);
     for (const name of member) this.room(name).member = true;
-    for (const name of welcome.contacts) this.people.add(name);
     this.online = new Set(welcome.online);
-    if (this.cursor === null) this.cursor = welcome.seq;
     this.send({ type: "rooms" });
     const open = this.open;
     if (open?.kind === "room") {
@@ -302,68 +199,42 @@ class Chat {
   }
 
   onUp() {
-    if (!this.replaying) this.flushPending(true);
+    if (!this.state.replaying) this.flushPending(true);
     this.renderMessages();
   }
 
   onDown() {
-    this.outbox = [];
-    for (const item of this.pending) if (item.state === "sending" || item.state === "sent") item.state = "queued";
+    this.state.linkDown();
     this.renderAll();
   }
 
   onResumed(frame) {
-    this.replaying = false;
-    this.bumpCursor(frame.until);
-    if (frame.truncated) {
-      // More was missed than the server replays: what we hold may have a gap. Start from history again.
-      for (const conversation of this.conversations.values()) conversation.reset();
-      if (this.open) this.loadHistory(this.open);
-    }
+    // Cut short: what we hold may have a gap, so the state forgot it; start from history again.
+    if (this.state.resumed(frame) && this.open) this.loadHistory(this.open);
     this.flushPending(true);
     this.renderAll();
   }
 
   onMessage(message, live) {
-    if (!Number.isInteger(message.seq) || typeof message.text !== "string") return;
-    this.bumpCursor(message.seq);
-    const own = message.from === this.me;
-    let key;
-    if (message.room) {
-      key = roomKey(message.room);
-    } else {
-      const other = own ? message.to : message.from;
-      key = personKey(other);
-      this.people.add(other);
-    }
-    if (own && message.id !== undefined) this.resolvePending(message.id);
-    const conversation = this.conversation(key);
-    if (!conversation.add(message)) {
+    const outcome = this.state.receive(message, { visible: !document.hidden });
+    if (!outcome) return;
+    const { key, own, added } = outcome;
+    if (!added) {
+      // Shown already; our own pending copy may just have been settled by it.
       if (key === this.openKey) this.renderMessages();
       return;
     }
-    if (!own) {
-      if (live) this.online.add(message.from); // they just sent it
-      const seen = key === this.openKey && !document.hidden;
-      if (!seen) this.unread.set(key, (this.unread.get(key) ?? 0) + 1);
-      if (live) this.announce(message);
-      this.saveSoon();
+    if (!own && live) {
+      this.online.add(message.from); // they just sent it
+      this.announce(message);
     }
     if (key === this.openKey) this.renderMessages({ arrived: true, own });
     this.renderSidebar();
   }
 
   onAck(ack) {
-    if (!this.replaying) this.bumpCursor(ack.seq);
-    const item = this.takePending(ack.id);
-    if (!item) return;
-    const { kind, name } = parseKey(item.key);
-    const message = { seq: ack.seq, from: this.me, text: item.text, ts: ack.ts, id: ack.id };
-    if (kind === "room") message.room = name;
-    else message.to = name;
-    const added = this.conversation(item.key).add(message);
-    this.saveNow();
-    if (item.key === this.openKey) this.renderMessages({ arrived: added, own: true });
+    const settled = this.state.settleByAck(ack);
+    if (settled && settled.key === this.openKey) this.renderMessages({ arrived: settled.added, own: true });
   }
 
   onMembership(frame) {
@@ -379,7 +250,7 @@ class Chat {
     } else if (frame.type === "left" && this.openKey === roomKey(frame.room)) {
       this.openConversation(null);
     }
-    if (frame.type === "left") this.unread.delete(roomKey(frame.room));
+    if (frame.type === "left") this.state.markRead(roomKey(frame.room));
     this.send({ type: "rooms" });
     this.renderAll();
   }
@@ -409,21 +280,14 @@ class Chat {
   }
 
   onError(error) {
-    const item = error.id !== undefined ? this.pending.find((p) => p.id === error.id) : null;
+    const item = this.state.settleByError(error);
     if (item) {
-      if (error.code === "internal") {
-        item.state = "failed"; // not stored: the same id may be sent again
-      } else {
-        item.state = "rejected";
-        item.error = error.message;
-      }
-      this.saveNow();
       if (item.key === this.openKey) this.renderMessages();
       return;
     }
-    if (error.code === "internal" && this.replaying) {
+    if (error.code === "internal" && this.state.replaying) {
       // The replay failed: ask again in a moment (no `resumed` is coming for this one).
-      setTimeout(() => this.send({ type: "resume", since: this.cursor }), 2000);
+      setTimeout(() => this.send({ type: "resume", since: this.state.cursor }), 2000);
       return;
     }
     if (error.code === "bad_room" || (error.code === "not_member" && this.wantOpen)) {
@@ -447,59 +311,24 @@ class Chat {
       toast(`That message is too long (at most ${this.limits.text_chars} characters).`);
       return false;
     }
-    this.pending.push({
-      id: randomId(12),
-      key: conversation.key,
-      text,
-      ts: new Date().toISOString(),
-      state: "queued",
-      error: null,
-      sentAt: 0,
-    });
-    this.saveNow(); // before anything else: a reload from here on must not lose it
+    this.state.enqueue(conversation.key, text); // stored before anything else: a reload cannot lose it
     this.flushPending(false);
     this.renderMessages({ arrived: true, own: true });
     return true;
   }
 
+  /** Send what waits for the link; `includeFailed`: also what failed (after a reconnect). */
   flushPending(includeFailed) {
     if (!this.canSend()) return;
-    let queued = false;
-    for (const item of this.pending) {
-      if (item.state === "queued" || (includeFailed && item.state === "failed")) {
-        item.state = "sending";
-        this.outbox.push(item.id);
-        queued = true;
-      }
-    }
-    if (queued) this.pump();
+    if (this.state.queueUnsent(includeFailed)) this.pump();
   }
 
   /** Send what is in the outbox, paced so that a long queue after an outage stays under the rate limit. */
   pump() {
     clearTimeout(this.pumpTimer);
     this.pumpTimer = null;
-    const now = Date.now();
-    this.tokens = Math.min(SEND_BURST, this.tokens + ((now - this.refilledAt) / 1000) * SEND_RATE_PER_S);
-    this.refilledAt = now;
-    let changed = false;
-    while (this.outbox.length && this.tokens >= 1) {
-      const item = this.pending.find((p) => p.id === this.outbox[0]);
-      this.outbox.shift();
-      if (!item || item.state !== "sending") continue;
-      const { kind, name } = parseKey(item.key);
-      const frame = { type: "send", id: item.id, text: item.text, [kind === "room" ? "room" : "to"]: name };
-      if (!this.send(frame)) {
-        item.state = "queued";
-        changed = true;
-        break;
-      }
-      item.state = "sent";
-      item.sentAt = now;
-      this.tokens -= 1;
-      changed = true;
-    }
-    if (this.outbox.length) this.pumpTimer = setTimeout(() => this.pump(), 100);
+    const { changed, more } = this.state.sendQueued((frame) => this.send(frame));
+    if (more) this.pumpTimer = setTimeout(() => this.pump(), PUMP_AGAIN_MS);
     if (changed) this.renderMessages();
   }
 
@@ -511,44 +340,18 @@ class Chat {
 
   checkAcks() {
     if (!this.canSend()) return;
-    const now = Date.now();
-    let changed = false;
-    for (const item of this.pending) {
-      if (item.state === "sent" && now - item.sentAt > this.ackTimeoutMs) {
-        item.state = "failed";
-        changed = true;
-      }
-    }
-    if (changed) {
-      this.saveNow();
-      this.renderMessages();
-    }
+    if (this.state.expireUnacked(this.ackTimeoutMs)) this.renderMessages();
   }
 
   retry(id) {
-    const item = this.pending.find((p) => p.id === id);
-    if (!item || item.state !== "failed") return;
-    item.state = "queued";
+    if (!this.state.retry(id)) return;
     this.flushPending(false);
     this.renderMessages();
   }
 
   discard(id) {
-    this.takePending(id);
-    this.saveNow();
+    this.state.discard(id);
     this.renderMessages();
-  }
-
-  takePending(id) {
-    const index = this.pending.findIndex((p) => p.id === id);
-    if (index < 0) return null;
-    const [item] = this.pending.splice(index, 1);
-    this.outbox = this.outbox.filter((queued) => queued !== id);
-    return item;
-  }
-
-  resolvePending(id) {
-    if (this.takePending(id)) this.saveNow();
   }
 
   // ------------------------------------------------------------ conversations
@@ -557,17 +360,15 @@ class Chat {
     if (key !== null && parseKey(key).kind === "room" && !this.room(parseKey(key).name).member && this.link.isUp) {
       key = null;
     }
-    this.openKey = key;
+    this.state.select(key);
     document.body.classList.toggle("conversation-open", key !== null);
     $("jump").hidden = true;
     if (key !== null) {
-      this.unread.delete(key);
-      const conversation = this.conversation(key);
+      const conversation = this.state.conversation(key);
       if (!conversation.loaded && !conversation.loading) this.loadHistory(conversation);
       const room = conversation.kind === "room" ? this.room(conversation.name) : null;
       if (room && room.member && !room.names) this.send({ type: "join", room: room.name });
     }
-    this.saveSoon();
     this.renderAll({ toBottom: true });
     if (focus && key !== null && !NARROW.matches) $("composer-text").focus();
   }
@@ -604,60 +405,44 @@ class Chat {
       return false;
     }
     const key = personKey(name);
-    if (!this.people.has(name)) {
+    if (!this.state.people.has(name)) {
       // Ask for the conversation's history first: it also tells whether the person exists.
       try {
         const page = await api.history({ with: name }, null, HISTORY_PAGE);
-        const conversation = this.conversation(key);
-        this.mergeHistory(conversation, page);
-        conversation.loaded = true;
+        this.state.addHistoryPage(this.state.conversation(key), page);
       } catch (problem) {
         if (problem instanceof ApiError && problem.status === 404) error.textContent = `Nobody is called “${name}” here.`;
         else if (problem instanceof ApiError && problem.status === 401) this.sessionEnded("expired");
         else error.textContent = "Could not reach the server: try again in a moment.";
         return false;
       }
-      this.people.add(name);
+      this.state.people.add(name);
     }
     this.openConversation(key);
     return true;
   }
 
-  mergeHistory(conversation, page) {
-    for (const message of page.messages) {
-      if (!Number.isInteger(message.seq)) continue;
-      if (message.from === this.me && message.id !== undefined) this.resolvePending(message.id);
-      conversation.add(message);
-    }
-    conversation.more = Boolean(page.more);
-  }
-
   async loadHistory(conversation, older = false) {
-    if (conversation.loading || (older && conversation.more !== true)) return;
-    conversation.loading = true;
-    conversation.error = null;
+    const request = conversation.beginPage(older);
+    if (!request) return;
     this.renderHistoryTop();
-    const before = older ? conversation.oldestSeq() : null;
     let outcome = older ? "prepend" : "bottom";
     try {
-      const page = await api.history(conversation.target, before, HISTORY_PAGE);
+      const page = await api.history(conversation.target, request.before, HISTORY_PAGE);
       if (this.stopped) return;
-      this.mergeHistory(conversation, page);
-      conversation.loaded = true;
+      this.state.addHistoryPage(conversation, page);
     } catch (problem) {
       if (this.stopped) return;
       outcome = "keep";
       if (problem instanceof ApiError && problem.status === 401) {
         this.sessionEnded("expired");
       } else if (problem instanceof ApiError && (problem.status === 403 || problem.status === 404)) {
-        conversation.loaded = true;
-        conversation.more = false;
-        conversation.error = problem.message;
+        conversation.pageRefused(problem.message);
       } else {
-        conversation.error = "Could not load older messages.";
+        conversation.pageFailed("Could not load older messages.");
       }
     } finally {
-      conversation.loading = false;
+      conversation.endPage();
     }
     if (conversation.key === this.openKey) this.renderMessages({ history: outcome });
   }
@@ -787,8 +572,7 @@ class Chat {
   }
 
   renderTitle() {
-    let total = 0;
-    for (const count of this.unread.values()) total += count;
+    const total = this.state.totalUnread();
     document.title = total ? `(${total}) tornado-chat` : "tornado-chat";
   }
 
@@ -798,7 +582,7 @@ class Chat {
       $("room-list"),
       mine.map((room) => {
         const key = roomKey(room.name);
-        const unread = this.unread.get(key) ?? 0;
+        const unread = this.state.unreadIn(key);
         const active = key === this.openKey;
         const fillItem = (item) => {
           const button = item.firstElementChild;
@@ -854,12 +638,12 @@ class Chat {
   }
 
   renderPeople() {
-    const names = [...this.people].sort((a, b) => a.localeCompare(b));
+    const names = [...this.state.people].sort((a, b) => a.localeCompare(b));
     patchList(
       $("people-list"),
       names.map((name) => {
         const key = personKey(name);
-        const unread = this.unread.get(key) ?? 0;
+        const unread = this.state.unreadIn(key);
         const online = this.isOnline(name);
         const active = key === this.openKey;
         const fillItem = (item) => {
@@ -964,7 +748,7 @@ class Chat {
     const atStart = conversation.loaded && conversation.more === false;
     start.hidden = !atStart;
     if (atStart) {
-      const empty = conversation.messages.size === 0 && !this.pending.some((p) => p.key === conversation.key);
+      const empty = conversation.messages.size === 0 && this.state.pendingIn(conversation.key).length === 0;
       const where = conversation.kind === "room" ? `#${conversation.name}` : `your conversation with ${conversation.name}`;
       start.textContent = conversation.error ?? (empty ? `No messages in ${where} yet. Say hello!` : `This is the start of ${where}.`);
     }
@@ -1011,8 +795,7 @@ class Chat {
     for (const message of conversation.sorted()) {
       push({ key: `m:${message.seq}`, from: message.from, text: message.text, ts: message.ts, seq: message.seq });
     }
-    for (const item of this.pending) {
-      if (item.key !== conversation.key) continue;
+    for (const item of this.state.pendingIn(conversation.key)) {
       push({ key: `p:${item.id}`, from: this.me, text: item.text, ts: item.ts, id: item.id, state: item.state, stateLabel: this.pendingLabel(item) });
     }
     patchChildren(list, items);
