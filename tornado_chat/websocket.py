@@ -38,9 +38,8 @@ import select
 import socket
 from collections.abc import Callable
 from functools import partial
-from typing import Any, Protocol
+from typing import Any, ParamSpec, Protocol, TypeVar
 
-import tornado.httputil
 import tornado.ioloop
 import tornado.websocket
 from tornado.iostream import IOStream, SSLIOStream, StreamClosedError
@@ -51,6 +50,9 @@ from .outgoing import Outgoing
 from .session import Session
 
 log = logging.getLogger("tornado_chat.websocket")
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 # The subprotocol this server speaks; offered by a client in Sec-WebSocket-Protocol, it is selected.
 SUBPROTOCOL = "tornado-chat.v1"
@@ -64,6 +66,18 @@ CLOSE_TRY_AGAIN_LATER = 1013
 # RFC 6455 section 5.5: a close frame's reason fits in 123 bytes after the two-byte code.
 MAX_CLOSE_REASON_BYTES = 123
 _OP_TEXT = 0x1
+# What a 101 response carries (Tornado's defaults, ours, the upgrade's), dropped once sent.
+_UPGRADE_RESPONSE_HEADERS = (
+    "Server",
+    "Date",
+    "Content-Type",
+    "X-Content-Type-Options",
+    "Upgrade",
+    "Connection",
+    "Sec-WebSocket-Accept",
+    "Sec-WebSocket-Protocol",
+    "Sec-WebSocket-Extensions",
+)
 # zlib level for permessage-deflate; 6 is zlib's own default trade-off.
 DEFLATE_LEVEL = 6
 # zlib memLevel 1..9: the compressor's hash table is 2**(memLevel + 9) bytes; 5 keeps it at 16 KiB per message.
@@ -219,6 +233,11 @@ class WebSocketTransport:
         self._closing = True
         self.stream.close()
 
+    def detach_handler(self) -> None:
+        """The connection has ended: drop the reference cycle to the handler, write nothing more."""
+        self._closing = True
+        self.handler = None
+
     def has_unread_input(self) -> bool:
         """Whether the kernel holds input for this socket that the loop has not read yet (after a stall)."""
         if self.stream.closed():
@@ -231,6 +250,21 @@ class WebSocketTransport:
         return bool(poller.poll(0))
 
 
+class _ProtocolFlags:
+    """``_ChatProtocol``'s own state, kept on the handler's ``_Link`` (see there for why)."""
+
+    __slots__ = ("at_header", "handling_text", "in_frame", "linger_task", "lingering", "loop_ended_here")
+
+    def __init__(self) -> None:
+        self.in_frame = False
+        self.at_header = False
+        self.handling_text = False
+        self.lingering = False
+        # Set when this class ends the receive loop itself: the abort that follows is not a deadline.
+        self.loop_ended_here = False
+        self.linger_task: asyncio.Future[None] | None = None
+
+
 class _ChatProtocol(tornado.websocket.WebSocketProtocol13):
     """Tornado's RFC 6455 protocol, reporting every frame read and naming the violations it closes for."""
 
@@ -238,57 +272,58 @@ class _ChatProtocol(tornado.websocket.WebSocketProtocol13):
 
     def __init__(self, handler: ChatSocketHandler, params: tornado.websocket._WebSocketParams) -> None:
         super().__init__(handler, False, params)
-        self._in_frame = False
-        self._at_header = False
-        self._handling_text = False
-        self._lingering = False
-        # Set when this class ends the receive loop itself: the abort that follows is not a deadline.
-        self._loop_ended_here = False
-        self._linger_task: asyncio.Future[None] | None = None
+
+    @property
+    def _flags(self) -> _ProtocolFlags:
+        return self.handler.link.flags
 
     async def _receive_frame(self) -> None:
-        self._in_frame = self._at_header = True
+        flags = self._flags
+        flags.in_frame = flags.at_header = True
         try:
             await super()._receive_frame()
         finally:
-            self._in_frame = False
-        if not self._lingering:
+            flags.in_frame = False
+        if not flags.lingering:
             self.handler.frame_read()
 
     async def _read_bytes(self, n: int) -> bytes:
         data = await super()._read_bytes(n)
-        if self._at_header:
-            self._at_header = False
+        flags = self._flags
+        if flags.at_header:
+            flags.at_header = False
             if not data[1] & 0x80:  # RFC 6455 section 5.1: a server must close on an unmasked client frame
                 self._violation(CLOSE_PROTOCOL_ERROR, "client frames must be masked")
-                self._loop_ended_here = True
+                flags.loop_ended_here = True
                 raise StreamClosedError()
         return data
 
     def _handle_message(self, opcode: int, data: bytes) -> asyncio.Future[None] | None:
-        self._handling_text = opcode == _OP_TEXT
+        flags = self._flags
+        flags.handling_text = opcode == _OP_TEXT
         try:
             return super()._handle_message(opcode, data)
         finally:
-            self._handling_text = False
+            flags.handling_text = False
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
-        if code == CLOSE_TOO_LARGE and self._in_frame and not self.server_terminated:
+        if code == CLOSE_TOO_LARGE and self._flags.in_frame and not self.server_terminated:
             self.handler.violated(CLOSE_TOO_LARGE)
         super().close(code, reason)
 
     def _abort(self) -> None:
-        if self._loop_ended_here:
-            self._loop_ended_here = False
+        flags = self._flags
+        if flags.loop_ended_here:
+            flags.loop_ended_here = False
             return
         stream = self.stream
-        if self._lingering or not self._in_frame or stream is None or stream.closed():
+        if flags.lingering or not flags.in_frame or stream is None or stream.closed():
             super()._abort()  # the peer is gone, or the close handshake ran out of time
             return
         # Tornado aborts from inside a frame it refused: the client broke the protocol.
         if self.server_terminated:
             self._linger()  # a close frame is on its way already (1009, too large)
-        elif self._handling_text:
+        elif flags.handling_text:
             self._violation(CLOSE_INVALID_DATA, "text frames must be UTF-8")
         else:
             self._violation(CLOSE_PROTOCOL_ERROR, "protocol error")
@@ -304,11 +339,12 @@ class _ChatProtocol(tornado.websocket.WebSocketProtocol13):
         Closing it with the client's input unread would make the kernel send a
         reset, which can discard that frame on its way.
         """
-        if self._lingering or self.stream is None:
+        flags = self._flags
+        if flags.lingering or self.stream is None:
             return
-        self._lingering = True
+        flags.lingering = True
         self.client_terminated = True
-        self._linger_task = asyncio.ensure_future(self._drop_input(self.stream))
+        flags.linger_task = asyncio.ensure_future(self._drop_input(self.stream))
 
     @staticmethod
     async def _drop_input(stream: IOStream) -> None:
@@ -329,55 +365,80 @@ class _ChatProtocol(tornado.websocket.WebSocketProtocol13):
         agreed_parameters.setdefault("server_no_context_takeover", None)
         agreed_parameters.setdefault("client_no_context_takeover", None)
         super()._create_compressors(side, agreed_parameters, compression_options)
-        self.handler.compressed = True
+        self.handler.link.compressed = True
+
+
+class _Link:
+    """A handler's own state, in one slotted object.
+
+    Tornado's handler and protocol objects keep their attributes in instance
+    dicts; at 30 keys CPython stops sharing a dict's keys between instances
+    and each connection pays for a whole table. Tornado's protocol object has
+    29 already, its handler 27: ours adds this one key to the handler only.
+    """
+
+    __slots__ = ("admitted", "compressed", "flags", "frame_counted", "host", "session", "transport")
+
+    def __init__(self, host: SessionHost) -> None:
+        self.host = host
+        self.flags = _ProtocolFlags()
+        self.admitted: Admitted | None = None
+        self.session: Session | None = None
+        self.transport: WebSocketTransport | None = None
+        self.compressed = False
+        # Set by a callback that counted its own frame for the rate limit (see ChatSocketHandler.frame_read).
+        self.frame_counted = False
 
 
 class ChatSocketHandler(tornado.websocket.WebSocketHandler, JsonErrors):
     """``GET /ws``: admission before the upgrade, then one chat session per connection."""
 
-    host: SessionHost
+    link: _Link
 
     def initialize(self, host: SessionHost) -> None:
-        self.host = host
-        self.admitted: Admitted | None = None
-        self.session: Session | None = None
-        self.transport: WebSocketTransport | None = None
-        self.compressed = False
-        # Set by a callback that counted its own frame for the rate limit (see frame_read).
-        self._frame_counted = False
+        self.link = _Link(host)
 
-    async def get(self, *args: str, **kwargs: str) -> None:
+    def set_default_headers(self) -> None:
+        # Only refusals have a body here (JSON); the page's security headers would ride along on every 101.
+        self.set_header("X-Content-Type-Options", "nosniff")
+
+    def prepare(self) -> None:
+        """Admit or refuse before anything is upgraded; a refusal finishes the request here."""
+        link = self.link
         handshake = Handshake(
             self.request.headers,
             self.get_query_argument("token", None) or self.get_cookie(TOKEN_COOKIE),
             self.get_query_argument("since", None),
             self.request.remote_ip or "",
         )
-        decision = self.host.admit(handshake)
+        decision = link.host.admit(handshake)
         if isinstance(decision, Refusal):
-            self.host.refused(decision.code)
+            link.host.refused(decision.code)
             self.set_status(decision.status)
             for name, value in decision.headers:
                 self.set_header(name, value)
             self.write_json_error(decision.code, decision.message)
             return
-        self.admitted = decision
-        await super().get(*args, **kwargs)
+        link.admitted = decision
 
     def check_origin(self, origin: str) -> bool:
-        return self.host.origin_allowed(origin)
+        return self.link.host.origin_allowed(origin)
 
     def select_subprotocol(self, subprotocols: list[str]) -> str | None:
         return SUBPROTOCOL if SUBPROTOCOL in subprotocols else None
 
     def get_compression_options(self) -> dict[str, Any] | None:
-        if not self.host.compression:
+        if not self.link.host.compression:
             return None
         return {"compression_level": DEFLATE_LEVEL, "mem_level": DEFLATE_MEM_LEVEL}
 
     @property
     def max_message_size(self) -> int:
-        return self.host.max_message_bytes
+        return self.link.host.max_message_bytes
+
+    @property
+    def compressed(self) -> bool:
+        return self.link.compressed
 
     def get_websocket_protocol(self) -> tornado.websocket.WebSocketProtocol | None:
         if self.request.headers.get("Sec-WebSocket-Version") != "13":
@@ -390,82 +451,80 @@ class ChatSocketHandler(tornado.websocket.WebSocketHandler, JsonErrors):
     # ------------------------------------------------------------ Tornado's events
 
     def open(self, *args: str, **kwargs: str) -> None:
+        link = self.link
         connection = self.ws_connection
-        if connection is None or connection.stream is None:
-            return
-        admitted, self.admitted = self.admitted, None
-        if admitted is None:
+        admitted, link.admitted = link.admitted, None
+        if connection is None or connection.stream is None or admitted is None:
             return
         self.set_nodelay(True)
-        self.transport = WebSocketTransport(self, connection.stream, admitted.remote_ip, self.host.max_buffered_bytes)
-        self.session = self._guarded(self.host.open_session, self.transport, admitted)
-        self._forget_request()
+        link.transport = WebSocketTransport(self, connection.stream, admitted.remote_ip, link.host.max_buffered_bytes)
+        link.session = self._guarded(link.host.open_session, link.transport, admitted)
+        self._forget_handshake()
+
+    def _forget_handshake(self) -> None:
+        """Drop the request's and the 101 response's headers: only the handshake needed them.
+
+        Tornado keeps the request for as long as the connection lives (its
+        coroutines hold it), so an idle connection would otherwise carry both
+        header sets for hours.
+        """
+        self.request.headers.clear()
+        for name in _UPGRADE_RESPONSE_HEADERS:
+            self.clear_header(name)
 
     def on_message(self, message: str | bytes) -> None:
-        session = self.session
-        if session is not None:
-            self._frame_counted = True
-            self._guarded(self.host.receive, session, message)
+        link = self.link
+        if link.session is not None:
+            link.frame_counted = True
+            self._guarded(link.host.receive, link.session, message)
 
     def on_ping(self, data: bytes) -> None:
-        session = self.session
-        if session is not None:
-            self._frame_counted = True
-            self._guarded(self.host.ping_received, session)
+        link = self.link
+        if link.session is not None:
+            link.frame_counted = True
+            self._guarded(link.host.ping_received, link.session)
 
     def on_pong(self, data: bytes) -> None:
-        session = self.session
-        if session is not None:
-            self._frame_counted = True
-            self._guarded(self.host.pong_received, session, data)
+        link = self.link
+        if link.session is not None:
+            link.frame_counted = True
+            self._guarded(link.host.pong_received, link.session, data)
 
     def on_close(self) -> None:
-        session, self.session = self.session, None
+        link = self.link
+        session, link.session = link.session, None
         if session is not None:
-            self._guarded(self.host.forget_session, session)
-        transport, self.transport = self.transport, None
+            self._guarded(link.host.forget_session, session)
+        transport, link.transport = link.transport, None
         if transport is not None:
-            transport._closing = True
-            transport.handler = None
+            transport.detach_handler()
 
     # ------------------------------------------------------------ from the protocol and the transport
 
     def frame_read(self) -> None:
         """Every frame read ends here; one that no callback counted is counted now."""
-        if self._frame_counted:
-            self._frame_counted = False
-            return
-        session = self.session
-        if session is not None:
-            self._guarded(self.host.frame_received, session)
+        link = self.link
+        if link.frame_counted:
+            link.frame_counted = False
+        elif link.session is not None:
+            self._guarded(link.host.frame_received, link.session)
 
     def violated(self, code: int) -> None:
-        session = self.session
-        if session is not None:
-            self._guarded(self.host.protocol_violated, session, code)
+        link = self.link
+        if link.session is not None:
+            self._guarded(link.host.protocol_violated, link.session, code)
 
     def overflowed(self) -> None:
-        session = self.session
-        if session is not None:
-            self._guarded(self.host.transport_overflowed, session)
+        link = self.link
+        if link.session is not None:
+            self._guarded(link.host.transport_overflowed, link.session)
 
-    def _guarded(self, call: Callable[..., Any], *args: Any) -> Any:
+    def _guarded(self, call: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R | None:
         """The one place the network layer calls the core: a failure is logged once and ends this connection."""
         try:
-            return call(*args)
+            return call(*args, **kwargs)
         except Exception:
             log.exception("the chat service failed on a WebSocket event; closing that connection")
-            if self.transport is not None:
-                self.transport.close(CLOSE_INTERNAL_ERROR, "internal error")
+            if self.link.transport is not None:
+                self.link.transport.close(CLOSE_INTERNAL_ERROR, "internal error")
             return None
-
-    def _forget_request(self) -> None:
-        """Drop what only the handshake needed: an idle connection should cost its session, not its request."""
-        self.request.headers = tornado.httputil.HTTPHeaders()
-        self.request.arguments = {}
-        self.request.query_arguments = {}
-        self.request.body_arguments = {}
-        self.request.files = {}
-        self.request.body = b""
-        self._headers = tornado.httputil.HTTPHeaders()
-        self.ui = {}  # type: ignore[assignment]
