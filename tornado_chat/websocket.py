@@ -468,7 +468,11 @@ class ChatSocketHandler(tornado.websocket.WebSocketHandler, JsonErrors):
         coroutines hold it), so an idle connection would otherwise carry both
         header sets for hours.
         """
-        self.request.headers.clear()
+        request = self.request
+        request.headers.clear()
+        # The HTTP/1.1 connection objects that parsed the handshake; the stream is ours now.
+        request.connection = None
+        request.server_connection = None
         for name in _UPGRADE_RESPONSE_HEADERS:
             self.clear_header(name)
 
