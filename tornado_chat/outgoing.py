@@ -1,10 +1,10 @@
 """Server frames on their way out: the JSON payload encoded once, then framed once per transport.
 
 Pure code: no sockets. A fan-out builds one ``Outgoing`` for a payload however
-many sessions receive it; the first WebSocket recipient frames it (RFC 6455,
-section 5.2: a final, unmasked frame) and every other recipient writes the same
-bytes. A connection that negotiated compression cannot share those bytes and
-hands ``payload`` to Tornado's ``write_message`` instead.
+many sessions receive it, framed once (RFC 6455 section 5.2: a final, unmasked
+frame), and every WebSocket recipient writes the same bytes. A connection that
+negotiated compression cannot share those bytes and hands ``payload`` to
+Tornado's ``write_message`` instead.
 
 Heartbeat pings are ``Outgoing`` too (``Outgoing.ping``): one per tick, written
 to every connection that is due.
@@ -36,12 +36,13 @@ def websocket_frame(opcode: int, payload: bytes) -> bytes:
 class Outgoing:
     """One server frame: ``payload`` (UTF-8 JSON, or a ping's bytes) and its WebSocket framing, built once."""
 
-    __slots__ = ("_websocket", "opcode", "payload")
+    __slots__ = ("opcode", "payload", "websocket")
 
     def __init__(self, payload: bytes, opcode: int = OP_TEXT) -> None:
         self.payload = payload
         self.opcode = opcode
-        self._websocket: bytes | None = None
+        # The frame's bytes on a WebSocket without compression, shared by every recipient.
+        self.websocket = websocket_frame(opcode, payload)
 
     @classmethod
     def ping(cls, payload: bytes) -> Outgoing:
@@ -53,14 +54,6 @@ class Outgoing:
     @property
     def is_ping(self) -> bool:
         return self.opcode == OP_PING
-
-    @property
-    def websocket(self) -> bytes:
-        """The frame's bytes on a WebSocket without compression (built on first use, then shared)."""
-        frame = self._websocket
-        if frame is None:
-            frame = self._websocket = websocket_frame(self.opcode, self.payload)
-        return frame
 
     def __len__(self) -> int:
         """Bytes on the wire for a WebSocket recipient (what the ``chat_sent_bytes`` counter adds up)."""

@@ -130,21 +130,39 @@ class SessionHost(Protocol):
 class WebSocketTransport:
     """The network side of one WebSocket session (``session.Transport``)."""
 
-    __slots__ = ("_closing", "_last_write", "_sock", "handler", "max_buffered", "queued_bytes", "remote_ip", "stream")
+    __slots__ = (
+        "_closing",
+        "_direct",
+        "_last_write",
+        "_sock",
+        "compressed",
+        "handler",
+        "max_buffered",
+        "queued_bytes",
+        "remote_ip",
+        "stream",
+    )
 
     kind = "websocket"
 
-    def __init__(self, handler: ChatSocketHandler, stream: IOStream, remote_ip: str, max_buffered: int) -> None:
+    def __init__(
+        self, handler: ChatSocketHandler, stream: IOStream, remote_ip: str, max_buffered: int, compressed: bool
+    ) -> None:
         self.handler: ChatSocketHandler | None = handler
         self.stream = stream
-        # The raw socket, written directly while the stream has nothing queued; None over TLS.
-        self._sock: socket.socket | None = None if isinstance(stream, SSLIOStream) else stream.socket
+        self._sock = stream.socket
         self.remote_ip = remote_ip
         self.max_buffered = max_buffered
-        # Bytes handed to IOStream.write and not yet reported written.
+        self.compressed = compressed
+        # Frames may go straight to the socket (while nothing is queued): plain TCP, no compression, not closing.
+        self._direct = not compressed and not isinstance(stream, SSLIOStream)
+        # Bytes handed to IOStream.write (ours and Tornado's own frames) and not yet reported written. While it
+        # is above zero every write goes through the stream, so that no frame overtakes another.
         self.queued_bytes = 0
         self._last_write: asyncio.Future[None] | None = None
         self._closing = False
+        if stream.writing():  # the 101 response is still on its way
+            self.track(stream.write(b""), 1)
 
     @property
     def buffered_bytes(self) -> int:
@@ -156,45 +174,38 @@ class WebSocketTransport:
 
     def write(self, frame: Outgoing) -> None:
         """Write a prepared frame; never raises, never calls back into the core on this stack."""
-        if self._closing:
-            return
-        handler = self.handler
-        if handler is not None and handler.compressed and not frame.is_ping:
-            self._write_compressed(handler, frame.payload)
-            return
-        data: bytes | memoryview = frame.websocket
-        sock = self._sock
-        if sock is not None and not self.stream.writing():
+        if self._direct and not self.queued_bytes:
+            data = frame.websocket
             try:
-                sent = sock.send(data)
+                sent = self._sock.send(data)
             except BlockingIOError:
                 sent = 0
             except OSError as exc:
                 self._lost(exc)
                 return
-            if sent == len(data):
-                return
-            data = memoryview(data)[sent:]
-        self._queue(data)
+            if sent != len(data):
+                self._queue(memoryview(data)[sent:])
+            return
+        if self._closing:
+            return
+        handler = self.handler
+        if self.compressed and not frame.is_ping and handler is not None:
+            # Tornado compresses and frames it; its frame write is counted by _ChatProtocol._write_frame.
+            with contextlib.suppress(tornado.websocket.WebSocketClosedError):
+                handler.write_message(frame.payload)
+            return
+        self._queue(frame.websocket)
 
     def _queue(self, data: bytes | memoryview) -> None:
         try:
             future = self.stream.write(data)
         except StreamClosedError:
-            self._closing = True
+            self._stop_writing()
             return
-        self._track(future, len(data))
+        self.track(future, len(data))
 
-    def _write_compressed(self, handler: ChatSocketHandler, payload: bytes) -> None:
-        try:
-            future = handler.write_message(payload)
-        except tornado.websocket.WebSocketClosedError:
-            self._closing = True
-            return
-        # The compressed size is Tornado's to know; the payload's size is a fair upper bound.
-        self._track(future, len(payload))
-
-    def _track(self, future: asyncio.Future[None], size: int) -> None:
+    def track(self, future: asyncio.Future[None], size: int) -> None:
+        """Count ``size`` bytes as queued until ``future`` (an IOStream write) resolves."""
         self.queued_bytes += size
         self._last_write = future
         future.add_done_callback(partial(self._written, size))
@@ -206,9 +217,13 @@ class WebSocketTransport:
         if future is self._last_write:
             self._last_write = None
 
+    def _stop_writing(self) -> None:
+        self._closing = True
+        self._direct = False
+
     def _lost(self, exc: OSError) -> None:
         """The socket failed under a direct send (a reset peer): the stream reports the end from the loop."""
-        self._closing = True
+        self._stop_writing()
         self.stream.close(exc_info=exc)
 
     async def drain(self) -> None:
@@ -223,19 +238,19 @@ class WebSocketTransport:
     def close(self, code: int, reason: str) -> None:
         if self._closing:
             return
-        self._closing = True
+        self._stop_writing()
         handler = self.handler
         if handler is not None:
             encoded = reason.encode("utf-8")[:MAX_CLOSE_REASON_BYTES].decode("utf-8", "ignore")
             handler.close(code, encoded)
 
     def abort(self) -> None:
-        self._closing = True
+        self._stop_writing()
         self.stream.close()
 
     def detach_handler(self) -> None:
         """The connection has ended: drop the reference cycle to the handler, write nothing more."""
-        self._closing = True
+        self._stop_writing()
         self.handler = None
 
     def has_unread_input(self) -> bool:
@@ -305,6 +320,15 @@ class _ChatProtocol(tornado.websocket.WebSocketProtocol13):
             return super()._handle_message(opcode, data)
         finally:
             flags.handling_text = False
+
+    def _write_frame(self, fin: bool, opcode: int, data: bytes, flags: int = 0) -> asyncio.Future[None]:
+        # Tornado's own frames (pongs, close frames, compressed messages) count as queued like ours, so
+        # that the transport never sends a frame straight to the socket ahead of one of them.
+        future = super()._write_frame(fin, opcode, data, flags)
+        transport = self.handler.link.transport
+        if transport is not None:
+            transport.track(future, len(data) + 2)
+        return future
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
         if code == CLOSE_TOO_LARGE and self._flags.in_frame and not self.server_terminated:
@@ -436,10 +460,6 @@ class ChatSocketHandler(tornado.websocket.WebSocketHandler, JsonErrors):
     def max_message_size(self) -> int:
         return self.link.host.max_message_bytes
 
-    @property
-    def compressed(self) -> bool:
-        return self.link.compressed
-
     def get_websocket_protocol(self) -> tornado.websocket.WebSocketProtocol | None:
         if self.request.headers.get("Sec-WebSocket-Version") != "13":
             return None
@@ -457,7 +477,9 @@ class ChatSocketHandler(tornado.websocket.WebSocketHandler, JsonErrors):
         if connection is None or connection.stream is None or admitted is None:
             return
         self.set_nodelay(True)
-        link.transport = WebSocketTransport(self, connection.stream, admitted.remote_ip, link.host.max_buffered_bytes)
+        link.transport = WebSocketTransport(
+            self, connection.stream, admitted.remote_ip, link.host.max_buffered_bytes, link.compressed
+        )
         link.session = self._guarded(link.host.open_session, link.transport, admitted)
         self._forget_handshake()
 
