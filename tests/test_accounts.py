@@ -8,6 +8,8 @@ from tornado_chat.accounts import Account, Accounts, Login
 from tornado_chat.limits import AttemptLimiter, TokenBucket
 from tornado_chat.passwords import ScryptParams, hash_password, password_problem, verify_password
 
+pytestmark = pytest.mark.unit
+
 CHEAP = ScryptParams(n=2**10, r=8, p=1)
 
 

@@ -9,6 +9,8 @@ import pytest
 
 from tornado_chat.tokens import TokenError, TokenProblem, TokenSigner
 
+pytestmark = pytest.mark.unit
+
 NOW = 1_800_000_000.0
 signer = TokenSigner(b"k" * 32)
 

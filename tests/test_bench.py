@@ -22,6 +22,8 @@ from bench.report import median_of
 from bench.sysinfo import histogram_quantile, parse_metrics, quantiles
 from bench.wsframe import OP_CONT, OP_TEXT, encode_frame
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parent.parent
 # Every Python server runs on the loop the bench picks by default: uvloop when installed (the test extra has it).
 SERVER_LOOP = "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"

@@ -30,6 +30,8 @@ from playwright.sync_api import (
 from .conftest import make_settings
 from .support import Client, ServerProcess, ServerThread, clients, http, login, password_for
 
+pytestmark = pytest.mark.system
+
 TIMEOUT_MS = 10_000
 # A restart: the server stops, starts again, and the pages' backoff has to bring them back.
 COMEBACK_MS = 25_000

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tornado_chat.memory_store import MemoryStore
 
 from .conftest import make_settings
 from .support import ServerThread, clients, connect, login
+
+pytestmark = pytest.mark.integration
 
 
 def test_welcome_describes_the_session(base_url: str) -> None:

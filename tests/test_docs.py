@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 from prometheus_client import REGISTRY
 
 from tornado_chat.protocol import CLIENT_FRAME_TYPES, ErrorCode
@@ -15,6 +16,7 @@ from .support import ServerThread
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
+@pytest.mark.unit
 def test_the_option_table_in_operations_md_is_the_one_the_code_generates() -> None:
     text = (DOCS / "operations.md").read_text()
     match = re.search(r"<!-- options:start -->\n(.*?)\n<!-- options:end -->", text, re.S)
@@ -22,6 +24,7 @@ def test_the_option_table_in_operations_md_is_the_one_the_code_generates() -> No
     assert match.group(1) == option_table(), "regenerate the table with tornado_chat.settings.option_table()"
 
 
+@pytest.mark.integration
 def test_every_exported_chat_metric_is_documented(server: ServerThread) -> None:
     text = (DOCS / "operations.md").read_text()
     registry = server.chat.registry
@@ -36,6 +39,7 @@ def test_every_exported_chat_metric_is_documented(server: ServerThread) -> None:
     assert listed <= exported, listed - exported
 
 
+@pytest.mark.unit
 def test_every_error_code_and_client_frame_is_documented() -> None:
     text = (DOCS / "protocol.md").read_text()
     for code in ErrorCode:
@@ -44,6 +48,7 @@ def test_every_error_code_and_client_frame_is_documented() -> None:
         assert f"### {frame_type}" in text, frame_type
 
 
+@pytest.mark.integration
 def test_metrics_never_touch_the_global_registry(server: ServerThread) -> None:
     # A server is running in this process (the fixture); its metrics must all be on its own registry.
     assert not any(family.name.startswith("chat_") for family in REGISTRY.collect())

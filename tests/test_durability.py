@@ -32,6 +32,8 @@ from .support import (
     wait_until,
 )
 
+pytestmark = pytest.mark.integration
+
 ROOM = "durable"
 
 

@@ -18,6 +18,8 @@ from tornado_chat.tokens import TokenSigner
 from .conftest import make_settings
 from .support import SECRET, WAIT_S, RawClient, ServerThread, clients, connect, http, login, metric, scrape, ws_url
 
+pytestmark = pytest.mark.integration
+
 BAD_FRAMES = [
     ("not json at all", "bad_json"),
     ('{"type": "send", "id": "x", ', "bad_json"),

@@ -9,6 +9,8 @@ import pytest
 
 from tornado_chat.heartbeat import HeartbeatMonitor, Peer
 
+pytestmark = pytest.mark.unit
+
 INTERVAL_S = 25.0
 TIMEOUT_S = 10.0
 TICK_S = 0.25

@@ -12,6 +12,8 @@ from tornado_chat.outgoing import Outgoing
 from tornado_chat.protocol import Message, ProtocolError
 from tornado_chat.session import Session
 
+pytestmark = pytest.mark.unit
+
 NOW = 1000.0
 
 

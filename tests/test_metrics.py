@@ -23,6 +23,7 @@ PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 
 
+@pytest.mark.integration
 def test_a_scripted_session_moves_each_counter_by_exactly_what_happened(server: ServerThread) -> None:
     before = scrape(server.ops_url)
     sent_texts: list[str] = []
@@ -74,6 +75,7 @@ def test_a_scripted_session_moves_each_counter_by_exactly_what_happened(server: 
     assert delta("chat_fanout_seconds_count") == 2
 
 
+@pytest.mark.integration
 def test_every_labelled_series_exists_before_its_first_event(server: ServerThread) -> None:
     samples = scrape(server.ops_url)
     for reason in ("client", "reaped", "slow_consumer", "shutdown", "protocol_error", "policy"):
@@ -85,6 +87,7 @@ def test_every_labelled_series_exists_before_its_first_event(server: ServerThrea
     assert len(build) == 1 and dict(build[0][1])["version"]
 
 
+@pytest.mark.integration
 def test_openmetrics_is_served_when_asked_for(server: ServerThread) -> None:
     status, headers, body = http(
         "GET", server.ops_url + "metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
@@ -93,6 +96,7 @@ def test_openmetrics_is_served_when_asked_for(server: ServerThread) -> None:
     assert body.rstrip().endswith(b"# EOF")
 
 
+@pytest.mark.system
 def test_promtool_finds_nothing_to_lint_in_the_real_exposition(server: ServerThread) -> None:
     with clients(server.base_url, "alice", "bob") as (alice, bob):
         alice.join("lint")
@@ -112,6 +116,7 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+@pytest.mark.system
 def test_a_real_prometheus_scrapes_the_ops_port(server: ServerThread, tmp_path: Path) -> None:
     config = tmp_path / "prometheus.yml"
     config.write_text(
@@ -151,6 +156,7 @@ def test_a_real_prometheus_scrapes_the_ops_port(server: ServerThread, tmp_path: 
         prometheus.wait(10)
 
 
+@pytest.mark.unit
 def test_the_fast_histogram_exports_what_prometheus_client_would() -> None:
     ours = FastHistogram("chat_x_seconds", "x", LATENCY_BUCKETS_S)
     registry = CollectorRegistry()

@@ -18,6 +18,8 @@ import yaml
 
 from .support import ServerThread, http, wait_until
 
+pytestmark = pytest.mark.system
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCKER = ROOT / "ops" / "docker"
 DOCKERFILE = DOCKER / "Dockerfile"

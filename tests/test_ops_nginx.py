@@ -36,6 +36,8 @@ from .support import (
     wait_until,
 )
 
+pytestmark = pytest.mark.system
+
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "ops" / "nginx" / "tornado-chat.conf"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"

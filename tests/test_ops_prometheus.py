@@ -20,6 +20,8 @@ import yaml
 
 from .support import RawClient, ServerProcess, clients, http, login, metric, scrape, wait_until
 
+pytestmark = pytest.mark.system
+
 ROOT = Path(__file__).resolve().parent.parent
 PROMETHEUS_DIR = ROOT / "ops" / "prometheus"
 DASHBOARD = ROOT / "ops" / "grafana" / "tornado-chat.json"

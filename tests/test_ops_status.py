@@ -53,6 +53,7 @@ def fake_session(
     )
 
 
+@pytest.mark.unit
 def test_build_status_reports_counts_ages_and_the_top_connections_by_each_measure() -> None:
     now = 1000.0
     sessions = [
@@ -89,6 +90,7 @@ def test_build_status_reports_counts_ages_and_the_top_connections_by_each_measur
     assert tables["rtt"][2]["rooms"] == 2 and tables["rtt"][2]["age_s"] == 10.0
 
 
+@pytest.mark.unit
 def test_the_clock_moves_ages_and_silences_and_nothing_else() -> None:
     session = fake_session("alice", opened_at=50.0, last_seen=60.0)
     first = build_status(now=100.0, counts=COUNTS, sessions=[session], samples=[], uptime_s=0, state="ready")
@@ -97,6 +99,7 @@ def test_the_clock_moves_ages_and_silences_and_nothing_else() -> None:
     assert (first["tables"]["silence"][0]["age_s"], later["tables"]["silence"][0]["age_s"]) == (50.0, 110.0)
 
 
+@pytest.mark.unit
 def test_rates_come_from_the_samples_of_the_last_few_seconds() -> None:
     ring = SampleRing(size=32, min_gap_s=0.5)
     # A page polling every 2 s: 10 messages and 30 deliveries a second.
@@ -109,6 +112,7 @@ def test_rates_come_from_the_samples_of_the_last_few_seconds() -> None:
     assert result == {"messages_per_s": 10.0, "deliveries_per_s": 30.0, "window_s": 10.0}
 
 
+@pytest.mark.unit
 def test_rates_are_unknown_until_there_are_two_samples_close_enough() -> None:
     assert rates([], now=5.0)["messages_per_s"] is None
     assert rates([Sample(5.0, 1, 1)], now=5.0)["window_s"] is None
@@ -123,6 +127,7 @@ def test_rates_are_unknown_until_there_are_two_samples_close_enough() -> None:
     }
 
 
+@pytest.mark.unit
 def test_ten_thousand_sessions_are_ranked_building_only_the_rows_shown() -> None:
     """Three O(n log 20) passes, and a row (the costly part) built only for the 20 shown per table."""
     rows_built = 0
@@ -182,6 +187,7 @@ def flood_until_buffered(server: ServerThread, slow_name: str) -> None:
             flooder.barrier()
 
 
+@pytest.mark.system
 def test_the_page_lists_a_reader_that_stopped_reading_first(browser: Browser, tmp_path: Path) -> None:
     # The flood must outrun the rate limit, and the slow reader must stay under the slow-consumer cap.
     settings = make_settings(
@@ -240,6 +246,7 @@ def test_the_page_lists_a_reader_that_stopped_reading_first(browser: Browser, tm
         server.stop()
 
 
+@pytest.mark.integration
 def test_status_json_counts_messages_per_second(server: ServerThread) -> None:
     status, _, first = http("GET", server.ops_url + "status.json")
     assert status == 200 and first["counts"]["connections"] == 0
@@ -286,6 +293,7 @@ class InstalledServer(ServerProcess):
         return self
 
 
+@pytest.mark.integration
 def test_the_page_is_served_by_a_non_editable_install(tmp_path: Path) -> None:
     if int(importlib.metadata.version("setuptools").split(".")[0]) < 68 or importlib.util.find_spec("wheel") is None:
         message = "building the package offline needs the test extras (setuptools>=68, wheel): pip install '.[test]'"

@@ -15,6 +15,8 @@ import pytest
 
 from tornado_chat.settings import Settings
 
+pytestmark = pytest.mark.system
+
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "ops" / "systemd" / "tornado-chat.service"
 SHIPPED_EXEC = "/opt/tornado-chat/bin/tornado-chat"

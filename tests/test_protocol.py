@@ -9,6 +9,8 @@ import pytest
 from tornado_chat import protocol
 from tornado_chat.protocol import ErrorCode, History, Join, Leave, ListRooms, Message, Ping, ProtocolError, Send
 
+pytestmark = pytest.mark.unit
+
 MAX_TEXT = 4000
 
 

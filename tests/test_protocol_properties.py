@@ -6,11 +6,14 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tornado_chat import protocol
 from tornado_chat.protocol import CLIENT_FRAME_TYPES, ProtocolError
+
+pytestmark = pytest.mark.unit
 
 MAX_TEXT = 4000
 CLIENT_FRAMES = (

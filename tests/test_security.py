@@ -35,6 +35,8 @@ from .support import (
     ws_url,
 )
 
+pytestmark = pytest.mark.integration
+
 
 def post(url: str, body: Mapping[str, object], **headers: str) -> tuple[int, dict[str, str], Any]:
     return http("POST", url, body, headers=headers)

@@ -18,6 +18,7 @@ from tornado_chat.settings import OPTIONS, Settings, SettingsError, load_setting
 from .support import ServerProcess, connect, http, login
 
 
+@pytest.mark.unit
 def test_defaults() -> None:
     settings = load_settings({}, {})
     assert settings == Settings()
@@ -25,6 +26,7 @@ def test_defaults() -> None:
     assert (settings.max_message_bytes, settings.max_text_chars) == (65536, 4000)
 
 
+@pytest.mark.unit
 def test_flags_win_over_environment_which_wins_over_defaults() -> None:
     env = {"TORNADO_CHAT_PORT": "9000", "TORNADO_CHAT_LOG_FORMAT": "json", "TORNADO_CHAT_PING_INTERVAL": "5"}
     settings = load_settings({"port": "9100"}, env)
@@ -33,11 +35,13 @@ def test_flags_win_over_environment_which_wins_over_defaults() -> None:
     assert settings.ping_interval_s == 5.0
 
 
+@pytest.mark.unit
 def test_allowed_origins_parse_as_a_list() -> None:
     settings = load_settings({"allowed_origins": "https://a.example, http://b.example:8080/"}, {})
     assert settings.allowed_origins == ("https://a.example", "http://b.example:8080")
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("field", "value"),
     [
@@ -61,6 +65,7 @@ def test_bad_values_raise_one_line_errors_naming_the_flag(field: str, value: str
     assert message.startswith("--" + field.removesuffix("_s").replace("_", "-"))
 
 
+@pytest.mark.unit
 def test_every_option_has_a_flag_and_env_name() -> None:
     flags = [o.flag for o in OPTIONS]
     assert len(set(flags)) == len(flags)
@@ -77,6 +82,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     )
 
 
+@pytest.mark.unit
 def test_cli_version_and_help_document_every_option() -> None:
     assert run_cli("--version").stdout.strip() == f"tornado-chat {__version__}"
     help_text = run_cli("--help").stdout
@@ -85,6 +91,7 @@ def test_cli_version_and_help_document_every_option() -> None:
         assert option.env in help_text
 
 
+@pytest.mark.unit
 def test_cli_bad_value_exits_2_with_one_line(tmp_path: Path) -> None:
     result = run_cli("--port", "99999", "--data-dir", str(tmp_path))
     assert result.returncode == 2
@@ -94,6 +101,7 @@ def test_cli_bad_value_exits_2_with_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2 and "TORNADO_CHAT_LOG_FORMAT" in result.stderr
 
 
+@pytest.mark.unit
 def test_cli_refuses_an_unusable_data_dir(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
@@ -101,6 +109,7 @@ def test_cli_refuses_an_unusable_data_dir(tmp_path: Path) -> None:
     assert result.returncode == 2 and result.stderr.strip().count("\n") == 0
 
 
+@pytest.mark.unit
 def test_secret_is_generated_once_with_mode_0600(tmp_path: Path) -> None:
     path = tmp_path / "secret"
     first = load_or_create_secret(path)
@@ -109,6 +118,7 @@ def test_secret_is_generated_once_with_mode_0600(tmp_path: Path) -> None:
     assert load_or_create_secret(path) == first
 
 
+@pytest.mark.integration
 def test_the_command_serves_the_page_keeps_a_generated_secret_and_stops_on_sigterm(tmp_path: Path) -> None:
     data_dir = tmp_path / "fresh" / "data"
     server = ServerProcess("--data-dir", str(data_dir), secret=False).start()

@@ -16,6 +16,8 @@ from tornado_chat.store import AppendResult, Draft, StoreError
 
 from .support import run_async
 
+pytestmark = pytest.mark.unit
+
 
 def test_migrations_carry_old_data_forward(tmp_path: Path) -> None:
     path = tmp_path / DB_FILE

@@ -52,6 +52,7 @@ def guest_token(base_url: str, name: str) -> str:
 # ---------------------------------------------------------------- a mass disconnect
 
 
+@pytest.mark.integration
 def test_a_thousand_connections_reset_at_once_are_each_announced_once_and_logged_without_tracebacks(
     tmp_path: Path,
 ) -> None:
@@ -103,6 +104,7 @@ def test_a_thousand_connections_reset_at_once_are_each_announced_once_and_logged
 # ---------------------------------------------------------------- frames against the rate limit
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("kind", ["continuation", "ping"])
 def test_every_frame_counts_against_the_rate_limit(tmp_path: Path, kind: str) -> None:
     """Tiny frames that carry no message (empty continuations, pings) cannot dodge the limit."""
@@ -126,6 +128,7 @@ def test_every_frame_counts_against_the_rate_limit(tmp_path: Path, kind: str) ->
         running.stop()
 
 
+@pytest.mark.integration
 def test_a_fragmented_message_is_one_message(server: ServerThread) -> None:
     client = RawClient(server.port, login(server.base_url, "frag"))
     try:
@@ -145,6 +148,7 @@ def test_a_fragmented_message_is_one_message(server: ServerThread) -> None:
 # ---------------------------------------------------------------- subprotocol and compression
 
 
+@pytest.mark.integration
 def test_the_subprotocol_is_selected_when_offered_and_optional_otherwise(server: ServerThread) -> None:
     token = login(server.base_url, "sub")
     with ws_connect(ws_url(server.base_url, token), subprotocols=["tornado-chat.v1"], open_timeout=WAIT_S) as ws:  # type: ignore[list-item]
@@ -155,6 +159,7 @@ def test_the_subprotocol_is_selected_when_offered_and_optional_otherwise(server:
         assert json.loads(ws.recv(timeout=WAIT_S))["type"] == "welcome"
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("mode", ["on", "off"])
 def test_compression_is_negotiated_only_when_enabled(tmp_path: Path, mode: str) -> None:
     running = ServerThread(make_settings(tmp_path, compression=mode)).start()
@@ -199,6 +204,7 @@ def tls_server(tmp_path: Path) -> Any:
         server.stop()
 
 
+@pytest.mark.integration
 def test_wss_with_a_self_signed_certificate(tls_server: Any) -> None:
     server, context = tls_server
     origin = f"https://127.0.0.1:{server.port}"
@@ -223,6 +229,7 @@ def test_wss_with_a_self_signed_certificate(tls_server: Any) -> None:
         urllib.request.urlopen(f"http://127.0.0.1:{server.port}/api/config", timeout=WAIT_S)
 
 
+@pytest.mark.system
 def test_chromium_chats_over_wss_served_by_the_process(browser: Browser, tls_server: Any) -> None:
     server, _ = tls_server
     context = browser.new_context(ignore_https_errors=True)
@@ -252,6 +259,7 @@ def test_chromium_chats_over_wss_served_by_the_process(browser: Browser, tls_ser
         context.close()
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("problem", ["missing", "mismatch", "only-cert", "not-pem"])
 def test_bad_tls_files_stop_the_start_with_one_line(tmp_path: Path, problem: str) -> None:
     cert, key = self_signed_certificate(tmp_path)

@@ -368,15 +368,20 @@ class _ChatProtocol(tornado.websocket.WebSocketProtocol13):
             return
         flags.lingering = True
         self.client_terminated = True
-        flags.linger_task = asyncio.ensure_future(self._drop_input(self.stream))
+        stream = self.stream
+        if not stream.writing():  # our close frame is out already: FIN now, not a loop turn later
+            with contextlib.suppress(OSError):
+                stream.socket.shutdown(socket.SHUT_WR)
+        flags.linger_task = asyncio.ensure_future(self._drop_input(stream))
 
     @staticmethod
     async def _drop_input(stream: IOStream) -> None:
-        """Flush, send FIN, and read and drop input until the client hangs up."""
+        """Send FIN once our frames are out (if not sent yet), then drop input until the client hangs up."""
         with contextlib.suppress(StreamClosedError):
-            await stream.write(b"")
-            with contextlib.suppress(OSError):
-                stream.socket.shutdown(socket.SHUT_WR)
+            if stream.writing():
+                await stream.write(b"")
+                with contextlib.suppress(OSError):
+                    stream.socket.shutdown(socket.SHUT_WR)
             while True:
                 await stream.read_bytes(65536, partial=True)
         stream.close()
