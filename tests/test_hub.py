@@ -9,7 +9,8 @@ import pytest
 
 from tornado_chat.hub import Delivery, Hub
 from tornado_chat.outgoing import Outgoing
-from tornado_chat.protocol import Message, ProtocolError
+from tornado_chat.protocol import ProtocolError
+from tornado_chat.server_frames import Message
 from tornado_chat.session import Session
 
 pytestmark = pytest.mark.unit

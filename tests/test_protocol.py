@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from tornado_chat import protocol
-from tornado_chat.protocol import ErrorCode, History, Join, Leave, ListRooms, Message, Ping, ProtocolError, Send
+from tornado_chat import protocol, server_frames
+from tornado_chat.protocol import ErrorCode, History, Join, Leave, ListRooms, Ping, ProtocolError, Send
+from tornado_chat.server_frames import Message
 
 pytestmark = pytest.mark.unit
 
@@ -91,32 +92,36 @@ def test_errors_carry_an_echoable_id_only() -> None:
 
 def test_server_frames_are_compact_utf8_json() -> None:
     message = Message(7, "alice", "héllo ✓", 1_700_000_000.5, "c1", room="lobby")
-    frame = protocol.message_frame(message, own=False)
+    frame = server_frames.message_frame(message, own=False)
     assert (
         frame
         == (
             '{"type":"message","seq":7,"from":"alice","room":"lobby","text":"héllo ✓","ts":"2023-11-14T22:13:20.500Z"}'
         ).encode()
     )
-    assert json.loads(protocol.message_frame(message, own=True))["id"] == "c1"
-    assert json.loads(protocol.ack_frame(message)) == {
+    assert json.loads(server_frames.message_frame(message, own=True))["id"] == "c1"
+    assert json.loads(server_frames.ack_frame(message)) == {
         "type": "ack",
         "id": "c1",
         "seq": 7,
         "ts": "2023-11-14T22:13:20.500Z",
     }
-    assert json.loads(protocol.error_frame(ErrorCode.BAD_JSON, "no")) == {
+    assert json.loads(server_frames.error_frame(ErrorCode.BAD_JSON, "no")) == {
         "type": "error",
         "code": "bad_json",
         "message": "no",
     }
-    assert json.loads(protocol.pong_frame("p", 12.3456)) == {"type": "pong", "id": "p", "ts": 12346}
-    assert json.loads(protocol.presence_frame("bob", False)) == {"type": "presence", "user": "bob", "status": "offline"}
+    assert json.loads(server_frames.pong_frame("p", 12.3456)) == {"type": "pong", "id": "p", "ts": 12346}
+    assert json.loads(server_frames.presence_frame("bob", False)) == {
+        "type": "presence",
+        "user": "bob",
+        "status": "offline",
+    }
 
 
 def test_history_frame_marks_own_messages() -> None:
     mine = Message(2, "alice", "a", 0.0, "c2", to="bob")
     theirs = Message(1, "bob", "b", 0.0, "c1", to="alice")
-    frame = json.loads(protocol.history_frame(History(with_user="bob"), [mine, theirs], True, "alice"))
+    frame = json.loads(server_frames.history_frame(History(with_user="bob"), [mine, theirs], True, "alice"))
     assert frame["with"] == "bob" and frame["more"] is True
     assert [m.get("id") for m in frame["messages"]] == ["c2", None]

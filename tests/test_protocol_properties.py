@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tornado_chat import protocol
+from tornado_chat import protocol, server_frames
 from tornado_chat.protocol import CLIENT_FRAME_TYPES, ProtocolError
 
 pytestmark = pytest.mark.unit
@@ -48,7 +48,7 @@ def outcome(data: str | bytes) -> object:
         assert exc.code in set(protocol.ErrorCode)
         assert exc.message and isinstance(exc.message, str)
         # Whatever id is echoed must encode, or the error frame itself would fail.
-        protocol.error_frame(exc.code, exc.message, exc.frame_id)
+        server_frames.error_frame(exc.code, exc.message, exc.frame_id)
         return exc
     assert isinstance(frame, CLIENT_FRAMES)
     return frame
@@ -103,16 +103,16 @@ texts = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=2
 def test_hand_built_frames_are_the_json_encoder_s_bytes(
     seq: int, sender: str, text: str, ts: float, client_id: str, room: str | None, to: str, own: bool
 ) -> None:
-    message = protocol.Message(seq, sender, text, ts, client_id, None if room else to, room)
-    assert protocol.message_frame(message, own) == protocol.encode(
-        {"type": "message", **protocol.message_fields(message, own)}
+    message = server_frames.Message(seq, sender, text, ts, client_id, None if room else to, room)
+    assert server_frames.message_frame(message, own) == server_frames.encode(
+        {"type": "message", **server_frames.message_fields(message, own)}
     )
-    expected_ack = {"type": "ack", "id": client_id, "seq": seq, "ts": protocol.iso_time(ts)}
-    assert protocol.ack_frame(message) == protocol.encode(expected_ack)
+    expected_ack = {"type": "ack", "id": client_id, "seq": seq, "ts": server_frames.iso_time(ts)}
+    assert server_frames.ack_frame(message) == server_frames.encode(expected_ack)
 
 
 @settings(max_examples=500, deadline=None)
 @given(st.floats(0, 4e9))
 def test_iso_time_matches_datetime(ts: float) -> None:
     expected = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    assert protocol.iso_time(ts) == expected
+    assert server_frames.iso_time(ts) == expected

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tornado_chat.protocol import Message
+from tornado_chat.server_frames import Message
 from tornado_chat.sqlite_schema import DB_FILE, MIGRATIONS, SCHEMA_VERSION, connect, migrate
 from tornado_chat.sqlite_store import SqliteStore
 from tornado_chat.store import AppendResult, Draft, StoreError

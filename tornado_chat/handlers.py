@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import tornado.escape
 import tornado.web
 
-from . import __version__, protocol
+from . import __version__, protocol, server_frames
 from .account_service import AccountService, AuthError
 from .admission import parse_seq
 from .assets import Assets
@@ -93,7 +93,7 @@ class BaseHandler(JsonErrors):
             {
                 "token": token,
                 "username": claims.user,
-                "expires": protocol.iso_time(claims.expires),
+                "expires": server_frames.iso_time(claims.expires),
                 "guest": self.server.accounts.is_guest(claims.user),
             }
         )
@@ -175,7 +175,7 @@ class MeHandler(BaseHandler):
         self.write(
             {
                 "username": claims.user,
-                "expires": protocol.iso_time(claims.expires),
+                "expires": server_frames.iso_time(claims.expires),
                 "guest": self.server.accounts.is_guest(claims.user),
             }
         )

@@ -11,7 +11,7 @@ from typing import Any
 
 import tornado.web
 
-from . import protocol
+from . import server_frames
 
 TOKEN_COOKIE = "chat_token"
 CONTENT_SECURITY_POLICY = (
@@ -57,7 +57,7 @@ class JsonErrors(tornado.web.RequestHandler):
 
     def write_json_error(self, code: str, message: str) -> None:
         self.set_header("Content-Type", "application/json")
-        self.finish(protocol.encode({"error": code, "message": message}))
+        self.finish(server_frames.encode({"error": code, "message": message}))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if not isinstance(value, tornado.web.HTTPError):

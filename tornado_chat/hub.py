@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from . import protocol
-from .protocol import ErrorCode, Message, ProtocolError
+from . import server_frames
+from .protocol import ErrorCode, ProtocolError
+from .server_frames import Message
 from .session import Session, User
 
 
@@ -113,7 +114,7 @@ class Hub:
             self.users_online += 1
             watchers = self._watchers(user)
             if watchers:
-                deliveries.append(Delivery(protocol.presence_frame(user.name, True), watchers))
+                deliveries.append(Delivery(server_frames.presence_frame(user.name, True), watchers))
         return deliveries
 
     def close_session(self, session: Session) -> list[Delivery]:
@@ -128,7 +129,7 @@ class Hub:
         self.users_online -= 1
         user.offline_since_seq = self.last_seq
         watchers = self._watchers(user)
-        return [Delivery(protocol.presence_frame(user.name, False), watchers)] if watchers else []
+        return [Delivery(server_frames.presence_frame(user.name, False), watchers)] if watchers else []
 
     def _invalidate_rooms_of(self, user: User) -> None:
         rooms = self.rooms
@@ -196,11 +197,11 @@ class Hub:
     def _membership_frame(self, kind: str, room: Room) -> bytes:
         members = sorted(room.members)
         online = [name for name in members if self.users[name].online]
-        return protocol.encode({"type": kind, "room": room.name, "members": members, "online": online})
+        return server_frames.encode({"type": kind, "room": room.name, "members": members, "online": online})
 
     @staticmethod
     def _member_frame(room: Room, user_name: str, event: str) -> bytes:
-        return protocol.encode(
+        return server_frames.encode(
             {"type": "member", "room": room.name, "user": user_name, "event": event, "count": len(room.members)}
         )
 
@@ -215,7 +216,7 @@ class Hub:
             }
             for room in sorted(self.rooms.values(), key=lambda r: r.name)
         ]
-        return protocol.encode({"type": "rooms", "rooms": rooms})
+        return server_frames.encode({"type": "rooms", "rooms": rooms})
 
     # ------------------------------------------------------------ messages
 
@@ -235,7 +236,7 @@ class Hub:
         recipients; the network layer skips it (it gets an ack instead).
         """
         self.last_seq = max(self.last_seq, message.seq)
-        frame = protocol.message_frame(message, own=False)
+        frame = server_frames.message_frame(message, own=False)
         if message.room is not None:
             room = self.rooms.get(message.room)
             if room is None:
@@ -251,10 +252,10 @@ class Hub:
             sender.contacts.add(recipient.name)
             recipient.contacts.add(sender.name)
             if sender.sessions:
-                presence = protocol.presence_frame(recipient.name, recipient.online)
+                presence = server_frames.presence_frame(recipient.name, recipient.online)
                 notices.append(Delivery(presence, tuple(sender.sessions.values())))
             if recipient.sessions:
-                presence = protocol.presence_frame(sender.name, sender.online)
+                presence = server_frames.presence_frame(sender.name, sender.online)
                 notices.append(Delivery(presence, tuple(recipient.sessions.values())))
         sessions = list(recipient.sessions.values())
         if recipient is not sender:

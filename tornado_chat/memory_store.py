@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import bisect
 
-from .protocol import Message
+from .server_frames import Message
 from .store import (
     PASSWORD_CHANGED,
     USER_ADDED,

@@ -12,7 +12,7 @@ import tornado.web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from . import protocol
+from . import server_frames
 from .status import CONTENT_SECURITY_POLICY, StatusPage, StatusSource, load_assets
 
 Report = tuple[bool, dict[str, object]]
@@ -46,11 +46,11 @@ class OpsHandler(tornado.web.RequestHandler):
     def write_json(self, ok: bool, body: dict[str, object]) -> None:
         self.set_status(200 if ok else 503)
         self.set_header("Content-Type", "application/json")
-        self.finish(protocol.encode(body))
+        self.finish(server_frames.encode(body))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         self.set_header("Content-Type", "application/json")
-        self.finish(protocol.encode({"error": self._reason.lower().replace(" ", "_"), "message": self._reason}))
+        self.finish(server_frames.encode({"error": self._reason.lower().replace(" ", "_"), "message": self._reason}))
 
     def log_exception(self, *args: Any) -> None:
         # Probes are polled every few seconds; their 404s and 503s are not worth a log line each.

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from . import protocol
+from . import server_frames
 from .background import BackgroundTasks
 from .metrics import Tallies
 from .protocol import ErrorCode, FrameId, ProtocolError
@@ -61,7 +61,7 @@ class Replayer:
                 await transport.drain()
                 if session.forgotten:
                     return
-                writer.send(session, protocol.message_frame(message, own=message.sender == user))
+                writer.send(session, server_frames.message_frame(message, own=message.sender == user))
                 replayed.add(message.seq)
             self.tallies.deliveries += len(replay.messages)
             until = replay.last_seq if below is None else below - 1
@@ -72,7 +72,7 @@ class Replayer:
                 "count": len(replay.messages),
                 "truncated": replay.truncated,
             }
-            writer.send(session, protocol.encode(resumed))
+            writer.send(session, server_frames.encode(resumed))
         # Held frames were counted as sent when they were fanned out.
         for seq, frame in session.take_held():
             if seq:

@@ -39,7 +39,8 @@ from .static_files import static_dir
 from .status import SessionLike
 from .store import Store, StoreError
 from .tokens import TokenSigner
-from .websocket import ChatSocketHandler, WebSocketTransport
+from .websocket import ChatSocketHandler
+from .ws_transport import WebSocketTransport
 
 log = logging.getLogger("tornado_chat.server")
 

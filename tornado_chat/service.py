@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable
 from functools import partial
 
-from . import __version__, protocol
+from . import __version__, protocol, server_frames
 from .admission import Admitted
 from .background import BackgroundTasks
 from .heartbeat import HeartbeatMonitor
@@ -139,7 +139,7 @@ class ChatService:
         rng = secrets.SystemRandom()
         for session in sessions:
             session.close_reason = CLOSED_SHUTDOWN
-            hint = protocol.encode({"retry_after_ms": round(rng.uniform(0, spread_s * 1000))}).decode()
+            hint = server_frames.encode({"retry_after_ms": round(rng.uniform(0, spread_s * 1000))}).decode()
             session.transport.close(CLOSE_SERVICE_RESTART, hint)
         if self.hub.sessions:
             try:
@@ -248,7 +248,7 @@ class ChatService:
                 self.store.set_membership(user.name, frame.room, False, self.hub.last_seq)
                 self.deliver(deliveries)
             case protocol.Ping():
-                self.send(session, protocol.pong_frame(frame.frame_id, self.clock()))
+                self.send(session, server_frames.pong_frame(frame.frame_id, self.clock()))
             case protocol.History():
                 self.hub.check_target(user, frame.room, frame.with_user)
                 self.tasks.spawn(self._answer_history(session, frame))
@@ -263,7 +263,7 @@ class ChatService:
         if message is None:
             self.send_error(session, ErrorCode.INTERNAL, "the message was not stored; send it again", client_id)
             return
-        self.send_in_order(session, protocol.ack_frame(message))
+        self.send_in_order(session, server_frames.ack_frame(message))
         if result.duplicate:
             return
         deliveries, notices = self.hub.route(message)
@@ -281,7 +281,7 @@ class ChatService:
         messages, more = await self.store.history(
             viewer, request.room, request.with_user, request.before, request.limit
         )
-        return protocol.history_page(request, messages, more, viewer)
+        return server_frames.history_page(request, messages, more, viewer)
 
     async def _answer_history(self, session: Session, frame: protocol.History) -> None:
         try:
@@ -296,7 +296,7 @@ class ChatService:
     def _welcome(self, session: Session) -> bytes:
         user = session.user
         settings = self.settings
-        return protocol.encode(
+        return server_frames.encode(
             {
                 "type": "welcome",
                 "user": user.name,
@@ -328,7 +328,7 @@ class ChatService:
 
     def send_error(self, session: Session, code: ErrorCode, message: str, frame_id: FrameId = None) -> None:
         self.metrics.errors[code].inc()
-        self.send(session, protocol.error_frame(code, message, frame_id))
+        self.send(session, server_frames.error_frame(code, message, frame_id))
 
     def _write_live(self, session: Session, seq: int, frame: Outgoing) -> None:
         if session.held is None:

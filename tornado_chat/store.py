@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .protocol import Message
+from .server_frames import Message
 
 # Kinds of account change in the change feed (``auth_events``).
 USER_ADDED = "user_added"

@@ -1,22 +1,15 @@
 """``/ws``: every chat session is a Tornado ``WebSocketHandler``.
 
 The handler only translates Tornado's events into calls on a ``SessionHost``
-(the chat service): ``get`` asks it to admit the request and answers a refusal
-as HTTP with a JSON body before anything is upgraded; ``open`` opens a session;
+(the chat service): ``prepare`` asks it to admit the request and answers a
+refusal as HTTP with a JSON body before anything is upgraded; ``open`` opens a session;
 ``on_message`` hands over a frame; ``on_ping``/``on_pong`` feed the rate limit
 and the heartbeat; ``on_close`` forgets the session. It holds no chat state.
 Every call into the host goes through ``_guarded``: an exception is logged once
 and closes only this connection.
 
-Writing (``WebSocketTransport``): a fan-out frames each payload once
-(``outgoing.Outgoing``) and the transport writes the same bytes to each socket
-with one ``send`` when the stream has nothing queued (``IOStream.writing()``),
-through ``IOStream.write`` otherwise, so bytes never overtake each other and a
-delivery costs no Future in the common case. A connection that negotiated
-permessage-deflate gets ``write_message``; over TLS the stream always writes.
-The bytes queued in the stream are counted, so that a client that stops
-reading is cut off (close 1013) past ``--max-buffered-bytes``; the count is
-kept from the write futures, which also pace replays (``drain``).
+Writing is ``ws_transport.WebSocketTransport``'s: prepared frames, straight to
+the socket while nothing is queued.
 
 Two additions to Tornado's RFC 6455 code, in ``_ChatProtocol``: every frame
 read (continuations and control frames included) is reported, so that the rate
@@ -34,20 +27,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import select
 import socket
 from collections.abc import Callable
-from functools import partial
 from typing import Any, ParamSpec, Protocol, TypeVar
 
 import tornado.ioloop
 import tornado.websocket
-from tornado.iostream import IOStream, SSLIOStream, StreamClosedError
+from tornado.iostream import IOStream, StreamClosedError
 
 from .admission import Admitted, Handshake, Refusal
 from .httpbase import TOKEN_COOKIE, JsonErrors
-from .outgoing import Outgoing
 from .session import Session
+from .ws_transport import WebSocketTransport
 
 log = logging.getLogger("tornado_chat.websocket")
 
@@ -63,8 +54,6 @@ CLOSE_TOO_LARGE = 1009
 CLOSE_INTERNAL_ERROR = 1011
 CLOSE_SERVICE_RESTART = 1012
 CLOSE_TRY_AGAIN_LATER = 1013
-# RFC 6455 section 5.5: a close frame's reason fits in 123 bytes after the two-byte code.
-MAX_CLOSE_REASON_BYTES = 123
 _OP_TEXT = 0x1
 # What a 101 response carries (Tornado's defaults, ours, the upgrade's), dropped once sent.
 _UPGRADE_RESPONSE_HEADERS = (
@@ -125,144 +114,6 @@ class SessionHost(Protocol):
 
     @property
     def max_buffered_bytes(self) -> int: ...
-
-
-class WebSocketTransport:
-    """The network side of one WebSocket session (``session.Transport``)."""
-
-    __slots__ = (
-        "_closing",
-        "_direct",
-        "_last_write",
-        "_sock",
-        "compressed",
-        "handler",
-        "max_buffered",
-        "queued_bytes",
-        "remote_ip",
-        "stream",
-    )
-
-    kind = "websocket"
-
-    def __init__(
-        self, handler: ChatSocketHandler, stream: IOStream, remote_ip: str, max_buffered: int, compressed: bool
-    ) -> None:
-        self.handler: ChatSocketHandler | None = handler
-        self.stream = stream
-        self._sock = stream.socket
-        self.remote_ip = remote_ip
-        self.max_buffered = max_buffered
-        self.compressed = compressed
-        # Frames may go straight to the socket (while nothing is queued): plain TCP, no compression, not closing.
-        self._direct = not compressed and not isinstance(stream, SSLIOStream)
-        # Bytes handed to IOStream.write (ours and Tornado's own frames) and not yet reported written. While it
-        # is above zero every write goes through the stream, so that no frame overtakes another.
-        self.queued_bytes = 0
-        self._last_write: asyncio.Future[None] | None = None
-        self._closing = False
-        if stream.writing():  # the 101 response is still on its way
-            self.track(stream.write(b""), 1)
-
-    @property
-    def buffered_bytes(self) -> int:
-        return self.queued_bytes
-
-    @property
-    def closing(self) -> bool:
-        return self._closing or self.stream.closed()
-
-    def write(self, frame: Outgoing) -> None:
-        """Write a prepared frame; never raises, never calls back into the core on this stack."""
-        if self._direct and not self.queued_bytes:
-            data = frame.websocket
-            try:
-                sent = self._sock.send(data)
-            except BlockingIOError:
-                sent = 0
-            except OSError as exc:
-                self._lost(exc)
-                return
-            if sent != len(data):
-                self._queue(memoryview(data)[sent:])
-            return
-        if self._closing:
-            return
-        handler = self.handler
-        if self.compressed and not frame.is_ping and handler is not None:
-            # Tornado compresses and frames it; its frame write is counted by _ChatProtocol._write_frame.
-            with contextlib.suppress(tornado.websocket.WebSocketClosedError):
-                handler.write_message(frame.payload)
-            return
-        self._queue(frame.websocket)
-
-    def _queue(self, data: bytes | memoryview) -> None:
-        try:
-            future = self.stream.write(data)
-        except StreamClosedError:
-            self._stop_writing()
-            return
-        self.track(future, len(data))
-
-    def track(self, future: asyncio.Future[None], size: int) -> None:
-        """Count ``size`` bytes as queued until ``future`` (an IOStream write) resolves."""
-        self.queued_bytes += size
-        self._last_write = future
-        future.add_done_callback(partial(self._written, size))
-        if self.queued_bytes > self.max_buffered and self.handler is not None:
-            tornado.ioloop.IOLoop.current().add_callback(self.handler.overflowed)
-
-    def _written(self, size: int, future: asyncio.Future[None]) -> None:
-        self.queued_bytes -= size
-        if future is self._last_write:
-            self._last_write = None
-
-    def _stop_writing(self) -> None:
-        self._closing = True
-        self._direct = False
-
-    def _lost(self, exc: OSError) -> None:
-        """The socket failed under a direct send (a reset peer): the stream reports the end from the loop."""
-        self._stop_writing()
-        self.stream.close(exc_info=exc)
-
-    async def drain(self) -> None:
-        """Wait until what is queued is down to a quarter of the cap: replays go at the reader's pace."""
-        while self.queued_bytes > self.max_buffered // 4 and not self.closing:
-            waiter = self._last_write
-            if waiter is None:
-                return
-            with contextlib.suppress(StreamClosedError, tornado.websocket.WebSocketClosedError):
-                await asyncio.shield(waiter)
-
-    def close(self, code: int, reason: str) -> None:
-        if self._closing:
-            return
-        self._stop_writing()
-        handler = self.handler
-        if handler is not None:
-            encoded = reason.encode("utf-8")[:MAX_CLOSE_REASON_BYTES].decode("utf-8", "ignore")
-            handler.close(code, encoded)
-
-    def abort(self) -> None:
-        self._stop_writing()
-        self.stream.close()
-
-    def detach_handler(self) -> None:
-        """The connection has ended: drop the reference cycle to the handler, write nothing more."""
-        self._stop_writing()
-        self.handler = None
-
-    def has_unread_input(self) -> bool:
-        """Whether the kernel holds input for this socket that the loop has not read yet (after a stall)."""
-        if self.stream.closed():
-            return False
-        poller = select.poll()
-        try:
-            poller.register(self.stream.fileno(), select.POLLIN)
-        except (OSError, ValueError):
-            return False
-        return bool(poller.poll(0))
 
 
 class _ProtocolFlags:

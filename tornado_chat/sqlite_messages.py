@@ -1,0 +1,118 @@
+"""SQL for messages, memberships and presence bookkeeping, run by the SQLite store's threads.
+
+Each write function runs inside the writer's transaction; each read runs inside
+a reader's. Messages of a room or conversation share a ``thread`` key, so that
+history is one index range.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from .server_frames import Message
+from .store import AppendResult, Draft
+
+# Queries name the message columns in the order row_to_message reads them.
+HISTORY_SQL = """
+    SELECT seq, sender, text, ts, client_id, recipient, room FROM messages
+    WHERE thread = ? AND seq < ? ORDER BY seq DESC LIMIT ?
+"""
+# A user's messages: direct ones either way (self-notes once), and their rooms' since they joined.
+REPLAY_SQL = """
+    SELECT seq, sender, text, ts, client_id, recipient, room FROM (
+        SELECT seq, sender, text, ts, client_id, recipient, room FROM messages
+            WHERE recipient = :user AND seq > :since AND seq < :upper
+        UNION ALL
+        SELECT seq, sender, text, ts, client_id, recipient, room FROM messages
+            WHERE sender = :user AND recipient IS NOT NULL AND recipient != :user
+            AND seq > :since AND seq < :upper
+        UNION ALL
+        SELECT m.seq, m.sender, m.text, m.ts, m.client_id, m.recipient, m.room
+            FROM memberships AS ms JOIN messages AS m
+            ON m.thread = 'r:' || ms.room AND m.seq > max(:since, ms.joined_seq) AND m.seq < :upper
+            WHERE ms.user = :user
+    ) ORDER BY seq DESC LIMIT :limit
+"""
+# Filled with one "(?, ?)" per key: placeholders only, never values.
+# (A join, not "(sender, client_id) IN (VALUES ...)": SQLite plans that one as a scan of the whole index.)
+_BY_CLIENT_IDS_SQL = """
+    SELECT m.seq, m.sender, m.text, m.ts, m.client_id, m.recipient, m.room
+    FROM (VALUES {pairs}) AS k JOIN messages AS m ON m.sender = k.column1 AND m.client_id = k.column2
+"""
+_LOOKUP_CHUNK = 500
+_INSERT_MESSAGE_SQL = """
+    INSERT INTO messages (seq, thread, sender, recipient, room, text, ts, client_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+"""
+
+
+def thread_key(sender: str, room: str | None, recipient: str | None) -> str:
+    """The history thread a message belongs to: its room, or the pair of users of a conversation."""
+    if room is not None:
+        return "r:" + room
+    first, second = sorted((sender, recipient or ""))
+    return f"d:{first}\x00{second}"
+
+
+def row_to_message(row: Sequence[Any]) -> Message:
+    """A message from a row of the columns the queries above select (sqlite3 rows are untyped)."""
+    seq, sender, text, ts, client_id, recipient, room = row
+    return Message(seq, sender, text, ts, client_id, recipient, room)
+
+
+def join_room(connection: sqlite3.Connection, *, user: str, room: str, seq: int, now: float) -> None:
+    connection.execute("INSERT INTO rooms (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING", (room, now))
+    connection.execute(
+        "INSERT INTO memberships (user, room, joined_seq) VALUES (?, ?, ?) ON CONFLICT DO NOTHING", (user, room, seq)
+    )
+
+
+def leave_room(connection: sqlite3.Connection, *, user: str, room: str) -> None:
+    connection.execute("DELETE FROM memberships WHERE user = ? AND room = ?", (user, room))
+
+
+def set_offline_since(connection: sqlite3.Connection, *, user: str, seq: int) -> None:
+    connection.execute("UPDATE users SET offline_since_seq = ? WHERE name = ?", (seq, user))
+
+
+def insert_messages(connection: sqlite3.Connection, drafts: list[Draft]) -> list[AppendResult]:
+    """Store a run of messages in order, with one ``executemany``; resends get the copy already stored.
+
+    Per-row statements cost the writer thread most of its time, and the event loop
+    shares its interpreter lock. Here the store looks up every (sender, client id)
+    of the run at once, gives new messages consecutive sequence numbers after the
+    current last one, and inserts them in one call.
+    """
+    existing: dict[tuple[str, str], Message] = {}
+    keys = list({(draft.sender, draft.client_id) for draft in drafts})
+    for start in range(0, len(keys), _LOOKUP_CHUNK):
+        chunk = keys[start : start + _LOOKUP_CHUNK]
+        pairs = ",".join(["(?, ?)"] * len(chunk))
+        values = [value for key in chunk for value in key]
+        for row in connection.execute(_BY_CLIENT_IDS_SQL.format(pairs=pairs), values):
+            message = row_to_message(row)
+            existing[(message.sender, message.client_id)] = message
+    (last_seq,) = connection.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()
+    results: list[AppendResult] = []
+    rows: list[tuple[object, ...]] = []
+    conversations: set[tuple[str, str]] = set()
+    for draft in drafts:
+        key = (draft.sender, draft.client_id)
+        found = existing.get(key)
+        if found is not None:
+            results.append(AppendResult(found, duplicate=True))
+            continue
+        last_seq += 1
+        message = Message(last_seq, draft.sender, draft.text, draft.ts, draft.client_id, draft.to, draft.room)
+        existing[key] = message  # a second copy in this very run is a resend of this one
+        results.append(AppendResult(message))
+        thread = thread_key(draft.sender, draft.room, draft.to)
+        rows.append((last_seq, thread, draft.sender, draft.to, draft.room, draft.text, draft.ts, draft.client_id))
+        if draft.to is not None and draft.to != draft.sender:
+            first, second = sorted((draft.sender, draft.to))
+            conversations.add((first, second))
+    connection.executemany(_INSERT_MESSAGE_SQL, rows)
+    if conversations:
+        connection.executemany("INSERT INTO conversations (a, b) VALUES (?, ?) ON CONFLICT DO NOTHING", conversations)
+    return results
