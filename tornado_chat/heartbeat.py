@@ -183,7 +183,8 @@ class HeartbeatMonitor(Generic[T]):
         """Watch again a peer that ``tick`` reported dead but that turned out to have spoken.
 
         After the event loop stalls, frames that arrived in time can still be
-        unread when the tick runs; the caller reads them and revives the peer.
+        unread when the tick runs; the caller sees input waiting and revives the
+        peer, so that the loop reads it before the next tick judges again.
         """
         if peer.monitored:
             return

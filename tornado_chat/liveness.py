@@ -97,7 +97,7 @@ class Liveness:
             ping = Outgoing.ping(result.ping_payload)
             self._write_pings(ping, result.pings, 0)
             metrics.heartbeat_pings.inc(len(result.pings))
-            metrics.tallies.sent_bytes += len(ping) * len(result.pings)
+            metrics.tallies.sent_bytes += len(ping.websocket) * len(result.pings)
         for peer, silence in result.dead:
             self._judge(peer, silence, now)
         metrics.heartbeat_last_tick.set(self.clock())

@@ -54,7 +54,3 @@ class Outgoing:
     @property
     def is_ping(self) -> bool:
         return self.opcode == OP_PING
-
-    def __len__(self) -> int:
-        """Bytes on the wire for a WebSocket recipient (what the ``chat_sent_bytes`` counter adds up)."""
-        return len(self.websocket)

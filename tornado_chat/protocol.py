@@ -202,6 +202,8 @@ def _is_echoable_id(value: object) -> bool:
 
 def _is_clean(value: str) -> bool:
     """True when ``value`` encodes to UTF-8 (no lone surrogates) and has no control characters."""
+    if value.isascii():
+        return value.isprintable()  # for ASCII, exactly "no control characters"
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -252,11 +254,14 @@ def clean_text(text: str, max_text_chars: int) -> str:
     Raises ``ProtocolError(bad_text)`` when nothing visible is left, when it is
     longer than ``max_text_chars``, or when it is not valid Unicode.
     """
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ProtocolError(ErrorCode.BAD_TEXT, "text is not valid Unicode") from None
-    cleaned = text.translate(_CONTROL_CHARS)
+    if text.isascii() and text.isprintable():
+        cleaned = text  # the common case: nothing to remove, nothing to check for surrogates
+    else:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ProtocolError(ErrorCode.BAD_TEXT, "text is not valid Unicode") from None
+        cleaned = text.translate(_CONTROL_CHARS)
     if not cleaned.strip():
         raise ProtocolError(ErrorCode.BAD_TEXT, "text is empty")
     if len(cleaned) > max_text_chars:

@@ -40,7 +40,6 @@ from .status import SessionLike
 from .store import Store, StoreError
 from .tokens import TokenSigner
 from .websocket import ChatSocketHandler
-from .ws_transport import WebSocketTransport
 
 log = logging.getLogger("tornado_chat.server")
 
@@ -117,7 +116,7 @@ class ChatServer:
             [
                 (r"/", handlers.PageHandler, args),
                 (r"/static/(.+)", handlers.AssetHandler, args),
-                (r"/ws", ChatSocketHandler, {"host": self}),
+                (r"/ws", ChatSocketHandler, {"gate": self, "sink": self.chat}),
                 (r"/api/config", handlers.ConfigHandler, args),
                 (r"/api/register", handlers.RegisterHandler, args),
                 (r"/api/login", handlers.LoginHandler, args),
@@ -187,7 +186,7 @@ class ChatServer:
         finally:
             self._syncing = False
 
-    # ------------------------------------------------------------ the WebSocket host (websocket.SessionHost)
+    # ------------------------------------------------------------ the WebSocket gate (websocket.Gate)
 
     def admit(self, handshake: Handshake) -> Refusal | Admitted:
         return self.admission.admit(handshake)
@@ -197,30 +196,6 @@ class ChatServer:
 
     def refused(self, code: str) -> None:
         self.metrics.handshakes_rejected[code].inc()
-
-    def open_session(self, transport: WebSocketTransport, admitted: Admitted) -> Session:
-        return self.chat.open_session(transport, admitted)
-
-    def receive(self, session: Session, data: str | bytes) -> None:
-        self.chat.receive(session, data)
-
-    def frame_received(self, session: Session) -> None:
-        self.chat.frame_received(session)
-
-    def ping_received(self, session: Session) -> None:
-        self.chat.ping_received(session)
-
-    def pong_received(self, session: Session, payload: bytes) -> None:
-        self.chat.pong_received(session, payload)
-
-    def protocol_violated(self, session: Session, code: int) -> None:
-        self.chat.protocol_violated(session, code)
-
-    def transport_overflowed(self, session: Session) -> None:
-        self.chat.transport_overflowed(session)
-
-    def forget_session(self, session: Session) -> None:
-        self.chat.forget_session(session)
 
     @property
     def compression(self) -> bool:

@@ -209,8 +209,8 @@ class ChatService:
         """Handle one client frame; a bad frame gets an error frame and the session stays open."""
         if session.forgotten:
             return  # frames still in flight after the server closed the session
-        received_at = time.perf_counter()
-        if not self._spend_token(session, self._seen(session)):
+        received_at = self._seen(session)  # monotonic seconds: also the start of the fan-out latency
+        if not self._spend_token(session, received_at):
             if not session.forgotten:
                 self.send_error(session, ErrorCode.RATE_LIMITED, "slow down: too many frames")
             return
@@ -272,7 +272,7 @@ class ChatService:
         self.deliver_message(deliveries, message.seq, session)
         tallies = self.metrics.tallies
         tallies.messages[message.kind] += 1
-        tallies.fanout_seconds.observe(time.perf_counter() - received_at)
+        tallies.fanout_seconds.observe(self.monotonic() - received_at)
 
     async def history_page(self, viewer: str, request: protocol.History) -> bytes:
         """A page of history the viewer may read; raises ``ProtocolError`` (no access) or ``StoreError``."""
@@ -317,13 +317,13 @@ class ChatService:
     def send(self, session: Session, payload: bytes) -> None:
         """A reply to this session alone, written at once (errors, pongs, history pages)."""
         frame = Outgoing(payload)
-        self.metrics.tallies.sent_bytes += len(frame)
+        self.metrics.tallies.sent_bytes += len(frame.websocket)
         session.transport.write(frame)
 
     def send_in_order(self, session: Session, payload: bytes) -> None:
         """A reply that must not overtake a running replay (an ack carries a seq a client resumes from)."""
         frame = Outgoing(payload)
-        self.metrics.tallies.sent_bytes += len(frame)
+        self.metrics.tallies.sent_bytes += len(frame.websocket)
         self._write_live(session, 0, frame)
 
     def send_error(self, session: Session, code: ErrorCode, message: str, frame_id: FrameId = None) -> None:
@@ -346,7 +346,7 @@ class ChatService:
             frame = Outgoing(payload)
             for session in recipients:
                 self._write_live(session, 0, frame)
-            sent += len(frame) * len(recipients)
+            sent += len(frame.websocket) * len(recipients)
         if sent:
             self.metrics.tallies.sent_bytes += sent
 
@@ -371,7 +371,7 @@ class ChatService:
                 else:
                     self._write_live(session, seq, frame)
             count += written
-            sent += len(frame) * written
+            sent += len(frame.websocket) * written
         if count:
             tallies = self.metrics.tallies
             tallies.deliveries += count

@@ -157,7 +157,7 @@ class Session:
         held = self.held
         if held is not None:
             held.append((seq, frame))
-            self.held_bytes += len(frame)
+            self.held_bytes += len(frame.websocket)
         return self.held_bytes + self.transport.buffered_bytes
 
     def take_held(self) -> list[tuple[int, Outgoing]]:

@@ -1,11 +1,12 @@
 """``/ws``: every chat session is a Tornado ``WebSocketHandler``.
 
-The handler only translates Tornado's events into calls on a ``SessionHost``
-(the chat service): ``prepare`` asks it to admit the request and answers a
-refusal as HTTP with a JSON body before anything is upgraded; ``open`` opens a session;
+The handler only translates Tornado's events into calls on two small
+protocols: ``prepare`` asks the ``Gate`` (the server) to admit the request and
+answers a refusal as HTTP with a JSON body before anything is upgraded; then
+the ``SessionSink`` (the chat service) hears about the session: ``open`` opens a session;
 ``on_message`` hands over a frame; ``on_ping``/``on_pong`` feed the rate limit
 and the heartbeat; ``on_close`` forgets the session. It holds no chat state.
-Every call into the host goes through ``_guarded``: an exception is logged once
+Every call into the sink goes through ``_guarded``: an exception is logged once
 and closes only this connection.
 
 Writing is ``ws_transport.WebSocketTransport``'s: prepared frames, straight to
@@ -28,7 +29,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, Protocol, TypeVar
 
 import tornado.ioloop
@@ -73,8 +74,8 @@ DEFLATE_LEVEL = 6
 DEFLATE_MEM_LEVEL = 5
 
 
-class SessionHost(Protocol):
-    """What a WebSocket handler needs from the chat service."""
+class Gate(Protocol):
+    """What a WebSocket handler asks before the upgrade: admission, and how to serve the connection."""
 
     def admit(self, handshake: Handshake) -> Refusal | Admitted: ...
 
@@ -83,6 +84,19 @@ class SessionHost(Protocol):
     def refused(self, code: str) -> None:
         """Count a refused handshake (``chat_handshakes_rejected_total``)."""
         ...
+
+    @property
+    def compression(self) -> bool: ...
+
+    @property
+    def max_message_bytes(self) -> int: ...
+
+    @property
+    def max_buffered_bytes(self) -> int: ...
+
+
+class SessionSink(Protocol):
+    """Where a WebSocket handler sends what happens to its session (the chat service)."""
 
     def open_session(self, transport: WebSocketTransport, admitted: Admitted) -> Session: ...
 
@@ -105,15 +119,6 @@ class SessionHost(Protocol):
         ...
 
     def forget_session(self, session: Session) -> None: ...
-
-    @property
-    def compression(self) -> bool: ...
-
-    @property
-    def max_message_bytes(self) -> int: ...
-
-    @property
-    def max_buffered_bytes(self) -> int: ...
 
 
 class _ProtocolFlags:
@@ -153,15 +158,20 @@ class _ChatProtocol(tornado.websocket.WebSocketProtocol13):
         if not flags.lingering:
             self.handler.frame_read()
 
-    async def _read_bytes(self, n: int) -> bytes:
-        data = await super()._read_bytes(n)
+    def _read_bytes(self, n: int) -> Coroutine[Any, Any, bytes]:
+        # Only a frame's first read (its two header bytes) is looked at; the others go to Tornado untouched.
         flags = self._flags
         if flags.at_header:
             flags.at_header = False
-            if not data[1] & 0x80:  # RFC 6455 section 5.1: a server must close on an unmasked client frame
-                self._violation(CLOSE_PROTOCOL_ERROR, "client frames must be masked")
-                flags.loop_ended_here = True
-                raise StreamClosedError()
+            return self._read_header(n)
+        return super()._read_bytes(n)
+
+    async def _read_header(self, n: int) -> bytes:
+        data = await super()._read_bytes(n)
+        if not data[1] & 0x80:  # RFC 6455 section 5.1: a server must close on an unmasked client frame
+            self._violation(CLOSE_PROTOCOL_ERROR, "client frames must be masked")
+            self._flags.loop_ended_here = True
+            raise StreamClosedError()
         return data
 
     def _handle_message(self, opcode: int, data: bytes) -> asyncio.Future[None] | None:
@@ -257,10 +267,11 @@ class _Link:
     29 already, its handler 27: ours adds this one key to the handler only.
     """
 
-    __slots__ = ("admitted", "compressed", "flags", "frame_counted", "host", "session", "transport")
+    __slots__ = ("admitted", "compressed", "flags", "frame_counted", "gate", "session", "sink", "transport")
 
-    def __init__(self, host: SessionHost) -> None:
-        self.host = host
+    def __init__(self, gate: Gate, sink: SessionSink) -> None:
+        self.gate = gate
+        self.sink = sink
         self.flags = _ProtocolFlags()
         self.admitted: Admitted | None = None
         self.session: Session | None = None
@@ -275,8 +286,8 @@ class ChatSocketHandler(tornado.websocket.WebSocketHandler, JsonErrors):
 
     link: _Link
 
-    def initialize(self, host: SessionHost) -> None:
-        self.link = _Link(host)
+    def initialize(self, gate: Gate, sink: SessionSink) -> None:
+        self.link = _Link(gate, sink)
 
     def set_default_headers(self) -> None:
         # Only refusals have a body here (JSON); the page's security headers would ride along on every 101.
@@ -291,9 +302,9 @@ class ChatSocketHandler(tornado.websocket.WebSocketHandler, JsonErrors):
             self.get_query_argument("since", None),
             self.request.remote_ip or "",
         )
-        decision = link.host.admit(handshake)
+        decision = link.gate.admit(handshake)
         if isinstance(decision, Refusal):
-            link.host.refused(decision.code)
+            link.gate.refused(decision.code)
             self.set_status(decision.status)
             for name, value in decision.headers:
                 self.set_header(name, value)
@@ -302,19 +313,19 @@ class ChatSocketHandler(tornado.websocket.WebSocketHandler, JsonErrors):
         link.admitted = decision
 
     def check_origin(self, origin: str) -> bool:
-        return self.link.host.origin_allowed(origin)
+        return self.link.gate.origin_allowed(origin)
 
     def select_subprotocol(self, subprotocols: list[str]) -> str | None:
         return SUBPROTOCOL if SUBPROTOCOL in subprotocols else None
 
     def get_compression_options(self) -> dict[str, Any] | None:
-        if not self.link.host.compression:
+        if not self.link.gate.compression:
             return None
         return {"compression_level": DEFLATE_LEVEL, "mem_level": DEFLATE_MEM_LEVEL}
 
     @property
     def max_message_size(self) -> int:
-        return self.link.host.max_message_bytes
+        return self.link.gate.max_message_bytes
 
     def get_websocket_protocol(self) -> tornado.websocket.WebSocketProtocol | None:
         if self.request.headers.get("Sec-WebSocket-Version") != "13":
@@ -334,9 +345,9 @@ class ChatSocketHandler(tornado.websocket.WebSocketHandler, JsonErrors):
             return
         self.set_nodelay(True)
         link.transport = WebSocketTransport(
-            self, connection.stream, admitted.remote_ip, link.host.max_buffered_bytes, link.compressed
+            self, connection.stream, admitted.remote_ip, link.gate.max_buffered_bytes, link.compressed
         )
-        link.session = self._guarded(link.host.open_session, link.transport, admitted)
+        link.session = self._guarded(link.sink.open_session, link.transport, admitted)
         self._forget_handshake()
 
     def _forget_handshake(self) -> None:
@@ -358,25 +369,25 @@ class ChatSocketHandler(tornado.websocket.WebSocketHandler, JsonErrors):
         link = self.link
         if link.session is not None:
             link.frame_counted = True
-            self._guarded(link.host.receive, link.session, message)
+            self._guarded(link.sink.receive, link.session, message)
 
     def on_ping(self, data: bytes) -> None:
         link = self.link
         if link.session is not None:
             link.frame_counted = True
-            self._guarded(link.host.ping_received, link.session)
+            self._guarded(link.sink.ping_received, link.session)
 
     def on_pong(self, data: bytes) -> None:
         link = self.link
         if link.session is not None:
             link.frame_counted = True
-            self._guarded(link.host.pong_received, link.session, data)
+            self._guarded(link.sink.pong_received, link.session, data)
 
     def on_close(self) -> None:
         link = self.link
         session, link.session = link.session, None
         if session is not None:
-            self._guarded(link.host.forget_session, session)
+            self._guarded(link.sink.forget_session, session)
         transport, link.transport = link.transport, None
         if transport is not None:
             transport.detach_handler()
@@ -389,17 +400,17 @@ class ChatSocketHandler(tornado.websocket.WebSocketHandler, JsonErrors):
         if link.frame_counted:
             link.frame_counted = False
         elif link.session is not None:
-            self._guarded(link.host.frame_received, link.session)
+            self._guarded(link.sink.frame_received, link.session)
 
     def violated(self, code: int) -> None:
         link = self.link
         if link.session is not None:
-            self._guarded(link.host.protocol_violated, link.session, code)
+            self._guarded(link.sink.protocol_violated, link.session, code)
 
     def overflowed(self) -> None:
         link = self.link
         if link.session is not None:
-            self._guarded(link.host.transport_overflowed, link.session)
+            self._guarded(link.sink.transport_overflowed, link.session)
 
     def _guarded(self, call: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R | None:
         """The one place the network layer calls the core: a failure is logged once and ends this connection."""

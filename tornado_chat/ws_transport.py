@@ -47,7 +47,7 @@ class WebSocketTransport:
     __slots__ = (
         "_closing",
         "_direct",
-        "_last_write",
+        "_drain_waiter",
         "_sock",
         "compressed",
         "handler",
@@ -73,7 +73,8 @@ class WebSocketTransport:
         # Bytes handed to IOStream.write (ours and Tornado's own frames) and not yet reported written. While it
         # is above zero every write goes through the stream, so that no frame overtakes another.
         self.queued_bytes = 0
-        self._last_write: asyncio.Future[None] | None = None
+        # Set while a replay waits for the backlog to shrink (see ``drain``).
+        self._drain_waiter: asyncio.Future[None] | None = None
         self._closing = False
         if stream.writing():  # the 101 response is still on its way
             self.track(stream.write(b""), 1)
@@ -121,19 +122,24 @@ class WebSocketTransport:
     def track(self, future: asyncio.Future[None], size: int) -> None:
         """Count ``size`` bytes as queued until ``future`` (an IOStream write) resolves."""
         self.queued_bytes += size
-        self._last_write = future
         future.add_done_callback(partial(self._written, size))
         if self.queued_bytes > self.max_buffered and self.handler is not None:
             tornado.ioloop.IOLoop.current().add_callback(self.handler.overflowed)
 
     def _written(self, size: int, future: asyncio.Future[None]) -> None:
         self.queued_bytes -= size
-        if future is self._last_write:
-            self._last_write = None
+        if self._drain_waiter is not None and self.queued_bytes <= self.max_buffered // 4:
+            self._wake_drain_waiter()
+
+    def _wake_drain_waiter(self) -> None:
+        waiter, self._drain_waiter = self._drain_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _stop_writing(self) -> None:
         self._closing = True
         self._direct = False
+        self._wake_drain_waiter()
 
     def _lost(self, exc: OSError) -> None:
         """The socket failed under a direct send (a reset peer): the stream reports the end from the loop."""
@@ -141,13 +147,15 @@ class WebSocketTransport:
         self.stream.close(exc_info=exc)
 
     async def drain(self) -> None:
-        """Wait until what is queued is down to a quarter of the cap: replays go at the reader's pace."""
+        """Wait until what is queued is down to a quarter of the cap: replays go at the reader's pace.
+
+        Woken by the write callbacks (or the end of the connection), never by polling a future that may
+        have completed before its callbacks ran.
+        """
         while self.queued_bytes > self.max_buffered // 4 and not self.closing:
-            waiter = self._last_write
-            if waiter is None:
-                return
-            with contextlib.suppress(StreamClosedError, tornado.websocket.WebSocketClosedError):
-                await asyncio.shield(waiter)
+            if self._drain_waiter is None:
+                self._drain_waiter = asyncio.get_running_loop().create_future()
+            await self._drain_waiter
 
     def close(self, code: int, reason: str) -> None:
         if self._closing:
