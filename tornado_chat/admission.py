@@ -148,3 +148,24 @@ class Admission:
             if since is None:
                 return Refusal(400, "bad_since", "since must be a non-negative integer sequence number")
         return Admitted(claims, since, handshake.remote_ip)
+
+
+class Gate(Protocol):
+    """What a WebSocket handler asks before the upgrade: admission, and how to serve the connection."""
+
+    def admit(self, handshake: Handshake) -> Refusal | Admitted: ...
+
+    def origin_allowed(self, origin: str) -> bool: ...
+
+    def refused(self, code: str) -> None:
+        """Count a refused handshake (``chat_handshakes_rejected_total``)."""
+        ...
+
+    @property
+    def compression(self) -> bool: ...
+
+    @property
+    def max_message_bytes(self) -> int: ...
+
+    @property
+    def max_buffered_bytes(self) -> int: ...

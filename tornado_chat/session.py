@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from .admission import Admitted
 from .heartbeat import Peer
 from .limits import TokenBucket
 from .outgoing import Outgoing
@@ -167,3 +168,29 @@ class Session:
 
     def __repr__(self) -> str:
         return f"<Session {self.sid} of {self.user.name}>"
+
+
+class SessionSink(Protocol):
+    """Where a transport's handler reports what happens to its session (the chat service implements it)."""
+
+    def open_session(self, transport: Transport, admitted: Admitted) -> Session: ...
+
+    def receive(self, session: Session, data: str | bytes) -> None: ...
+
+    def frame_received(self, session: Session) -> None:
+        """A frame that carried no message of its own (a continuation, a close) arrived: count it."""
+        ...
+
+    def ping_received(self, session: Session) -> None: ...
+
+    def pong_received(self, session: Session, payload: bytes) -> None: ...
+
+    def protocol_violated(self, session: Session, code: int) -> None:
+        """The client broke the protocol; ``code`` is the close code it will get (1009: too large)."""
+        ...
+
+    def transport_overflowed(self, session: Session) -> None:
+        """The transport has more queued than ``--max-buffered-bytes`` (called from the loop, never inline)."""
+        ...
+
+    def forget_session(self, session: Session) -> None: ...

@@ -30,15 +30,15 @@ import contextlib
 import logging
 import socket
 from collections.abc import Callable, Coroutine
-from typing import Any, ParamSpec, Protocol, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import tornado.ioloop
 import tornado.websocket
 from tornado.iostream import IOStream, StreamClosedError
 
-from .admission import Admitted, Handshake, Refusal
+from .admission import Admitted, Gate, Handshake, Refusal
 from .httpbase import TOKEN_COOKIE, JsonErrors
-from .session import Session
+from .session import Session, SessionSink
 from .ws_transport import WebSocketTransport
 
 log = logging.getLogger("tornado_chat.websocket")
@@ -72,53 +72,6 @@ _UPGRADE_RESPONSE_HEADERS = (
 DEFLATE_LEVEL = 6
 # zlib memLevel 1..9: the compressor's hash table is 2**(memLevel + 9) bytes; 5 keeps it at 16 KiB per message.
 DEFLATE_MEM_LEVEL = 5
-
-
-class Gate(Protocol):
-    """What a WebSocket handler asks before the upgrade: admission, and how to serve the connection."""
-
-    def admit(self, handshake: Handshake) -> Refusal | Admitted: ...
-
-    def origin_allowed(self, origin: str) -> bool: ...
-
-    def refused(self, code: str) -> None:
-        """Count a refused handshake (``chat_handshakes_rejected_total``)."""
-        ...
-
-    @property
-    def compression(self) -> bool: ...
-
-    @property
-    def max_message_bytes(self) -> int: ...
-
-    @property
-    def max_buffered_bytes(self) -> int: ...
-
-
-class SessionSink(Protocol):
-    """Where a WebSocket handler sends what happens to its session (the chat service)."""
-
-    def open_session(self, transport: WebSocketTransport, admitted: Admitted) -> Session: ...
-
-    def receive(self, session: Session, data: str | bytes) -> None: ...
-
-    def frame_received(self, session: Session) -> None:
-        """A frame that carried no message of its own (a continuation, a close) arrived: count it."""
-        ...
-
-    def ping_received(self, session: Session) -> None: ...
-
-    def pong_received(self, session: Session, payload: bytes) -> None: ...
-
-    def protocol_violated(self, session: Session, code: int) -> None:
-        """The client broke the protocol; ``code`` is the close code it will get (1009: too large)."""
-        ...
-
-    def transport_overflowed(self, session: Session) -> None:
-        """The transport has more queued than ``--max-buffered-bytes`` (called from the loop, never inline)."""
-        ...
-
-    def forget_session(self, session: Session) -> None: ...
 
 
 class _ProtocolFlags:
