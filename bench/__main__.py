@@ -278,6 +278,9 @@ async def run_targets(
                     log(f"run {run_index + 1}/{args.runs} {key} {name} ...")
                     bench.event_loop = None
                     try:
+                        runs_only = targets[name].workloads
+                        if runs_only is not None and key.split("_")[0] not in runs_only:
+                            raise NotAvailable(f"{name} runs only {', '.join(runs_only)}")
                         outcome = await workload(bench, targets[name])
                     except NotAvailable as exc:
                         outcome = {"not_available": str(exc)}

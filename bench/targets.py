@@ -41,12 +41,23 @@ PR_SET_PDEATHSIG = 1
 TORNADO_CHAT = "tornado-chat"
 # The same server with --store memory: what durability costs, next to peers that store nothing.
 TORNADO_CHAT_MEMORY = "tornado-chat-memory"
+# The memory target with --compression on, and clients that offer permessage-deflate: what an idle compressed
+# connection costs (W3 only: the load generator does not inflate frames, so it cannot run the others).
+TORNADO_CHAT_DEFLATE = "tornado-chat-deflate"
 NODE_WS = "node-ws"
 TORNADO_PLAIN = "tornado-plain"
 # Plain Tornado written for fan-out: JSON and frame built once per message, written straight to the sockets.
 TORNADO_FAST = "tornado-fast"
 WEBSOCKETS = "websockets"
-ALL_TARGETS = (TORNADO_CHAT, TORNADO_CHAT_MEMORY, NODE_WS, TORNADO_PLAIN, TORNADO_FAST, WEBSOCKETS)
+ALL_TARGETS = (
+    TORNADO_CHAT,
+    TORNADO_CHAT_MEMORY,
+    TORNADO_CHAT_DEFLATE,
+    NODE_WS,
+    TORNADO_PLAIN,
+    TORNADO_FAST,
+    WEBSOCKETS,
+)
 NODE_LOOP = "Node (libuv)"
 UVLOOP_LIBRARY = re.compile(r"/uvloop/loop\.[^/\s]*\.so")
 
@@ -91,6 +102,8 @@ class Target:
     cwd: Path | None = None  # the server's working directory (None: the bench's)
     source: Path | None = None  # where its tornado_chat must be imported from (checked before the run)
     imported_from: str | None = None  # where it was, once checked
+    offers_deflate: bool = False  # its clients offer permessage-deflate in the handshake
+    workloads: tuple[str, ...] | None = None  # the workloads it can run (None: all)
 
     def expected_loop(self, event_loop: str) -> str:
         """The loop this target is asked to run on (what it really ran on is read from each run's process)."""
@@ -194,6 +207,16 @@ def make_targets(deps: PeerDeps) -> dict[str, Target]:
             has_metrics=True,
             needs_login=True,
             sends_welcome=True,
+        ),
+        TORNADO_CHAT_DEFLATE: Target(
+            TORNADO_CHAT_DEFLATE,
+            lambda o, d: [*tornado_chat_command(o, d), "--store", "memory", "--compression", "on"],
+            has_metrics=True,
+            needs_login=True,
+            # Its welcome is compressed, which the load generator does not read: an open socket is ready.
+            sends_welcome=False,
+            offers_deflate=True,
+            workloads=("w3",),
         ),
         NODE_WS: Target(
             NODE_WS,

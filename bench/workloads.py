@@ -122,6 +122,7 @@ class Bench:
             path, user = path_and_user
             client = WSClient(name, HOST, server.port, path)
             client.user = user
+            client.offer_deflate = server.target.offers_deflate
             if server.target.sends_welcome:
                 client.waiting[b"welcome"] = greeted.hit
             self._clients.append(client)

@@ -73,6 +73,7 @@ class WSClient(asyncio.Protocol):
         self.waiting: dict[bytes, Callable[[bytes], None]] = {}
         self.errors: list[str] = []
         self.dead = False  # plays dead: reads and discards, answers nothing, sends nothing
+        self.offer_deflate = False  # offers permessage-deflate in the handshake (frames are not inflated)
         self.closed_at: float | None = None
         self.on_lost: Callable[[WSClient], None] | None = None
         self._buf = b""
@@ -94,10 +95,11 @@ class WSClient(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        extensions = b"Sec-WebSocket-Extensions: permessage-deflate\r\n" if self.offer_deflate else b""
         self.transport.write(
             b"GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            % (self.path.encode(), self.host.encode(), self.port, self._key)
+            b"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n%s\r\n"
+            % (self.path.encode(), self.host.encode(), self.port, self._key, extensions)
         )
 
     def connection_lost(self, exc: Exception | None) -> None:

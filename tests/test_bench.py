@@ -261,3 +261,21 @@ def test_an_unknown_baseline_ref_is_a_usage_error(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "bench", "--quiet", "--baseline-ref", "no-such-rev-here", "--workloads", "w3"]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=30, check=False)
     assert done.returncode == 2 and "--baseline-ref" in done.stderr, done.stderr
+
+
+# ---------------------------------------------------------------- what an idle compressed connection costs
+
+
+@pytest.mark.timeout(60)
+def test_the_deflate_target_measures_idle_compressed_connections_and_runs_nothing_else(tmp_path: Path) -> None:
+    document, table = run_bench(
+        tmp_path / "bench.json",
+        "--runs", "1", "--timeout", "20", "--targets", "tornado-chat-memory,tornado-chat-deflate",
+        "--workloads", "w2,w3", "--w2-idle", "10", "--w2-pairs", "2", "--w2-roundtrips", "10",
+        "--w3-connections", "50",
+    )  # fmt: skip
+    w3 = median(document, "w3", "tornado-chat-deflate")
+    assert w3["connections"] == 50 and w3["kib_per_connection"] > 0
+    skipped = document["results"]["w2"]["tornado-chat-deflate"]["runs"][0]
+    assert skipped == {"not_available": "tornado-chat-deflate runs only w3"}
+    assert "tornado-chat-deflate" in table
