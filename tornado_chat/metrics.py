@@ -39,9 +39,8 @@ from prometheus_client.registry import Collector
 
 from . import __version__
 from .protocol import CLIENT_FRAME_TYPES, ErrorCode
+from .session import CLOSE_REASONS
 
-# Why a connection ended.
-CLOSE_REASONS = ("client", "reaped", "slow_consumer", "shutdown", "protocol_error", "policy")
 # Why a WebSocket handshake was refused before the upgrade.
 HANDSHAKE_REJECT_REASONS = (
     "no_token",

@@ -33,6 +33,10 @@ from .outgoing import Outgoing
 from .protocol import ErrorCode, FrameId, ProtocolError
 from .replay import Replayer
 from .session import (
+    CLOSE_POLICY,
+    CLOSE_SERVICE_RESTART,
+    CLOSE_TOO_LARGE,
+    CLOSE_TRY_AGAIN_LATER,
     CLOSED_POLICY,
     CLOSED_PROTOCOL_ERROR,
     CLOSED_SHUTDOWN,
@@ -44,11 +48,6 @@ from .settings import Settings
 from .store import AppendResult, Draft, MessageStore, StoreError
 
 log = logging.getLogger("tornado_chat.service")
-
-CLOSE_POLICY = 1008
-CLOSE_TOO_LARGE = 1009
-CLOSE_SERVICE_RESTART = 1012
-CLOSE_TRY_AGAIN_LATER = 1013
 
 
 class ChatService:

@@ -21,6 +21,15 @@ from .heartbeat import Peer
 from .limits import TokenBucket
 from .outgoing import Outgoing
 
+# Close codes a transport's ``close`` takes (RFC 6455 section 7.4.1; other transports map them).
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_INVALID_DATA = 1007
+CLOSE_POLICY = 1008
+CLOSE_TOO_LARGE = 1009
+CLOSE_INTERNAL_ERROR = 1011
+CLOSE_SERVICE_RESTART = 1012
+CLOSE_TRY_AGAIN_LATER = 1013
+
 # Why a session ended: the ``reason`` label of ``chat_connections_closed_total``.
 CLOSED_BY_CLIENT = "client"
 CLOSED_REAPED = "reaped"

@@ -38,7 +38,14 @@ from tornado.iostream import IOStream, StreamClosedError
 
 from .admission import Admitted, Gate, Handshake, Refusal
 from .httpbase import TOKEN_COOKIE, JsonErrors
-from .session import Session, SessionSink
+from .session import (
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_INVALID_DATA,
+    CLOSE_PROTOCOL_ERROR,
+    CLOSE_TOO_LARGE,
+    Session,
+    SessionSink,
+)
 from .ws_transport import WebSocketTransport
 
 log = logging.getLogger("tornado_chat.websocket")
@@ -48,13 +55,6 @@ R = TypeVar("R")
 
 # The subprotocol this server speaks; offered by a client in Sec-WebSocket-Protocol, it is selected.
 SUBPROTOCOL = "tornado-chat.v1"
-CLOSE_PROTOCOL_ERROR = 1002
-CLOSE_INVALID_DATA = 1007
-CLOSE_POLICY = 1008
-CLOSE_TOO_LARGE = 1009
-CLOSE_INTERNAL_ERROR = 1011
-CLOSE_SERVICE_RESTART = 1012
-CLOSE_TRY_AGAIN_LATER = 1013
 _OP_TEXT = 0x1
 # What a 101 response carries (Tornado's defaults, ours, the upgrade's), dropped once sent.
 _UPGRADE_RESPONSE_HEADERS = (
