@@ -29,6 +29,7 @@ from .heartbeat import HeartbeatMonitor
 from .hub import Delivery, Hub
 from .limits import TokenBucket
 from .metrics import ChatMetrics
+from .moderation import AccountControl, Moderation
 from .outgoing import Outgoing
 from .protocol import ErrorCode, FrameId, ProtocolError
 from .replay import Replayer
@@ -62,6 +63,7 @@ class ChatService:
         heartbeat: HeartbeatMonitor[Session],
         metrics: ChatMetrics,
         tasks: BackgroundTasks,
+        accounts: AccountControl,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -74,6 +76,7 @@ class ChatService:
         self.clock = clock
         self.monotonic = monotonic
         self.replayer = Replayer(self, store, metrics.tallies, settings.replay_limit)
+        self.moderation = Moderation(self, hub, store, metrics, accounts, clock)
         # Set while a shutdown waits for every session to go.
         self._all_gone: asyncio.Event | None = None
 
@@ -256,6 +259,8 @@ class ChatService:
                 self.send(session, self.hub.room_list(user))
             case protocol.Resume():
                 self.replayer.start(session, frame.since)
+            case _:  # rooms, roles and moderation; edits and deletes (room_frames)
+                self.moderation.handle(session, frame)
 
     def _stored(self, session: Session, client_id: str, received_at: float, result: AppendResult) -> None:
         """The store has the message (or failed): ack the sender, then deliver to everyone else."""
@@ -304,6 +309,7 @@ class ChatService:
                 "rooms": sorted(user.rooms),
                 "contacts": sorted(user.contacts),
                 "online": self.hub.peers_online(user),
+                "admin": user.name in self.hub.admins,
                 "heartbeat": {"interval": settings.ping_interval_s, "timeout": settings.ping_timeout_s},
                 "server": __version__,
                 "protocol": protocol.PROTOCOL_VERSION,
@@ -382,6 +388,12 @@ class ChatService:
 
     def user_added(self, name: str) -> None:
         self.hub.add_user(name)
+
+    def admin_changed(self, name: str, admin: bool) -> None:
+        if admin:
+            self.hub.admins.add(name)
+        else:
+            self.hub.admins.discard(name)
 
     def user_removed(self, name: str) -> None:
         for session in self.hub.remove_user(name):
