@@ -362,7 +362,8 @@ class SqliteStore:
         return await self._read(partial(sqlite_rooms.message, seq=seq))
 
     async def audit_log(self, room: str | None, before: int | None, limit: int) -> tuple[list[AuditEntry], bool]:
-        return await self._read(partial(sqlite_rooms.audit_entries, room=room, before=before, limit=limit))
+        # Read in the writer's turn, behind the audit entries still queued: the log shows every action answered.
+        return await self._committed(partial(sqlite_rooms.audit_entries, room=room, before=before, limit=limit))
 
     async def replay(self, user: str, since: int, below: int | None, limit: int) -> Replay:
         upper = below if below is not None else MAX_SEQ
