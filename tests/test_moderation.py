@@ -296,6 +296,7 @@ def test_edits_and_deletes_reach_live_sessions_and_survive_a_restart(data_dir: P
             "room": "team",
             "text": "",
             "ts": second["ts"],
+            "rev": deleted["rev"],
             "deleted": True,
         }
         # Resending an edit (its answer was lost, say) answers it again and delivers nothing again.

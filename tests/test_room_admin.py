@@ -108,6 +108,8 @@ def test_roles_decide_who_may_do_what(world: tuple[Hub, RoomAdmin, dict[str, Ses
     assert error_code(admin.act, s["bob"], Kick("secret", "carol"), NOW) == "forbidden"
     assert error_code(admin.act, s["bob"], SetTopic("secret", "mine"), NOW) == "forbidden"
     promoted = admin.act(s["alice"], Promote("secret", "bob"), NOW)
+    assert [f["roles"] for f in all_frames(promoted, s["bob"])] == [{"alice": "owner", "bob": "moderator"}]
+    assert "banned" in all_frames(promoted, s["bob"])[0] and "banned" not in all_frames(promoted, s["carol"])[0]
     assert promoted.writes == [
         RoleChange("secret", "bob", "moderator"),
         AuditEntry(NOW, "alice", "promote", "secret", "bob"),

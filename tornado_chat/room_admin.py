@@ -97,7 +97,9 @@ class RoomAdmin:
             changed = self._member_action(frame, room, rank, user, actor.name, now, outcome)
         if changed:
             outcome.writes.append(AuditEntry(now, actor.name, frame.label, room.name, target))
-            outcome.deliveries += self._room_state(room, skip={session, *self._sessions_of(target)})
+            # An invitee has the room's state in its own ``joined`` frame.
+            invitee = self._sessions_of(target) if isinstance(frame, Invite) else ()
+            outcome.deliveries += self._room_state(room, skip={session, *invitee})
         outcome.answer = hub.room_frame("room", room, rank >= MODERATOR_RANK, frame.frame_id)
         return outcome
 

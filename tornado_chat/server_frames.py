@@ -79,6 +79,8 @@ def message_fields(message: Message, own: bool) -> dict[str, Any]:
     fields["ts"] = iso_time(message.ts)
     if own:
         fields["id"] = message.client_id
+    if message.rev:
+        fields["rev"] = message.rev
     if message.deleted:
         fields["deleted"] = True
     elif message.edited is not None:
@@ -157,7 +159,8 @@ def change_frame(message: Message, frame_id: FrameId = None) -> bytes:
     if not message.deleted:
         frame["text"] = message.text
         frame["ts"] = iso_time(message.ts)
-        frame["edited"] = iso_time(message.edited if message.edited is not None else message.ts)
+        if message.edited is not None:
+            frame["edited"] = iso_time(message.edited)
     if frame_id is not None:
         frame["id"] = frame_id
     return encode(frame)
