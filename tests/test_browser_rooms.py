@@ -61,6 +61,14 @@ def bubble(chat: ChatPage, text: str) -> Locator:
     return chat.messages.locator("li.message").filter(has=exactly)
 
 
+def delete_message(chat: ChatPage, text: str) -> None:
+    """Delete a message from its own Delete button (shown on hover), saying yes when asked."""
+    message = bubble(chat, text)
+    message.hover()
+    message.get_by_role("button", name="Delete message").click()
+    confirm(chat, "Delete")
+
+
 def test_a_private_room_with_roles_moderation_edits_and_deletes_in_the_page(
     open_page: OpenPage,  # noqa: F811 - the fixture imported above
     server: ServerThread,
@@ -101,9 +109,7 @@ def test_a_private_room_with_roles_moderation_edits_and_deletes_in_the_page(
         spam = dave.send_message("buy cheap watches", room="secret")
         expect(bob.texts("buy cheap watches")).to_have_count(1)
         bob.page.keyboard.press("Escape")
-        bubble(bob, "buy cheap watches").hover()
-        bubble(bob, "buy cheap watches").get_by_role("button", name="Delete message").click()
-        confirm(bob, "Delete")
+        delete_message(bob, "buy cheap watches")
         assert dave.expect("deleted", seq=spam["seq"])["rev"] > spam["seq"]
         for chat in (alice, bob):
             expect(bubble(chat, "message deleted")).to_have_count(1)
@@ -135,9 +141,7 @@ def test_a_private_room_with_roles_moderation_edits_and_deletes_in_the_page(
     expect(box).to_have_value("")
     alice.say("this one goes")
     expect(bob.texts("this one goes")).to_have_count(1)
-    bubble(alice, "this one goes").hover()
-    bubble(alice, "this one goes").get_by_role("button", name="Delete message").click()
-    confirm(alice, "Delete")
+    delete_message(alice, "this one goes")
     for chat in (alice, bob):
         expect(bubble(chat, "message deleted")).to_have_count(2)
     # The topic is the header's second line, on every member's page.
