@@ -13,7 +13,7 @@ from tornado_chat.room_admin import Outcome, RoomAdmin
 from tornado_chat.room_frames import Ban, CreateRoom, Demote, Invite, Kick, Promote, SetTopic, Transfer, Unban
 from tornado_chat.server_frames import Message
 from tornado_chat.session import Session
-from tornado_chat.store import AuditEntry, BanChange, RoleChange, RoomSettings
+from tornado_chat.store import AuditEntry, BanChange, MembershipChange, RoleChange, RoomSettings
 
 from .test_hub import frames_for, open_
 
@@ -71,7 +71,7 @@ def test_a_private_room_does_not_exist_for_a_non_member(world: tuple[Hub, RoomAd
 def test_invite_is_the_way_in_and_tells_the_invitee_and_the_members(
     world: tuple[Hub, RoomAdmin, dict[str, Session]],
 ) -> None:
-    _, admin, s = world
+    hub, admin, s = world
     outcome = admin.act(s["alice"], Invite("secret", "bob", frame_id="i1"), NOW)
     assert json.loads(outcome.answer) == {
         "type": "room",
@@ -86,12 +86,14 @@ def test_invite_is_the_way_in_and_tells_the_invitee_and_the_members(
     }
     joined = all_frames(outcome, s["bob"])
     assert [f["type"] for f in joined] == ["joined"] and "banned" not in joined[0]
-    assert outcome.memberships == [("bob", True)]
-    assert outcome.writes == [AuditEntry(NOW, "alice", "invite", "secret", "bob")]
+    assert outcome.writes == [
+        MembershipChange("secret", "bob", True, hub.last_seq),
+        AuditEntry(NOW, "alice", "invite", "secret", "bob"),
+    ]
     assert "secret" in s["bob"].user.rooms
     # Inviting a member again changes and records nothing.
     again = admin.act(s["alice"], Invite("secret", "bob"), NOW)
-    assert again.writes == [] and again.memberships == [] and again.deliveries == []
+    assert again.writes == [] and again.deliveries == []
     # The member event reaches members' sessions only.
     third = admin.act(s["alice"], Invite("secret", "carol"), NOW)
     assert {"type": "member", "room": "secret", "user": "carol", "event": "invited", "count": 3, "by": "alice"} in (
@@ -144,8 +146,11 @@ def test_a_ban_cuts_the_user_off_at_once_and_keeps_them_out(world: tuple[Hub, Ro
     hub.join(s["carol"], "lobby")
     banned = admin.act(s["bob"], Ban("lobby", "carol"), NOW)
     assert all_frames(banned, s["carol"]) == [{"type": "removed", "room": "lobby", "reason": "banned", "by": "bob"}]
-    assert BanChange("lobby", "carol", True, "bob", NOW) in banned.writes
-    assert banned.memberships == [("carol", False)]
+    assert banned.writes == [
+        MembershipChange("lobby", "carol", False, hub.last_seq),
+        BanChange("lobby", "carol", True, "bob", NOW),
+        AuditEntry(NOW, "bob", "ban", "lobby", "carol"),
+    ]
     assert hub.audience(Message(9, "bob", "hi", NOW, "c", room="lobby")) == [s["bob"]]
     assert error_code(hub.join, s["carol"], "lobby") == "banned"
     assert error_code(admin.act, s["bob"], Invite("lobby", "carol"), NOW) == "banned"

@@ -20,6 +20,7 @@ from tornado_chat.store import (
     BanChange,
     ChangeResult,
     Draft,
+    MembershipChange,
     MessageChange,
     RoleChange,
     RoomSettings,
@@ -111,17 +112,19 @@ def test_room_settings_roles_bans_and_disabled_accounts_are_loaded_at_start(tmp_
         store.load()
         for name in ("alice", "bob"):
             assert await store.create_user(name, "hash", guest=False)
-        store.set_membership("alice", "r", True, 0)
+        store.record(
+            [
+                RoomSettings("r", True, "plans"),
+                MembershipChange("r", "alice", True, 0),
+                RoleChange("r", "alice", "owner"),
+            ]
+        )
         store.set_membership("bob", "r", True, 0)
-        store.record(RoomSettings("r", True, "plans"))
-        store.record(RoleChange("r", "alice", "owner"))
-        store.record(RoleChange("r", "bob", "moderator"))
-        store.record(BanChange("r", "mallory", True, "alice", NOW))
-        store.record(BanChange("r", "eve", True, "alice", NOW))
-        store.record(BanChange("r", "eve", False, "alice", NOW))
+        store.record([RoleChange("r", "bob", "moderator")])
+        store.record([BanChange("r", "mallory", True, "alice", NOW)])
+        store.record([BanChange("r", "eve", True, "alice", NOW), BanChange("r", "eve", False, "alice", NOW)])
         store.set_membership("bob", "r", False, 0)  # a member who leaves loses their role
-        for i in range(3):
-            store.record(AuditEntry(NOW + i, "alice", "kick", "r", f"u{i}"))
+        store.record([AuditEntry(NOW + i, "alice", "kick", "r", f"u{i}") for i in range(3)])
         assert await store.set_disabled("bob", True, "root")
         assert not await store.set_disabled("bob", True, "root")
         assert not await store.set_disabled("nobody", True, "root")
@@ -135,7 +138,9 @@ def test_room_settings_roles_bans_and_disabled_accounts_are_loaded_at_start(tmp_
         if isinstance(store, SqliteStore):
             await store.close()
             store = SqliteStore(tmp_path, "full")
-        snapshot = store.load().moderation
+        loaded = store.load()
+        assert loaded.memberships == [("alice", "r")]  # the membership came with the room, in one write
+        snapshot = loaded.moderation
         assert RoomSettings("r", True, "plans") in snapshot.rooms
         assert [(r.room, r.user, r.role) for r in snapshot.roles] == [("r", "alice", "owner")]
         assert snapshot.bans == [("r", "mallory")]

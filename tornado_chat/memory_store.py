@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import time
+from collections.abc import Sequence
 from typing import TypeVar
 
 from .server_frames import Message
@@ -28,6 +29,7 @@ from .store import (
     ChangeCallback,
     ChangeResult,
     Draft,
+    MembershipChange,
     MessageChange,
     ModerationSnapshot,
     Replay,
@@ -173,7 +175,7 @@ class MemoryStore:
         else:
             self._disabled.discard(name)
         self._event(USER_DISABLED if disabled else USER_ENABLED, name)
-        self.record(AuditEntry(time.time(), actor, "disable" if disabled else "enable", None, name))
+        self._record(AuditEntry(time.time(), actor, "disable" if disabled else "enable", None, name))
         return True
 
     def set_membership(self, user: str, room: str, member: bool, seq: int) -> None:
@@ -184,7 +186,11 @@ class MemoryStore:
             members.pop(user, None)
             self._roles.pop((room, user), None)
 
-    def record(self, write: RoomWrite) -> None:
+    def record(self, writes: Sequence[RoomWrite]) -> None:
+        for write in writes:
+            self._record(write)
+
+    def _record(self, write: RoomWrite) -> None:
         match write:
             case RoomSettings():
                 self._rooms[write.room] = write
@@ -200,6 +206,8 @@ class MemoryStore:
                 last_id = self._audit[-1].entry_id if self._audit else 0
                 self._audit.append(dataclasses.replace(write, entry_id=last_id + 1))
                 self._trim(self._audit)
+            case MembershipChange():
+                self.set_membership(write.user, write.room, write.member, write.seq)
 
     def _find(self, seq: int) -> Message | None:
         index = bisect.bisect_left(self._log, seq, key=_seq)
@@ -220,7 +228,7 @@ class MemoryStore:
                 message.text, message.deleted = "", True
                 if change.moderated:
                     entry = AuditEntry(change.at, change.editor, "delete", message.room, message.sender, change.seq)
-                    self.record(entry)
+                    self._record(entry)
             else:
                 message.text, message.edited = change.text, change.at
             self._changes.append((message.rev, message))

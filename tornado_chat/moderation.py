@@ -96,11 +96,8 @@ class Moderation:
         self.writer.send_error(session, ErrorCode.INTERNAL, message, frame_id)
 
     def _apply(self, session: Session, outcome: Outcome) -> None:
-        seq = self.hub.last_seq
-        for user, member in outcome.memberships:
-            self.store.set_membership(user, outcome.room, member, seq)
-        for write in outcome.writes:
-            self.store.record(write)
+        if outcome.writes:
+            self.store.record(outcome.writes)
         for entry in outcome.audited:
             self.metrics.moderation_actions[entry.action].inc()
         self.writer.send(session, outcome.answer)

@@ -25,7 +25,7 @@ from .protocol import ErrorCode, ProtocolError
 from .roles import MODERATOR, MODERATOR_RANK, OWNER, OWNER_RANK, role_rank
 from .room_frames import Ban, CreateRoom, Demote, Invite, Kick, MemberAction, Promote, SetTopic, Transfer, Unban
 from .session import Session, User
-from .store import AuditEntry, BanChange, RoleChange, RoomSettings, RoomWrite
+from .store import AuditEntry, BanChange, MembershipChange, RoleChange, RoomSettings, RoomWrite
 
 # Why a user's membership ended, in the ``removed`` frame they get.
 REMOVED_KICKED = "kicked"
@@ -35,12 +35,10 @@ REMOVED_BANNED = "banned"
 @dataclass(slots=True)
 class Outcome:
     """What one moderation action did: ``answer`` for the acting session, ``deliveries`` for everyone else,
-    and for the store the memberships of ``room`` that changed (user, member) and the ``writes``."""
+    and the ``writes`` the store must make, together (memberships, settings, roles, bans, the audit entry)."""
 
-    room: str
     answer: bytes
     deliveries: list[Delivery] = field(default_factory=list)
-    memberships: list[tuple[str, bool]] = field(default_factory=list)
     writes: list[RoomWrite] = field(default_factory=list)
 
     @property
@@ -68,11 +66,15 @@ class RoomAdmin:
         hub.add_member(user, room, "joined")
         room.roles[user.name] = OWNER
         others = [other for other in user.sessions.values() if other is not session]
-        outcome = Outcome(room.name, hub.room_frame("joined", room, True, frame.frame_id))
+        outcome = Outcome(hub.room_frame("joined", room, True, frame.frame_id))
         if others:
             outcome.deliveries.append(Delivery(hub.room_frame("joined", room, True), others))
-        outcome.memberships.append((user.name, True))
-        outcome.writes += [RoomSettings(room.name, room.private, room.topic), RoleChange(room.name, user.name, OWNER)]
+        # The room's settings first: never a moment when a private room is stored as public with a member.
+        outcome.writes += [
+            RoomSettings(room.name, room.private, room.topic),
+            MembershipChange(room.name, user.name, True, hub.last_seq),
+            RoleChange(room.name, user.name, OWNER),
+        ]
         return outcome
 
     def act(self, session: Session, frame: MemberAction | SetTopic, now: float) -> Outcome:
@@ -85,7 +87,7 @@ class RoomAdmin:
         if rank < (OWNER_RANK if owner_only else MODERATOR_RANK):
             who = "owner" if owner_only else "owner and moderators"
             raise forbidden(f"only the room's {who} may {frame.label} in room {room.name!r}")
-        outcome = Outcome(room.name, b"")
+        outcome = Outcome(b"")
         if isinstance(frame, SetTopic):
             changed = self._set_topic(room, frame.topic, outcome)
             target = None
@@ -128,7 +130,7 @@ class RoomAdmin:
                     raise ProtocolError(ErrorCode.BANNED, f"{name} is banned from room {room.name!r}; unban first")
                 outcome.deliveries += self.hub.add_member(user, room, "invited", by)
                 outcome.deliveries.append(Delivery(self._joined(room, name), tuple(user.sessions.values())))
-                outcome.memberships.append((name, True))
+                outcome.writes.append(MembershipChange(room.name, name, True, self.hub.last_seq))
                 return True
             case Kick():
                 if not member:
@@ -184,7 +186,7 @@ class RoomAdmin:
         if user.sessions:
             removed = server_frames.encode({"type": "removed", "room": room.name, "reason": reason, "by": by})
             outcome.deliveries.append(Delivery(removed, tuple(user.sessions.values())))
-        outcome.memberships.append((user.name, False))
+        outcome.writes.append(MembershipChange(room.name, user.name, False, self.hub.last_seq))
 
     # ------------------------------------------------------------ frames
 

@@ -14,7 +14,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from . import sqlite_accounts
+from . import sqlite_accounts, sqlite_messages
 from .server_frames import Message
 from .sqlite_messages import last_position, row_to_message
 from .store import (
@@ -25,6 +25,7 @@ from .store import (
     AuditEntry,
     BanChange,
     ChangeResult,
+    MembershipChange,
     MessageChange,
     ModerationSnapshot,
     RoleChange,
@@ -69,8 +70,13 @@ def _changed(row: Sequence[Any]) -> Message:
 # ---------------------------------------------------------------- rooms
 
 
-def record(connection: sqlite3.Connection, write: RoomWrite, now: float) -> None:
-    """Store one room setting, role, ban or audit entry."""
+def record(connection: sqlite3.Connection, writes: Sequence[RoomWrite], now: float) -> None:
+    """Store what one action changed, in order."""
+    for write in writes:
+        _record(connection, write, now)
+
+
+def _record(connection: sqlite3.Connection, write: RoomWrite, now: float) -> None:
     match write:
         case RoomSettings():
             connection.execute(
@@ -95,6 +101,10 @@ def record(connection: sqlite3.Connection, write: RoomWrite, now: float) -> None
             connection.execute("DELETE FROM room_bans WHERE room = ? AND user = ?", (write.room, write.user))
         case AuditEntry():
             _audit(connection, write)
+        case MembershipChange(member=True):
+            sqlite_messages.join_room(connection, user=write.user, room=write.room, seq=write.seq, now=now)
+        case MembershipChange():
+            leave_room(connection, user=write.user, room=write.room)
 
 
 def leave_room(connection: sqlite3.Connection, *, user: str, room: str) -> None:

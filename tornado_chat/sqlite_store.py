@@ -22,7 +22,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -231,8 +231,8 @@ class SqliteStore:
     def set_offline_since(self, user: str, seq: int) -> None:
         self._enqueue(_Call(partial(sqlite_messages.set_offline_since, user=user, seq=seq)))
 
-    def record(self, write: RoomWrite) -> None:
-        self._enqueue(_Call(partial(sqlite_rooms.record, write=write, now=time.time())))
+    def record(self, writes: Sequence[RoomWrite]) -> None:
+        self._enqueue(_Call(partial(sqlite_rooms.record, writes=tuple(writes), now=time.time())))
 
     def change(self, change: MessageChange, done: ChangeCallback) -> None:
         results: list[ChangeResult] = []

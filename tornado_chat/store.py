@@ -16,7 +16,7 @@ depends on either.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -141,8 +141,18 @@ class AuditEntry:
     entry_id: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class MembershipChange:
+    """A user made a member of a room (``member``) or no longer; ``seq`` is the last sequence number then."""
+
+    room: str
+    user: str
+    member: bool
+    seq: int
+
+
 # Room state and audit writes: queued, and stored in order with messages.
-RoomWrite = RoomSettings | RoleChange | BanChange | AuditEntry
+RoomWrite = RoomSettings | RoleChange | BanChange | AuditEntry | MembershipChange
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,8 +224,9 @@ class StoreObserver(Protocol):
 class RoomStore(Protocol):
     """Room settings, roles, bans, the audit log, and changes to messages (edits and deletes)."""
 
-    def record(self, write: RoomWrite) -> None:
-        """Queue a room or audit write; stored in order with the messages and memberships around it."""
+    def record(self, writes: Sequence[RoomWrite]) -> None:
+        """Queue what one action changed (settings, roles, bans, memberships, its audit entry): stored together,
+        in one transaction, in order with the messages and memberships around them."""
         ...
 
     def change(self, change: MessageChange, done: ChangeCallback) -> None:
