@@ -265,11 +265,14 @@ class Chat {
 
   onMembership(frame) {
     const room = this.room(frame.room);
-    if (frame.type === "joined") applyRoomState(room, frame, this.me);
-    room.member = frame.type === "joined";
-    room.members = frame.members.length;
-    room.names = new Set(frame.members);
-    room.online = frame.online.length;
+    if (frame.type === "joined") {
+      applyRoomState(room, frame, this.me); // members, roles, topic, kind
+    } else {
+      room.member = false;
+      room.members = frame.members.length;
+      room.names = new Set(frame.members);
+      room.online = frame.online.length;
+    }
     for (const name of frame.online) if (name !== this.me) this.online.add(name);
     if (roomview.actionAnswered(this, frame)?.kind === "create") {
       roomview.roomCreated(this, frame);
@@ -379,6 +382,7 @@ class Chat {
   /** Send what waits for the link; `includeFailed`: also what failed (after a reconnect). */
   flushPending(includeFailed) {
     if (!this.canSend()) return;
+    if (includeFailed) roomview.resendChanges(this); // after a reconnect
     if (this.state.queueUnsent(includeFailed)) this.pump();
   }
 
@@ -820,6 +824,7 @@ class Chat {
     const previousHeight = scroller.scrollHeight;
     const previousTop = scroller.scrollTop;
     const items = [];
+    const rights = roomview.rightsIn(this, conversation); // which Edit and Delete buttons show
     let previous = null;
     const push = (entry) => {
       const date = new Date(entry.ts);
@@ -830,7 +835,7 @@ class Chat {
       const grouped = previous !== null && previous.day === day && previous.from === entry.from && date - previous.date < GROUP_GAP_MS;
       items.push({
         key: entry.key,
-        sig: `${grouped}|${entry.state ?? ""}|${entry.stateLabel ?? ""}|${entry.rev ?? 0}|${this.admin}`,
+        sig: `${grouped}|${entry.state ?? ""}|${entry.stateLabel ?? ""}|${entry.rev ?? 0}|${rights}`,
         create: () => this.messageItem(entry, grouped, date),
       });
       previous = { day, from: entry.from, date };

@@ -6,7 +6,18 @@
 
 import { roomKey } from "./chatstate.js";
 import { $, h } from "./dom.js";
-import { canDelete, canEdit, canManageRoles, canModerate, canRemove, lastEditable, MODERATOR, OWNER, roleOf } from "./moderation.js";
+import {
+  canDelete,
+  canEdit,
+  canManageRoles,
+  canModerate,
+  canRemove,
+  lastEditable,
+  MODERATOR,
+  OWNER,
+  rankOf,
+  roleOf,
+} from "./moderation.js";
 
 /** A frame that answers with its id: moderation actions, edits and deletes. @returns {string | null} the id */
 function sendAction(chat, frame, what) {
@@ -15,8 +26,18 @@ function sendAction(chat, frame, what) {
     chat.notice("Not connected: try again in a moment.");
     return null;
   }
-  chat.actions.set(id, what);
+  chat.actions.set(id, { ...what, frame });
   return id;
+}
+
+/**
+ * After a reconnect: send again, with their ids, the edits and deletes the server has not answered. The server
+ * makes each once however often it gets it (docs/protocol.md), so one that did arrive changes nothing.
+ */
+export function resendChanges(chat) {
+  for (const [id, what] of chat.actions) {
+    if (what.kind === "edit" || what.kind === "delete") chat.send({ ...what.frame, id });
+  }
 }
 
 /**
@@ -204,6 +225,11 @@ export function editedMark(entry) {
   if (!entry.edited || entry.deleted) return null;
   const when = new Date(entry.edited);
   return h("span", { class: "edited", title: `edited ${when.toLocaleString()}` }, "edited");
+}
+
+/** What decides which Edit and Delete buttons a conversation's messages show: the reader's rank in it. */
+export function rightsIn(chat, conversation) {
+  return conversation.kind === "room" ? rankOf(chat.room(conversation.name), chat.me, chat.admin) : 0;
 }
 
 /** Edit and Delete buttons on a stored message, for whoever may use them. */

@@ -9,9 +9,9 @@ import json
 import re
 
 import pytest
-from playwright.sync_api import Locator, WebSocket, expect
+from playwright.sync_api import Locator, WebSocket, WebSocketRoute, expect
 
-from .support import ServerThread, clients
+from .support import ServerThread, clients, wait_until
 from .test_browser import ChatPage, OpenPage, open_page  # noqa: F401 - the fixture, shared
 
 pytestmark = pytest.mark.system
@@ -192,3 +192,48 @@ def test_a_kicked_member_loses_the_private_room_at_once(open_page: OpenPage, ser
         expect(bob.title).to_have_text("Welcome")
         bob.page.get_by_text("Other rooms", exact=True).click()
         expect(bob.page.locator("#other-rooms")).not_to_contain_text("inner")
+
+
+def test_an_edit_lost_with_the_link_is_sent_again_with_its_id(open_page: OpenPage, server: ServerThread) -> None:  # noqa: F811
+    alice = open_page(server.base_url, "alice")
+    alice.join("desk")
+    edits: list[dict[str, object]] = []
+    routes: list[WebSocketRoute] = []
+    mode = {"value": "pass"}
+
+    def route(ws: WebSocketRoute) -> None:
+        routes.append(ws)
+        upstream = ws.connect_to_server()
+
+        def from_page(message: str | bytes) -> None:
+            frame = json.loads(message)
+            if frame.get("type") == "edit":
+                edits.append(frame)
+                if mode["value"] == "drop":
+                    return
+            upstream.send(message)
+
+        ws.on_message(from_page)
+
+    alice.page.route_web_socket(re.compile(r"/ws(\?|$)"), route)
+    alice.page.reload()
+    expect(alice.status).to_have_text("Connected")
+    with clients(server.base_url, "bob") as (bob,):
+        bob.join("desk")
+        alice.say("teh plan")
+        said = bob.expect("message", text="teh plan")
+        mode["value"] = "drop"
+        box = alice.page.get_by_role("textbox", name="Message", exact=True)
+        box.press("ArrowUp")
+        box.fill("the plan")
+        box.press("Enter")
+        expect(box).to_have_value("")
+        # The route's handlers run only while Playwright is called: each poll makes a call.
+        wait_until(lambda: alice.page.evaluate("1") == 1 and len(edits) == 1, "the edit to leave the page")
+        # The link breaks before the edit got through; on the next connection the page sends it again.
+        mode["value"] = "pass"
+        routes[-1].close(code=1012, reason=json.dumps({"retry_after_ms": 0}))
+        wait_until(lambda: alice.page.evaluate("1") == 1 and len(edits) == 2, "the edit to be sent again")
+        assert bob.expect("edited", seq=said["seq"])["text"] == "the plan"
+        expect(bubble(alice, "the plan").locator(".edited")).to_have_text("edited")
+    assert len(edits) == 2 and edits[0]["id"] == edits[1]["id"], edits
