@@ -362,3 +362,38 @@ def test_admins_disable_accounts_from_a_session_and_from_the_command_line(
         ["root", "disable", "carol"],
         ["(command line)", "admin_on", "root"],
     ]
+
+
+def test_private_rooms_roles_bans_and_admins_survive_a_restart(data_dir: Path) -> None:
+    server = ServerProcess("--data-dir", str(data_dir)).start()
+    try:
+        url = server.base_url
+        with clients(url, "alice", "bob", "carol") as (alice, bob, carol):
+            alice.send({"type": "create", "room": "vault", "private": True, "topic": "keys", "id": "c"})
+            alice.expect("joined", id="c")
+            for action, user in (("invite", "bob"), ("promote", "bob"), ("ban", "carol")):
+                alice.send({"type": action, "room": "vault", "user": user, "id": action})
+                alice.expect("room", id=action)
+            alice.send({"type": "audit", "room": "vault", "id": "a"})
+            assert len(alice.expect("audit", id="a")["entries"]) == 3  # all stored by now
+    finally:
+        server.stop()
+    restarted = ServerProcess("--data-dir", str(data_dir)).start()
+    try:
+        url = restarted.base_url
+        with clients(url, "alice", "bob", "carol", "root") as (alice, bob, carol, root):
+            assert root.welcome["admin"] is True
+            assert bob.welcome["rooms"] == ["vault"]
+            state = bob.join("vault")
+            assert (state["private"], state["topic"], state["roles"]) == (
+                True,
+                "keys",
+                {"alice": "owner", "bob": "moderator"},
+            )
+            assert state["banned"] == ["carol"]  # bob moderates: he sees the ban
+            assert refusal(carol, {"type": "join", "room": "vault"})["code"] == "unknown_room"
+            carol.send({"type": "rooms"})
+            assert carol.expect("rooms")["rooms"] == []
+            assert refusal(carol, {"type": "history", "room": "vault"})["code"] == "unknown_room"
+    finally:
+        restarted.stop()

@@ -157,6 +157,17 @@ class Moderation:
 
     # ------------------------------------------------------------ accounts and the audit log
 
+    def admin_changed(self, name: str, admin: bool) -> None:
+        """A user became a server admin or stopped being one: the hub knows at once, and so do their sessions."""
+        if admin:
+            self.hub.admins.add(name)
+        else:
+            self.hub.admins.discard(name)
+        known = self.hub.users.get(name)
+        if known is not None and known.sessions:
+            frame = server_frames.encode({"type": "admin", "admin": admin})
+            self.writer.deliver([Delivery(frame, tuple(known.sessions.values()))])
+
     def _check_disable(self, actor: User, name: str) -> None:
         if actor.name not in self.hub.admins:
             raise forbidden("only server admins may disable accounts")

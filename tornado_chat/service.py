@@ -390,15 +390,7 @@ class ChatService:
         self.hub.add_user(name)
 
     def admin_changed(self, name: str, admin: bool) -> None:
-        """A user became a server admin or stopped being one: the hub knows at once, and so do their sessions."""
-        if admin:
-            self.hub.admins.add(name)
-        else:
-            self.hub.admins.discard(name)
-        known = self.hub.users.get(name)
-        if known is not None and known.sessions:
-            frame = server_frames.encode({"type": "admin", "admin": admin})
-            self.deliver([Delivery(frame, tuple(known.sessions.values()))])
+        self.moderation.admin_changed(name, admin)
 
     def user_removed(self, name: str) -> None:
         for session in self.hub.remove_user(name):
