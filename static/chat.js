@@ -10,6 +10,8 @@ import { api, ApiError, NetworkError } from "./api.js";
 import { ChatState, parseKey, personKey, roomKey } from "./chatstate.js";
 import { backoffDelay, Link } from "./connection.js";
 import { $, avatar, dayKey, dayLabel, fill, formatFull, formatTime, h, linkify, patchChildren } from "./dom.js";
+import { applyChange, applyMemberEvent, applyRoomState, newRoom } from "./moderation.js";
+import * as roomview from "./roomview.js";
 
 const ROOM_RULE = /^[a-z0-9_-]{1,64}$/;
 const NAME_RULE = /^[A-Za-z0-9_.-]{1,32}$/;
@@ -46,8 +48,12 @@ class Chat {
       storage: browserStorage("localStorage"),
       tabStorage: browserStorage("sessionStorage"),
     });
-    this.rooms = new Map(); // name -> {name, members, online, member, names}
+    this.rooms = new Map(); // name -> moderation.newRoom(): {name, members, online, member, names, private, topic, roles, banned}
     this.online = new Set();
+    this.admin = false; // a server admin (the welcome says; an `admin` frame changes it)
+    this.editor = new roomview.Editor(this);
+    this.actions = new Map(); // id -> what, for frames that answer with their id (roomview.js)
+    this.actionCount = 0;
     this.limits = config.limits;
     this.wantOpen = null; // a room we asked to join and will open once joined
     this.pumpTimer = null;
@@ -110,7 +116,7 @@ class Chat {
   room(name) {
     let room = this.rooms.get(name);
     if (!room) {
-      room = { name, members: 0, online: 0, member: false, names: null };
+      room = newRoom(name);
       this.rooms.set(name, room);
     }
     return room;
@@ -144,6 +150,15 @@ class Chat {
     return this.link.send(frame);
   }
 
+  notice(text) {
+    toast(text);
+  }
+
+  messageMember(name) {
+    $("members").open = false;
+    this.startConversation(name);
+  }
+
   // ------------------------------------------------------------ frames
 
   onFrame(frame) {
@@ -167,6 +182,16 @@ class Chat {
         return this.renderPeople();
       case "rooms":
         return this.onRooms(frame);
+      case "room":
+        return this.onRoomState(frame);
+      case "removed":
+        return this.onRemoved(frame);
+      case "edited":
+      case "deleted":
+        return this.onChange(frame);
+      case "admin":
+        this.admin = Boolean(frame.admin);
+        return this.renderAll();
       case "error":
         return this.onError(frame);
       default:
@@ -184,6 +209,7 @@ class Chat {
     $("composer-text").maxLength = this.limits.text_chars;
     this.state.welcome(welcome, this.link.sinceUsed);
     this.welcomed = true;
+    this.admin = Boolean(welcome.admin);
     const member = new Set(welcome.rooms);
     for (const room of this.rooms.values()) room.member = member.has(room.name);
     for (const name of member) this.room(name).member = true;
@@ -239,12 +265,18 @@ class Chat {
 
   onMembership(frame) {
     const room = this.room(frame.room);
-    room.member = frame.type === "joined";
-    room.members = frame.members.length;
-    room.names = new Set(frame.members);
-    room.online = frame.online.length;
+    if (frame.type === "joined") {
+      applyRoomState(room, frame, this.me); // members, roles, topic, kind
+    } else {
+      room.member = false;
+      room.members = frame.members.length;
+      room.names = new Set(frame.members);
+      room.online = frame.online.length;
+    }
     for (const name of frame.online) if (name !== this.me) this.online.add(name);
-    if (frame.type === "joined" && this.wantOpen === frame.room) {
+    if (roomview.actionAnswered(this, frame)?.kind === "create") {
+      roomview.roomCreated(this, frame);
+    } else if (frame.type === "joined" && this.wantOpen === frame.room) {
       this.wantOpen = null;
       this.openConversation(roomKey(frame.room));
     } else if (frame.type === "left" && this.openKey === roomKey(frame.room)) {
@@ -257,29 +289,57 @@ class Chat {
 
   onMember(frame) {
     const room = this.room(frame.room);
-    room.members = frame.count;
-    if (frame.event === "joined") {
-      room.names?.add(frame.user);
-      this.online.add(frame.user); // joining takes an open session
-    } else {
-      room.names?.delete(frame.user);
-    }
+    if (applyMemberEvent(room, frame) && frame.event === "joined") this.online.add(frame.user); // joining takes an open session
     this.renderSidebar();
     this.renderHeader();
   }
 
   onRooms(frame) {
+    const listed = new Set(frame.rooms.map((entry) => entry.room));
+    // The list is every room we may see: one missing from it (a private room we left) is forgotten.
+    for (const name of this.rooms.keys()) if (!listed.has(name)) this.rooms.delete(name);
     for (const entry of frame.rooms) {
       const room = this.room(entry.room);
       room.members = entry.members;
       room.online = entry.online;
       room.member = entry.member;
+      room.private = Boolean(entry.private);
+      room.topic = entry.topic ?? "";
     }
     this.renderSidebar();
     this.renderHeader();
   }
 
+  /** A room's new state (roles, topic, bans, members): the answer to our action, or news of someone's. */
+  onRoomState(frame) {
+    roomview.actionAnswered(this, frame);
+    applyRoomState(this.room(frame.room), frame, this.me);
+    this.renderSidebar();
+    this.renderHeader();
+  }
+
+  /** We were kicked or banned: the room goes, and a private one is forgotten altogether. */
+  onRemoved(frame) {
+    const room = this.room(frame.room);
+    room.member = false;
+    room.names = null;
+    if (room.private) this.rooms.delete(frame.room);
+    this.state.markRead(roomKey(frame.room));
+    if (this.openKey === roomKey(frame.room)) this.openConversation(null);
+    toast(`${frame.by} ${frame.reason === "banned" ? "banned you from" : "removed you from"} #${frame.room}.`);
+    this.send({ type: "rooms" });
+    this.renderAll();
+  }
+
+  /** A message was edited or deleted (ours: the answer to our edit or delete). */
+  onChange(frame) {
+    roomview.actionAnswered(this, frame);
+    const outcome = applyChange(this.state, frame);
+    if (outcome?.changed && outcome.key === this.openKey) this.renderMessages();
+  }
+
   onError(error) {
+    if (roomview.actionFailed(this, error)) return;
     const item = this.state.settleByError(error);
     if (item) {
       if (item.key === this.openKey) this.renderMessages();
@@ -290,7 +350,9 @@ class Chat {
       setTimeout(() => this.send({ type: "resume", since: this.state.cursor }), 2000);
       return;
     }
-    if (error.code === "bad_room" || (error.code === "not_member" && this.wantOpen)) {
+    const joinRefused = ["not_member", "unknown_room", "banned"].includes(error.code) && this.wantOpen;
+    if (error.code === "bad_room" || joinRefused) {
+      if (joinRefused && !this.rooms.get(this.wantOpen)?.member) this.rooms.delete(this.wantOpen);
       this.wantOpen = null;
       $("join-error").textContent = error.message;
       return;
@@ -320,6 +382,7 @@ class Chat {
   /** Send what waits for the link; `includeFailed`: also what failed (after a reconnect). */
   flushPending(includeFailed) {
     if (!this.canSend()) return;
+    if (includeFailed) roomview.resendChanges(this); // after a reconnect
     if (this.state.queueUnsent(includeFailed)) this.pump();
   }
 
@@ -361,6 +424,7 @@ class Chat {
       key = null;
     }
     this.state.select(key);
+    this.editor.follow(key);
     document.body.classList.toggle("conversation-open", key !== null);
     $("jump").hidden = true;
     if (key !== null) {
@@ -380,7 +444,7 @@ class Chat {
       $("join-error").textContent = "Room names are 1-64 characters: a-z, 0-9, - and _.";
       return false;
     }
-    if (this.room(name).member) {
+    if (this.rooms.get(name)?.member) {
       this.openConversation(roomKey(name));
       return true;
     }
@@ -589,17 +653,17 @@ class Chat {
           button.setAttribute("aria-current", active ? "true" : "false");
           button.setAttribute(
             "aria-label",
-            `#${room.name}, ${plural(room.members, "member")}${unread ? `, ${plural(unread, "unread message")}` : ""}`,
+            `#${room.name}${roomview.privateLabel(room)}, ${plural(room.members, "member")}${unread ? `, ${plural(unread, "unread message")}` : ""}`,
           );
           fill(
             button,
-            h("span", { class: "hash", "aria-hidden": "true" }, "#"),
+            room.private ? h("span", { class: "hash lock", "aria-hidden": "true" }) : h("span", { class: "hash", "aria-hidden": "true" }, "#"),
             h("span", { class: "conv-name" }, room.name),
             h("span", { class: "member-count", title: plural(room.members, "member") }, String(room.members)),
             unread ? h("span", { class: "badge" }, String(unread)) : null,
           );
         };
-        return { key, sig: `${room.members}|${unread}|${active}`, create: () => this.conversationItem(key, fillItem), update: fillItem };
+        return { key, sig: `${room.members}|${unread}|${active}|${room.private}`, create: () => this.conversationItem(key, fillItem), update: fillItem };
       }),
       this.welcomed ? "No rooms yet: join one below." : "",
     );
@@ -679,6 +743,9 @@ class Chat {
     $("scroller").hidden = conversation === null;
     $("composer").hidden = conversation === null;
     members.hidden = true;
+    const topic = conversation?.kind === "room" ? this.room(conversation.name).topic : "";
+    $("conv-topic").hidden = !topic;
+    $("conv-topic").textContent = topic;
     if (!conversation) {
       title.textContent = "Welcome";
       subtitle.replaceChildren(`Logged in as ${this.me}`);
@@ -698,30 +765,10 @@ class Chat {
       );
       patchList(
         $("member-list"),
-        names.map((name) => {
-          const online = this.isOnline(name);
-          return {
-            key: name,
-            sig: `${online}`,
-            create: () => {
-              const label = h(
-                "span",
-                { class: "member" },
-                h("span", { class: `presence ${online ? "online" : "offline"}`, "aria-hidden": "true" }),
-                name === this.me ? `${name} (you)` : name,
-                h("span", { class: "visually-hidden" }, online ? ", online" : ", offline"),
-              );
-              if (name === this.me) return h("li", {}, label);
-              const open = () => {
-                members.open = false;
-                this.startConversation(name);
-              };
-              return h("li", {}, h("button", { type: "button", class: "member-button", title: `Message ${name}`, onclick: open }, label));
-            },
-          };
-        }),
+        names.map((name) => roomview.memberEntry(this, room, name, this.isOnline(name))),
         "Loading…",
       );
+      roomview.renderRoomTools(this, room);
     } else {
       const online = this.isOnline(conversation.name);
       title.textContent = conversation.name === this.me ? `${conversation.name} (you)` : conversation.name;
@@ -777,6 +824,7 @@ class Chat {
     const previousHeight = scroller.scrollHeight;
     const previousTop = scroller.scrollTop;
     const items = [];
+    const rights = roomview.rightsIn(this, conversation); // which Edit and Delete buttons show
     let previous = null;
     const push = (entry) => {
       const date = new Date(entry.ts);
@@ -787,13 +835,14 @@ class Chat {
       const grouped = previous !== null && previous.day === day && previous.from === entry.from && date - previous.date < GROUP_GAP_MS;
       items.push({
         key: entry.key,
-        sig: `${grouped}|${entry.state ?? ""}|${entry.stateLabel ?? ""}`,
+        sig: `${grouped}|${entry.state ?? ""}|${entry.stateLabel ?? ""}|${entry.rev ?? 0}|${rights}`,
         create: () => this.messageItem(entry, grouped, date),
       });
       previous = { day, from: entry.from, date };
     };
     for (const message of conversation.sorted()) {
-      push({ key: `m:${message.seq}`, from: message.from, text: message.text, ts: message.ts, seq: message.seq });
+      const { seq, from, text, ts, edited, deleted } = message;
+      push({ key: `m:${seq}`, from, text, ts, seq, edited, deleted, rev: message.rev ?? 0 });
     }
     for (const item of this.state.pendingIn(conversation.key)) {
       push({ key: `p:${item.id}`, from: this.me, text: item.text, ts: item.ts, id: item.id, state: item.state, stateLabel: this.pendingLabel(item) });
@@ -832,8 +881,11 @@ class Chat {
     const time = h("time", { datetime: date.toISOString(), title: formatFull(date) }, formatTime(date));
     if (!grouped && !own) body.append(h("div", { class: "sender" }, entry.from));
     else body.append(h("span", { class: "visually-hidden sender" }, own ? "You" : entry.from));
-    const bubble = h("div", { class: "bubble" }, h("p", { class: "text" }, linkify(entry.text)), h("span", { class: "meta" }, time));
+    const meta = h("span", { class: "meta" }, roomview.editedMark(entry), time);
+    const bubble = h("div", { class: "bubble" }, roomview.messageText(entry, linkify), meta);
     body.append(bubble);
+    const actions = roomview.messageActions(this, entry);
+    if (actions) body.append(actions);
     if (entry.state) {
       const status = h("div", { class: "delivery" }, h("span", {}, entry.stateLabel));
       if (entry.state === "failed") {
@@ -985,7 +1037,7 @@ function bindChat() {
   };
   $("composer").addEventListener("submit", (event) => {
     event.preventDefault();
-    if (chat?.compose(textarea.value)) {
+    if (chat?.editor.editing ? chat.editor.submit(textarea.value) : chat?.compose(textarea.value)) {
       textarea.value = "";
       fit();
     }
@@ -995,8 +1047,15 @@ function bindChat() {
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
       event.preventDefault();
       $("composer").requestSubmit();
+    } else if (event.key === "ArrowUp" && !textarea.value && chat?.editor.startLast()) {
+      event.preventDefault(); // edit our last message, as Slack does
+    } else if (event.key === "Escape" && chat?.editor.editing) {
+      event.preventDefault();
+      chat.editor.cancel();
     }
   });
+  $("edit-cancel").addEventListener("click", () => chat?.editor.cancel());
+  roomview.bindRoomControls(() => chat);
   textarea.addEventListener("input", fit);
 
   $("join-form").addEventListener("submit", (event) => {

@@ -175,9 +175,10 @@ def test_room_list_counts_members(base_url: str) -> None:
         ben.join("beta")
         ann.send({"type": "rooms"})
         rooms = ann.expect("rooms")["rooms"]
+        public = {"private": False, "topic": ""}
         assert rooms == [
-            {"room": "alpha", "members": 2, "online": 2, "member": True},
-            {"room": "beta", "members": 1, "online": 1, "member": False},
+            {"room": "alpha", "members": 2, "online": 2, "member": True, **public},
+            {"room": "beta", "members": 1, "online": 1, "member": False, **public},
         ]
 
 

@@ -43,11 +43,11 @@ BAD_FRAMES = [
     ('{"type": "send", "id": "a", "room": "lobby", "text": "\\u0007\\u0000"}', "bad_text"),
     ('{"type": "send", "id": "a", "room": "lobby", "text": "' + "x" * 4001 + '"}', "bad_text"),
     ('{"type": "send", "id": "a", "room": "lobby", "text": "\\ud800"}', "bad_text"),
-    ('{"type": "send", "id": "a", "room": "nowhere", "text": "hi"}', "not_member"),
+    ('{"type": "send", "id": "a", "room": "nowhere", "text": "hi"}', "unknown_room"),
     ('{"type": "send", "id": "a", "to": "nobody", "text": "hi"}', "unknown_user"),
     ('{"type": "send", "id": "a", "to": "no such user!", "text": "hi"}', "unknown_user"),
-    ('{"type": "leave", "room": "nowhere"}', "not_member"),
-    ('{"type": "history", "room": "nowhere"}', "not_member"),
+    ('{"type": "leave", "room": "nowhere"}', "unknown_room"),
+    ('{"type": "history", "room": "nowhere"}', "unknown_room"),
     ('{"type": "history", "with": "nobody"}', "unknown_user"),
     ('{"type": "history", "room": "lobby", "limit": 0}', "bad_frame"),
     ('{"type": "history", "room": "lobby", "limit": 201}', "bad_frame"),
@@ -71,7 +71,7 @@ def test_bad_frame_gets_an_error_and_the_connection_stays_open(base_url: str, ra
 def test_error_frames_carry_the_frame_id(base_url: str) -> None:
     with clients(base_url, "alice") as (alice,):
         alice.send({"type": "send", "id": "m-1", "room": "nowhere", "text": "hi"})
-        assert alice.expect("error", id="m-1")["code"] == "not_member"
+        assert alice.expect("error", id="m-1")["code"] == "unknown_room"
         alice.send({"type": "join", "id": 42, "room": "BAD"})
         assert alice.expect("error", id=42)["code"] == "bad_room"
 

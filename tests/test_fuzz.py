@@ -40,7 +40,17 @@ SEEDS: list[dict[str, object]] = [
     {"type": "history", "with": "talker-a"},
     {"type": "rooms"},
     {"type": "resume", "since": 0},
+    {"type": "create", "room": "fuzz-own", "private": True, "topic": "mine"},
+    {"type": "invite", "room": "fuzz-own", "user": "talker-b"},
+    {"type": "kick", "room": "fuzz", "user": "talker-b"},
+    {"type": "ban", "room": "fuzz-own", "user": "talker-a"},
+    {"type": "topic", "room": "fuzz", "topic": "taken over"},
+    {"type": "edit", "seq": 1, "text": "rewritten"},
+    {"type": "delete", "seq": 2},
+    {"type": "disable", "user": "talker-b"},
+    {"type": "audit", "room": "fuzz", "limit": 5},
 ]
+FIELDS = ["type", "room", "to", "with", "text", "id", "before", "limit", "since", "from", "user", "seq", "topic"]
 ODD_VALUES: list[object] = [
     *(None, True, -1, 0, 2**70, 1.5, "", "x" * 5000, "\u0000\u202e", "\ud800", [], {}, [[[]]], "fuzz"),
 ]
@@ -57,9 +67,7 @@ def mutate(rng: random.Random) -> tuple[int, bytes]:
         return 0x1, ("[" * rng.randint(100, 20000)).encode()
     frame = dict(rng.choice(SEEDS))
     if choice < 0.5:
-        frame[rng.choice(["type", "room", "to", "with", "text", "id", "before", "limit", "since", "from"])] = (
-            rng.choice(ODD_VALUES)
-        )
+        frame[rng.choice(FIELDS)] = rng.choice(ODD_VALUES)
     text = json.dumps(frame).encode()
     if choice > 0.7:
         data = bytearray(text)
@@ -78,6 +86,7 @@ def mutate(rng: random.Random) -> tuple[int, bytes]:
 
 # Frame types that answer a client's own frame; each frame the server reads gets exactly one of them, or a close.
 REPLIES = {"ack", "error", "joined", "left", "pong", "history", "rooms", "resumed"}
+REPLIES |= {"room", "edited", "deleted", "disabled", "audit"}
 
 
 def fuzz(port: int, token: str, seed: int, counts: list[int]) -> None:

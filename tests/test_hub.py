@@ -127,7 +127,15 @@ def test_membership_belongs_to_the_user() -> None:
     changed, deliveries = hub.join(tab1, "lobby")
     assert changed
     assert frames_for(deliveries, tab2) == [
-        {"type": "joined", "room": "lobby", "members": ["alice"], "online": ["alice"]}
+        {
+            "type": "joined",
+            "room": "lobby",
+            "members": ["alice"],
+            "online": ["alice"],
+            "private": False,
+            "topic": "",
+            "roles": {},
+        }
     ]
     changed, _ = hub.join(tab2, "lobby")
     assert not changed
@@ -137,6 +145,11 @@ def test_membership_belongs_to_the_user() -> None:
 def test_targets_are_checked() -> None:
     hub = Hub()
     alice, _ = open_(hub, "alice", "a")
+    bob, _ = open_(hub, "bob", "b")
+    with pytest.raises(ProtocolError) as missing:
+        hub.check_target(alice.user, "lobby", None)
+    assert missing.value.code == "unknown_room"
+    hub.join(bob, "lobby")
     with pytest.raises(ProtocolError) as not_member:
         hub.check_target(alice.user, "lobby", None)
     assert not_member.value.code == "not_member"

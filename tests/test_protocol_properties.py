@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tornado_chat import protocol, server_frames
+from tornado_chat import protocol, room_frames, server_frames
 from tornado_chat.protocol import CLIENT_FRAME_TYPES, ProtocolError
 
 pytestmark = pytest.mark.unit
@@ -24,6 +24,13 @@ CLIENT_FRAMES = (
     protocol.History,
     protocol.ListRooms,
     protocol.Resume,
+    room_frames.CreateRoom,
+    room_frames.MemberAction,
+    room_frames.SetTopic,
+    room_frames.Edit,
+    room_frames.Delete,
+    room_frames.Disable,
+    room_frames.Audit,
 )
 
 json_values = st.recursive(
@@ -36,7 +43,10 @@ frame_like = st.fixed_dictionaries(
     {"type": st.sampled_from(CLIENT_FRAME_TYPES) | st.text(max_size=10)},
     optional={
         key: json_values | st.text(max_size=100)
-        for key in ("id", "room", "to", "with", "text", "before", "limit", "since", "from")
+        for key in (
+            *("id", "room", "to", "with", "text", "before", "limit", "since", "from"),
+            *("user", "seq", "topic", "private"),
+        )
     },
 )
 

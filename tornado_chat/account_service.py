@@ -25,9 +25,13 @@ from .passwords import hash_password, password_problem, verify_password
 from .protocol import USERNAME_PATTERN
 from .settings import Settings
 from .store import (
+    ADMIN_GRANTED,
+    ADMIN_REVOKED,
     LOGIN_REVOKED,
     PASSWORD_CHANGED,
     USER_ADDED,
+    USER_DISABLED,
+    USER_ENABLED,
     USER_REMOVED,
     AccountStore,
     AuthEvent,
@@ -43,6 +47,7 @@ LOGIN_WINDOW_S = 60.0
 CLOSE_LOGGED_OUT = "logged out"
 CLOSE_PASSWORD_CHANGED = "password changed"
 CLOSE_ACCOUNT_REMOVED = "account removed"
+CLOSE_ACCOUNT_DISABLED = "account disabled"
 # Expired login sessions are dropped from memory this often.
 PRUNE_INTERVAL_S = 600.0
 USERNAME_RULE = "1-32 characters of A-Z, a-z, 0-9, _, . and -"
@@ -66,10 +71,15 @@ class AccountListener(Protocol):
 
     def user_removed(self, name: str) -> None: ...
 
+    def admin_changed(self, name: str, admin: bool) -> None:
+        """The user became a server admin (``admin``) or stopped being one."""
+        ...
+
     def logins_ended(self, user: str, login_ids: set[str] | None, reason: str) -> None:
         """Close the user's connections made with these login sessions (all of them when None).
 
-        ``reason`` is the close frame's reason: ``logged out``, ``password changed`` or ``account removed``.
+        ``reason`` is the close frame's reason: ``logged out``, ``password changed``, ``account removed`` or
+        ``account disabled``.
         """
         ...
 
@@ -99,9 +109,10 @@ class AccountService:
         self._pruned_at = monotonic()
 
     def restore(self, snapshot: Snapshot) -> None:
+        disabled = snapshot.moderation.disabled
         for row in snapshot.accounts:
             if not row.removed:
-                self.accounts.add(Account(row.name, row.password_hash, row.guest))
+                self.accounts.add(Account(row.name, row.password_hash, row.guest, row.name in disabled))
         for login in snapshot.logins:
             self.accounts.open_login(Login(login.login_id, login.user, login.expires))
         self.last_event_id = snapshot.last_auth_event
@@ -190,6 +201,8 @@ class AccountService:
         if not matches:
             self._failed(address, name)
             raise AuthError(401, "bad_credentials", "wrong user name or password")
+        if account is not None and account.disabled:
+            raise AuthError(403, "account_disabled", "this account is disabled; ask an administrator")
         self.by_name.succeeded(name)
         return await self._open_login(name)
 
@@ -235,6 +248,25 @@ class AccountService:
         self._password_changed(claims.user, new_hash)
         return await self._open_login(claims.user)
 
+    async def disable(self, name: str, actor: str) -> bool:
+        """Disable an account at once (an admin's ``disable`` frame): its tokens die and its sockets close.
+
+        False when there is no such account or it was disabled already; raises ``StoreError``.
+        """
+        if not await self.store.set_disabled(name, True, actor):
+            return False
+        self._disabled(name, True)
+        return True
+
+    def _disabled(self, name: str, disabled: bool) -> None:
+        account = self.accounts.accounts.get(name)
+        if account is None or account.disabled == disabled:
+            return
+        account.disabled = disabled
+        if disabled:
+            self.accounts.revoke_user(name)
+            self.listener.logins_ended(name, None, CLOSE_ACCOUNT_DISABLED)
+
     def _password_changed(self, user: str, new_hash: str | None) -> None:
         account = self.accounts.accounts.get(user)
         if account is not None and new_hash is not None:
@@ -271,6 +303,10 @@ class AccountService:
                 self.accounts.remove(event.user)
                 self.listener.logins_ended(event.user, None, CLOSE_ACCOUNT_REMOVED)
                 self.listener.user_removed(event.user)
+        elif event.kind in (USER_DISABLED, USER_ENABLED):
+            self._disabled(event.user, event.kind == USER_DISABLED)
+        elif event.kind in (ADMIN_GRANTED, ADMIN_REVOKED):
+            self.listener.admin_changed(event.user, event.kind == ADMIN_GRANTED)
         elif event.kind == USER_ADDED and event.user not in self.accounts.accounts:
             row = await self.store.account(event.user)
             if row is not None and not row.removed:

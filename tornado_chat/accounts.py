@@ -14,9 +14,12 @@ GUEST_PREFIX = "guest-"
 
 @dataclass(slots=True)
 class Account:
+    """An account; a ``disabled`` one keeps its name but cannot log in, and its tokens are void."""
+
     name: str
     password_hash: str | None
     guest: bool = False
+    disabled: bool = False
 
 
 @dataclass(slots=True)
@@ -59,7 +62,10 @@ class Accounts:
     def valid(self, login_id: str, user: str, now: float) -> bool:
         """Whether a token's login session is open, belongs to ``user`` and has not expired."""
         login = self.logins.get(login_id)
-        return login is not None and login.user == user and login.expires > now and user in self.accounts
+        if login is None or login.user != user or login.expires <= now:
+            return False
+        account = self.accounts.get(user)
+        return account is not None and not account.disabled
 
     def prune(self, now: float) -> int:
         """Drop expired login sessions; returns how many."""

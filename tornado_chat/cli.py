@@ -17,7 +17,7 @@ from pathlib import Path
 import prometheus_client
 
 from . import __version__
-from .admin import AdminError, add_user_commands, run_user_command
+from .admin import AdminError, add_audit_command, add_user_commands, run_audit_command, run_user_command
 from .logs import setup_logging
 from .memory_store import MemoryStore
 from .server import ChatServer
@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", help="with no command, run the server")
     add_user_commands(commands)
+    add_audit_command(commands)
     return parser
 
 
@@ -55,9 +56,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except SettingsError as exc:
         print(f"tornado-chat: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if args.command == "user":
+    if args.command in ("user", "audit"):
+        run = run_user_command if args.command == "user" else run_audit_command
         try:
-            run_user_command(args, settings.data_dir, settings.sync)
+            run(args, settings.data_dir, settings.sync)
         except AdminError as exc:
             print(f"tornado-chat: error: {exc}", file=sys.stderr)
             return EXIT_FAILURE

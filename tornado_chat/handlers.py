@@ -24,6 +24,8 @@ from .store import StoreError
 from .tokens import Claims, TokenError
 
 STATIC_MAX_AGE_S = 365 * 24 * 3600
+# A private room is, to a non-member, a room that does not exist: both are 404 unknown_room.
+_HISTORY_STATUS = {ErrorCode.NOT_MEMBER: 403, ErrorCode.UNKNOWN_USER: 404, ErrorCode.UNKNOWN_ROOM: 404}
 
 
 class ApiBackend(Protocol):
@@ -217,7 +219,7 @@ class HistoryHandler(BaseHandler):
             request = protocol.parse_history(query)
             page = await self.server.history_page(claims.user, request)
         except ProtocolError as exc:
-            status = 403 if exc.code == ErrorCode.NOT_MEMBER else 404 if exc.code == ErrorCode.UNKNOWN_USER else 400
+            status = _HISTORY_STATUS.get(exc.code, 400)
             raise ApiError(status, exc.code.value, exc.message) from None
         except StoreError:
             raise ApiError(503, "unavailable", "history is unavailable; try again", {"Retry-After": "1"}) from None

@@ -14,19 +14,33 @@ from typing import NamedTuple
 
 from . import server_frames
 from .protocol import ErrorCode, ProtocolError
+from .roles import MODERATOR_RANK, actor_rank
 from .server_frames import Message
 from .session import Session, User
 
 
 class Room:
-    """A room and its members (user names). The tuple of online member sessions is cached for fan-out."""
+    """A room and its members (user names). The tuple of online member sessions is cached for fan-out.
 
-    __slots__ = ("_online", "members", "name")
+    A ``private`` room is seen only by its members (and server admins); ``roles`` holds the members who are
+    more than plain members (owner, moderators); ``banned`` users cannot join.
+    """
+
+    __slots__ = ("_online", "banned", "members", "name", "private", "roles", "topic")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.members: set[str] = set()
         self._online: tuple[Session, ...] | None = None
+        self.private = False
+        self.topic = ""
+        self.roles: dict[str, str] = {}
+        self.banned: set[str] = set()
+
+
+def no_room(room_name: str) -> ProtocolError:
+    """The refusal for a room that does not exist, and for a private room to a non-member: the same words."""
+    return ProtocolError(ErrorCode.UNKNOWN_ROOM, f"there is no room called {room_name!r}")
 
 
 class Delivery(NamedTuple):
@@ -46,6 +60,8 @@ class Hub:
         self.users_online = 0
         # Highest sequence number handed out so far (committed by the store).
         self.last_seq = 0
+        # Server admins: they see every room and outrank everyone in it.
+        self.admins: set[str] = set()
 
     # ------------------------------------------------------------ state
 
@@ -58,6 +74,7 @@ class Hub:
 
     def remove_user(self, name: str) -> list[Session]:
         """Forget a user (account deleted); returns their open sessions for the caller to close."""
+        self.admins.discard(name)
         user = self.users.pop(name, None)
         if user is None:
             return []
@@ -81,12 +98,47 @@ class Hub:
         if room_name not in self.rooms:
             self._create_room(room_name)
 
+    def restore_room_state(self, room_name: str, private: bool, topic: str) -> None:
+        room = self.rooms.get(room_name) or self._create_room(room_name)
+        room.private = private
+        room.topic = topic
+
+    def restore_role(self, room_name: str, user_name: str, role: str) -> None:
+        """Load a member's role (owner, moderator); ignored for a room or a member no longer there."""
+        room = self.rooms.get(room_name)
+        if room is not None and user_name in room.members:
+            room.roles[user_name] = role
+
+    def restore_ban(self, room_name: str, user_name: str) -> None:
+        (self.rooms.get(room_name) or self._create_room(room_name)).banned.add(user_name)
+
     def restore_contact(self, a: str, b: str) -> None:
         self.add_user(a).contacts.add(b)
         self.add_user(b).contacts.add(a)
 
     def _create_room(self, name: str) -> Room:
         room = self.rooms[name] = Room(name)
+        return room
+
+    def create_room(self, name: str) -> Room:
+        """A new, empty public room; raises ``room_exists`` when the name is taken (by any room)."""
+        if name in self.rooms:
+            raise ProtocolError(ErrorCode.ROOM_EXISTS, f"the room name {name!r} is taken")
+        return self._create_room(name)
+
+    def may_see(self, room: Room, name: str) -> bool:
+        """Whether user ``name`` may know that ``room`` exists: public rooms, their own, any for admins."""
+        return not room.private or name in room.members or name in self.admins
+
+    def rank(self, room: Room, name: str) -> int:
+        """The rank of user ``name`` acting in ``room`` (``roles``)."""
+        return actor_rank(room.roles.get(name), name in room.members, name in self.admins)
+
+    def visible_room(self, name: str, user: User) -> Room:
+        """The room called ``name`` if ``user`` may see it; raises ``unknown_room`` otherwise."""
+        room = self.rooms.get(name)
+        if room is None or not self.may_see(room, user.name):
+            raise no_room(name)
         return room
 
     def online_sessions(self, room: Room) -> tuple[Session, ...]:
@@ -165,32 +217,43 @@ class Hub:
         user = session.user
         room = self.rooms.get(room_name) or self._create_room(room_name)
         changed = user.name not in room.members
-        deliveries: list[Delivery] = []
-        if changed:
-            others = self.online_sessions(room)
-            room.members.add(user.name)
-            user.rooms.add(room_name)
-            room._online = None
-            if others:
-                deliveries.append(Delivery(self._member_frame(room, user.name, "joined"), others))
-        deliveries.append(Delivery(self._membership_frame("joined", room), tuple(user.sessions.values())))
+        if changed and user.name not in self.admins:
+            if room.private:
+                raise no_room(room_name)  # a name taken, and nothing else about the room
+            if user.name in room.banned:
+                raise ProtocolError(ErrorCode.BANNED, f"you are banned from room {room_name!r}")
+        deliveries = self.add_member(user, room, "joined") if changed else []
+        frame = self.room_frame("joined", room, self.rank(room, user.name) >= MODERATOR_RANK)
+        deliveries.append(Delivery(frame, tuple(user.sessions.values())))
         return changed, deliveries
+
+    def add_member(self, user: User, room: Room, event: str, by: str | None = None) -> list[Delivery]:
+        """Make ``user`` a member of ``room`` (no checks); the ``member`` event for the other members."""
+        others = self.online_sessions(room)
+        room.members.add(user.name)
+        user.rooms.add(room.name)
+        room._online = None
+        return [Delivery(self._member_frame(room, user.name, event, by), others)] if others else []
+
+    def remove_member(self, user: User, room: Room, event: str, by: str | None = None) -> list[Delivery]:
+        """End ``user``'s membership of ``room`` (no checks); the ``member`` event for the other members."""
+        self._drop_member(user, room)
+        others = self.online_sessions(room)
+        return [Delivery(self._member_frame(room, user.name, event, by), others)] if others else []
 
     def leave(self, session: Session, room_name: str) -> list[Delivery]:
         """End the user's membership of ``room_name``; raises ``not_member`` if there is none."""
         user = session.user
-        room = self.rooms.get(room_name)
-        if room is None or user.name not in room.members:
+        room = self.visible_room(room_name, user)
+        if user.name not in room.members:
             raise ProtocolError(ErrorCode.NOT_MEMBER, f"you are not a member of room {room_name!r}")
-        self._drop_member(user, room)
-        deliveries = [Delivery(self._membership_frame("left", room), tuple(user.sessions.values()))]
-        others = self.online_sessions(room)
-        if others:
-            deliveries.append(Delivery(self._member_frame(room, user.name, "left"), others))
+        deliveries = self.remove_member(user, room, "left")
+        deliveries.insert(0, Delivery(self._membership_frame("left", room), tuple(user.sessions.values())))
         return deliveries
 
     def _drop_member(self, user: User, room: Room) -> None:
         room.members.discard(user.name)
+        room.roles.pop(user.name, None)
         user.rooms.discard(room.name)
         room._online = None
 
@@ -199,31 +262,58 @@ class Hub:
         online = [name for name in members if self.users[name].online]
         return server_frames.encode({"type": kind, "room": room.name, "members": members, "online": online})
 
+    def room_frame(self, kind: str, room: Room, with_bans: bool, frame_id: object = None) -> bytes:
+        """``joined`` or ``room``: the room's members, who is online, its kind, topic and roles.
+
+        ``with_bans`` (for its moderators, owner and admins) adds who is banned.
+        """
+        members = sorted(room.members)
+        frame: dict[str, object] = {
+            "type": kind,
+            "room": room.name,
+            "members": members,
+            "online": [name for name in members if self.users[name].online],
+            "private": room.private,
+            "topic": room.topic,
+            "roles": dict(sorted(room.roles.items())),
+        }
+        if with_bans:
+            frame["banned"] = sorted(room.banned)
+        if frame_id is not None:
+            frame["id"] = frame_id
+        return server_frames.encode(frame)
+
     @staticmethod
-    def _member_frame(room: Room, user_name: str, event: str) -> bytes:
-        return server_frames.encode(
-            {"type": "member", "room": room.name, "user": user_name, "event": event, "count": len(room.members)}
-        )
+    def _member_frame(room: Room, user_name: str, event: str, by: str | None = None) -> bytes:
+        frame = {"type": "member", "room": room.name, "user": user_name, "event": event, "count": len(room.members)}
+        if by is not None:
+            frame["by"] = by
+        return server_frames.encode(frame)
 
     def room_list(self, user: User) -> bytes:
-        """Every room with its member and online counts, and whether ``user`` is a member."""
+        """Every room ``user`` may see, with its member and online counts, and whether ``user`` is a member."""
         rooms = [
             {
                 "room": room.name,
                 "members": len(room.members),
                 "online": sum(1 for m in room.members if self.users[m].online),
                 "member": room.name in user.rooms,
+                "private": room.private,
+                "topic": room.topic,
             }
             for room in sorted(self.rooms.values(), key=lambda r: r.name)
+            if self.may_see(room, user.name)
         ]
         return server_frames.encode({"type": "rooms", "rooms": rooms})
 
     # ------------------------------------------------------------ messages
 
     def check_target(self, user: User, room: str | None, other_user: str | None) -> None:
-        """Raise ``not_member``/``unknown_user`` unless ``user`` may send to or read this room or conversation."""
+        """Raise ``unknown_room``/``not_member``/``unknown_user`` unless ``user`` may send to or read this room
+        or conversation. A private room is, to a non-member, a room that does not exist."""
         if room is not None:
             if room not in user.rooms:
+                self.visible_room(room, user)
                 raise ProtocolError(ErrorCode.NOT_MEMBER, f"you are not a member of room {room!r}")
         elif other_user not in self.users:
             raise ProtocolError(ErrorCode.UNKNOWN_USER, f"no user is called {other_user!r}")
@@ -261,3 +351,11 @@ class Hub:
         if recipient is not sender:
             sessions.extend(sender.sessions.values())
         return ([Delivery(frame, sessions)] if sessions else []), notices
+
+    def audience(self, message: Message) -> list[Session]:
+        """The open sessions that see ``message`` now: its room's members', or both sides' of a conversation."""
+        if message.room is not None:
+            room = self.rooms.get(message.room)
+            return list(self.online_sessions(room)) if room is not None else []
+        names = {message.sender, message.to or ""}
+        return [session for name in names if (user := self.users.get(name)) for session in user.sessions.values()]

@@ -8,24 +8,42 @@ history; older ones are dropped in chunks.
 from __future__ import annotations
 
 import bisect
+import dataclasses
+import time
+from collections.abc import Sequence
+from typing import TypeVar
 
 from .server_frames import Message
 from .store import (
     PASSWORD_CHANGED,
     USER_ADDED,
+    USER_DISABLED,
+    USER_ENABLED,
     USER_REMOVED,
     AccountRow,
     AppendCallback,
     AppendResult,
+    AuditEntry,
     AuthEvent,
+    BanChange,
+    ChangeCallback,
+    ChangeResult,
     Draft,
+    MembershipChange,
+    MessageChange,
+    ModerationSnapshot,
     Replay,
+    RoleChange,
+    RoomSettings,
+    RoomWrite,
     Snapshot,
     StoreObserver,
 )
 
 # The memory store keeps this many newest messages; older ones leave history.
 MEMORY_STORE_MAX_MESSAGES = 100_000
+
+T = TypeVar("T")
 
 
 class MemoryStore:
@@ -43,6 +61,13 @@ class MemoryStore:
         self._events: list[AuthEvent] = []
         # room -> {user: seq at join}; a member's replay covers room messages after that seq.
         self._members: dict[str, dict[str, int]] = {}
+        self._rooms: dict[str, RoomSettings] = {}
+        self._roles: dict[tuple[str, str], str] = {}  # (room, user) -> role
+        self._bans: set[tuple[str, str]] = set()
+        self._audit: list[AuditEntry] = []
+        self._disabled: set[str] = set()
+        # (rev, message) for every change, in order; a message changed again shows its newer rev.
+        self._changes: list[tuple[int, Message]] = []
 
     @property
     def healthy(self) -> bool:
@@ -60,6 +85,12 @@ class MemoryStore:
             memberships=[(u, r) for r, members in self._members.items() for u in members],
             accounts=list(self._accounts.values()),
             last_auth_event=len(self._events),
+            moderation=ModerationSnapshot(
+                rooms=list(self._rooms.values()),
+                roles=[RoleChange(room, user, role) for (room, user), role in self._roles.items()],
+                bans=sorted(self._bans),
+                disabled=set(self._disabled),
+            ),
         )
 
     @staticmethod
@@ -68,7 +99,7 @@ class MemoryStore:
             return ("room", room)
         return ("direct", *sorted((viewer, other or "")))
 
-    def _trim(self, messages: list[Message]) -> list[Message]:
+    def _trim(self, messages: list[T]) -> list[T]:
         """Drop the oldest tenth once a list is over the cap, so trimming costs O(1) per append on average."""
         if len(messages) <= self._max_messages:
             return []
@@ -135,12 +166,85 @@ class MemoryStore:
     async def account(self, name: str) -> AccountRow | None:
         return self._accounts.get(name)
 
+    async def set_disabled(self, name: str, disabled: bool, actor: str) -> bool:
+        account = self._accounts.get(name)
+        if account is None or account.removed or (name in self._disabled) == disabled:
+            return False
+        if disabled:
+            self._disabled.add(name)
+        else:
+            self._disabled.discard(name)
+        self._event(USER_DISABLED if disabled else USER_ENABLED, name)
+        self._record(AuditEntry(time.time(), actor, "disable" if disabled else "enable", None, name))
+        return True
+
     def set_membership(self, user: str, room: str, member: bool, seq: int) -> None:
         members = self._members.setdefault(room, {})
         if member:
             members.setdefault(user, seq)
         else:
             members.pop(user, None)
+            self._roles.pop((room, user), None)
+
+    def record(self, writes: Sequence[RoomWrite]) -> None:
+        for write in writes:
+            self._record(write)
+
+    def _record(self, write: RoomWrite) -> None:
+        match write:
+            case RoomSettings():
+                self._rooms[write.room] = write
+            case RoleChange(role=None):
+                self._roles.pop((write.room, write.user), None)
+            case RoleChange(role=str(role)):
+                self._roles[(write.room, write.user)] = role
+            case BanChange(banned=True):
+                self._bans.add((write.room, write.user))
+            case BanChange():
+                self._bans.discard((write.room, write.user))
+            case AuditEntry():
+                last_id = self._audit[-1].entry_id if self._audit else 0
+                self._audit.append(dataclasses.replace(write, entry_id=last_id + 1))
+                self._trim(self._audit)
+            case MembershipChange():
+                self.set_membership(write.user, write.room, write.member, write.seq)
+
+    def _find(self, seq: int) -> Message | None:
+        index = bisect.bisect_left(self._log, seq, key=_seq)
+        return self._log[index] if index < len(self._log) and self._log[index].seq == seq else None
+
+    def change(self, change: MessageChange, done: ChangeCallback) -> None:
+        message = self._find(change.seq)
+        if message is None:
+            done(ChangeResult(None, refused="missing"))
+        elif message.deleted:
+            done(ChangeResult(message, refused="deleted" if change.text is not None else None))
+        elif change.text == message.text:
+            done(ChangeResult(message))
+        else:
+            self._last_seq += 1
+            message.rev = self._last_seq
+            if change.text is None:
+                message.text, message.deleted = "", True
+                if change.moderated:
+                    entry = AuditEntry(change.at, change.editor, "delete", message.room, message.sender, change.seq)
+                    self._record(entry)
+            else:
+                message.text, message.edited = change.text, change.at
+            self._changes.append((message.rev, message))
+            self._trim(self._changes)
+            done(ChangeResult(message, changed=True))
+
+    async def message(self, seq: int) -> Message | None:
+        return self._find(seq)
+
+    async def audit_log(self, room: str | None, before: int | None, limit: int) -> tuple[list[AuditEntry], bool]:
+        matched = [
+            entry
+            for entry in reversed(self._audit)
+            if (room is None or entry.room == room) and (before is None or entry.entry_id < before)
+        ]
+        return matched[:limit], len(matched) > limit
 
     def set_offline_since(self, user: str, seq: int) -> None:
         self._users[user] = seq
@@ -163,6 +267,15 @@ class MemoryStore:
         start = bisect.bisect_right(self._log, since, key=_seq)
         end = len(self._log) if below is None else bisect.bisect_left(self._log, below, key=_seq)
         matched = [m for m in self._log[start:end] if self._visible(user, m)]
+        # Older messages changed since: replayed as their change, at its position (their newest change only).
+        upper = below if below is not None else self._last_seq + 1
+        first = bisect.bisect_right(self._changes, since, key=_rev)
+        matched += [
+            m
+            for rev, m in self._changes[first:]
+            if rev < upper and m.rev == rev and m.seq <= since and self._visible(user, m)
+        ]
+        matched.sort(key=lambda m: m.seq if m.seq > since else m.rev)
         truncated = len(matched) > limit
         return Replay(matched[-limit:] if truncated else matched, truncated, self._last_seq)
 
@@ -172,3 +285,7 @@ class MemoryStore:
 
 def _seq(message: Message) -> int:
     return message.seq
+
+
+def _rev(change: tuple[int, Message]) -> int:
+    return change[0]

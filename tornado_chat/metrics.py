@@ -69,7 +69,10 @@ AUTH_REFUSALS = (
     "password_required",
     "no_password",
     "unavailable",
+    "account_disabled",
 )
+# Moderation actions, as the audit log names them (room_admin, moderation).
+MODERATION_ACTIONS = ("invite", "kick", "ban", "unban", "topic", "promote", "demote", "transfer", "delete", "disable")
 ERROR_CODES = tuple(code.value for code in ErrorCode)
 
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -262,6 +265,14 @@ class ChatMetrics:
         registry.register(TallyCollector(self.tallies))
         errors = Counter("chat_errors", "Error frames sent to clients, by error code.", ["code"], registry=registry)
         self.errors = {code: errors.labels(code) for code in ERROR_CODES}
+        moderation = Counter(
+            "chat_moderation_actions",
+            "Moderation actions carried out (room roles, invites, kicks, bans, topics, deletes of others' "
+            "messages, accounts disabled), by action.",
+            ["action"],
+            registry=registry,
+        )
+        self.moderation_actions = {action: moderation.labels(action) for action in MODERATION_ACTIONS}
 
         # Heartbeat.
         self.heartbeat_pings = Counter(

@@ -17,7 +17,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
+
+from . import room_frames
 
 PROTOCOL_VERSION = 1
 ROOM_PATTERN = re.compile(r"[a-z0-9_-]{1,64}")
@@ -53,6 +55,12 @@ class ErrorCode(StrEnum):
     BAD_TEXT = "bad_text"
     RATE_LIMITED = "rate_limited"
     INTERNAL = "internal"
+    # Rooms, roles and moderation (room_frames.py).
+    UNKNOWN_ROOM = "unknown_room"
+    ROOM_EXISTS = "room_exists"
+    FORBIDDEN = "forbidden"
+    BANNED = "banned"
+    UNKNOWN_MESSAGE = "unknown_message"
 
 
 class ProtocolError(Exception):
@@ -141,7 +149,7 @@ class Resume:
     frame_id: FrameId = None
 
 
-ClientFrame = Join | Leave | Send | Ping | History | ListRooms | Resume
+ClientFrame = Join | Leave | Send | Ping | History | ListRooms | Resume | room_frames.RoomFrame
 
 
 def parse_client_frame(data: str | bytes, max_text_chars: int) -> ClientFrame:
@@ -325,6 +333,48 @@ def _parse_resume(obj: dict[str, Any], frame_id: FrameId, max_text_chars: int) -
     return Resume(since, frame_id)
 
 
+class _Fields:
+    """The field checks of this module, for the parsers of ``room_frames`` (which cannot import them)."""
+
+    room = staticmethod(_room)
+    user = staticmethod(_username)
+
+    @staticmethod
+    def seq(obj: dict[str, Any], field: str) -> int:
+        value = _optional_int(obj, field, 1, MAX_SEQ)
+        if value is None:
+            raise ProtocolError(ErrorCode.BAD_FRAME, f"field {field!r} is required: a message's seq")
+        return value
+
+    optional_int = staticmethod(_optional_int)
+
+    @staticmethod
+    def text(obj: dict[str, Any], field: str, max_chars: int) -> str:
+        value = obj.get(field)
+        if not isinstance(value, str):
+            raise ProtocolError(ErrorCode.BAD_FRAME, f"field {field!r} must be a string")
+        return clean_text(value, max_chars)
+
+    @staticmethod
+    def line(obj: dict[str, Any], field: str, max_chars: int) -> str:
+        value = obj.get(field, "")
+        if not isinstance(value, str):
+            raise ProtocolError(ErrorCode.BAD_FRAME, f"field {field!r} must be a string")
+        value = " ".join(value.split())
+        return clean_text(value, max_chars) if value else ""
+
+    @staticmethod
+    def flag(obj: dict[str, Any], field: str) -> bool:
+        value = obj.get(field, False)
+        if not isinstance(value, bool):
+            raise ProtocolError(ErrorCode.BAD_FRAME, f"field {field!r} must be true or false")
+        return value
+
+    @staticmethod
+    def refuse(message: str) -> NoReturn:
+        raise ProtocolError(ErrorCode.BAD_FRAME, message)
+
+
 _PARSERS: dict[str, Callable[[dict[str, Any], FrameId, int], ClientFrame]] = {
     "join": _parse_join,
     "leave": _parse_leave,
@@ -333,5 +383,6 @@ _PARSERS: dict[str, Callable[[dict[str, Any], FrameId, int], ClientFrame]] = {
     "history": _parse_history,
     "rooms": _parse_rooms,
     "resume": _parse_resume,
+    **room_frames.parsers(_Fields()),
 }
 CLIENT_FRAME_TYPES = tuple(_PARSERS)

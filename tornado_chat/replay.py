@@ -1,7 +1,9 @@
 """Replays: what a session missed, sent before anything live, at the reader's pace.
 
 A session resumes with ``since`` (the newest seq it has) on connect or with a
-``resume`` frame. While its replay runs, live frames for it are held on the
+``resume`` frame; edits and deletes of older messages made since then are
+replayed too, as ``edited``/``deleted`` frames at their own positions. While
+its replay runs, live frames for it are held on the
 session (``Session.held``) and counted against its buffer cap; the replay
 writes each missed message once the transport's backlog has drained, then a
 ``resumed`` frame, then the held frames in order, skipping messages the replay
@@ -61,8 +63,12 @@ class Replayer:
                 await transport.drain()
                 if session.forgotten:
                     return
-                writer.send(session, server_frames.message_frame(message, own=message.sender == user))
-                replayed.add(message.seq)
+                if message.seq > since:
+                    writer.send(session, server_frames.message_frame(message, own=message.sender == user))
+                    replayed.add(message.seq)
+                else:  # an older message changed since: its edit or delete, at the change's position
+                    writer.send(session, server_frames.change_frame(message))
+                    replayed.add(message.rev)
             self.tallies.deliveries += len(replay.messages)
             until = replay.last_seq if below is None else below - 1
             resumed = {

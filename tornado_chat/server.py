@@ -80,7 +80,9 @@ class ChatServer:
         self.heartbeat: HeartbeatMonitor[Session] = HeartbeatMonitor(
             settings.ping_interval_s, settings.ping_timeout_s, resolution_s=settings.heartbeat_tick_s
         )
-        self.chat = ChatService(settings, self.hub, store, self.heartbeat, self.metrics, self.tasks, clock, monotonic)
+        self.chat = ChatService(
+            settings, self.hub, store, self.heartbeat, self.metrics, self.tasks, self, clock, monotonic
+        )
         self.accounts = AccountService(settings, store, TokenSigner(secret), self.chat, clock, monotonic)
         self.admission = Admission(settings, self.accounts, self.chat, lambda: self.state == READY)
         self.liveness = Liveness(settings, self.heartbeat, self.metrics, self.chat, clock, monotonic)
@@ -109,6 +111,14 @@ class ChatServer:
             hub.restore_membership(user, room)
         for a, b in snapshot.contacts:
             hub.restore_contact(a, b)
+        moderation = snapshot.moderation
+        for settings in moderation.rooms:
+            hub.restore_room_state(settings.room, settings.private, settings.topic)
+        for role in moderation.roles:
+            hub.restore_role(role.room, role.user, role.role or "")
+        for room, user in moderation.bans:
+            hub.restore_ban(room, user)
+        hub.admins = set(moderation.admins)
 
     def make_app(self) -> tornado.web.Application:
         args = {"server": self}
@@ -185,6 +195,10 @@ class ChatServer:
             log.warning("could not read account changes; will retry")
         finally:
             self._syncing = False
+
+    async def disable_account(self, name: str, actor: str) -> bool:
+        """An admin's ``disable`` frame (moderation.AccountControl)."""
+        return await self.accounts.disable(name, actor)
 
     # ------------------------------------------------------------ the WebSocket gate (websocket.Gate)
 

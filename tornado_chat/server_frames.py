@@ -20,7 +20,12 @@ from .protocol import HISTORY_MAX_BYTES, ErrorCode, FrameId, History
 
 @dataclass(slots=True)
 class Message:
-    """A stored chat message. ``ts`` is seconds since the epoch; exactly one of ``to``/``room`` is set."""
+    """A stored chat message. ``ts`` is seconds since the epoch; exactly one of ``to``/``room`` is set.
+
+    ``edited`` (seconds since the epoch) is set once its author changed the text; a ``deleted`` message is a
+    tombstone whose text is empty. ``rev`` is the position of its latest change in the sequence that numbers
+    messages too (0: never changed), so that a resume replays changes like messages.
+    """
 
     seq: int
     sender: str
@@ -29,6 +34,9 @@ class Message:
     client_id: str
     to: str | None = None
     room: str | None = None
+    edited: float | None = None
+    deleted: bool = False
+    rev: int = 0
 
     @property
     def kind(self) -> str:
@@ -71,6 +79,12 @@ def message_fields(message: Message, own: bool) -> dict[str, Any]:
     fields["ts"] = iso_time(message.ts)
     if own:
         fields["id"] = message.client_id
+    if message.rev:
+        fields["rev"] = message.rev
+    if message.deleted:
+        fields["deleted"] = True
+    elif message.edited is not None:
+        fields["edited"] = iso_time(message.edited)
     return fields
 
 
@@ -78,6 +92,8 @@ def message_frame(message: Message, own: bool) -> bytes:
     """The same bytes as ``encode({"type": "message", **message_fields(message, own)})``, built directly:
     this runs for every message, and a dict round trip through the JSON encoder costs several times more.
     """
+    if message.rev:
+        return encode({"type": "message", **message_fields(message, own)})
     target = f'"room":{_quote(message.room)}' if message.room is not None else f'"to":{_quote(message.to or "")}'
     own_id = f',"id":{_quote(message.client_id)}' if own else ""
     return (
@@ -129,4 +145,22 @@ def history_frame(request: History, messages: list[Message], more: bool, viewer:
         frame["with"] = request.with_user
     frame["messages"] = [message_fields(m, m.sender == viewer) for m in messages]
     frame["more"] = more
+    return encode(frame)
+
+
+def change_frame(message: Message, frame_id: FrameId = None) -> bytes:
+    """``edited`` or ``deleted``: a message's new state, at position ``rev``; ``id`` answers the change's frame."""
+    frame: dict[str, Any] = {"type": "deleted" if message.deleted else "edited", "seq": message.seq, "rev": message.rev}
+    frame["from"] = message.sender
+    if message.room is not None:
+        frame["room"] = message.room
+    else:
+        frame["to"] = message.to
+    if not message.deleted:
+        frame["text"] = message.text
+        frame["ts"] = iso_time(message.ts)
+        if message.edited is not None:
+            frame["edited"] = iso_time(message.edited)
+    if frame_id is not None:
+        frame["id"] = frame_id
     return encode(frame)

@@ -29,6 +29,7 @@ from .heartbeat import HeartbeatMonitor
 from .hub import Delivery, Hub
 from .limits import TokenBucket
 from .metrics import ChatMetrics
+from .moderation import AccountControl, Moderation
 from .outgoing import Outgoing
 from .protocol import ErrorCode, FrameId, ProtocolError
 from .replay import Replayer
@@ -61,6 +62,7 @@ class ChatService:
         heartbeat: HeartbeatMonitor[Session],
         metrics: ChatMetrics,
         tasks: BackgroundTasks,
+        accounts: AccountControl,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -73,6 +75,7 @@ class ChatService:
         self.clock = clock
         self.monotonic = monotonic
         self.replayer = Replayer(self, store, metrics.tallies, settings.replay_limit)
+        self.moderation = Moderation(self, hub, store, metrics, accounts, clock)
         # Set while a shutdown waits for every session to go.
         self._all_gone: asyncio.Event | None = None
 
@@ -255,6 +258,8 @@ class ChatService:
                 self.send(session, self.hub.room_list(user))
             case protocol.Resume():
                 self.replayer.start(session, frame.since)
+            case _:  # rooms, roles and moderation; edits and deletes (room_frames)
+                self.moderation.handle(session, frame)
 
     def _stored(self, session: Session, client_id: str, received_at: float, result: AppendResult) -> None:
         """The store has the message (or failed): ack the sender, then deliver to everyone else."""
@@ -303,6 +308,7 @@ class ChatService:
                 "rooms": sorted(user.rooms),
                 "contacts": sorted(user.contacts),
                 "online": self.hub.peers_online(user),
+                "admin": user.name in self.hub.admins,
                 "heartbeat": {"interval": settings.ping_interval_s, "timeout": settings.ping_timeout_s},
                 "server": __version__,
                 "protocol": protocol.PROTOCOL_VERSION,
@@ -381,6 +387,9 @@ class ChatService:
 
     def user_added(self, name: str) -> None:
         self.hub.add_user(name)
+
+    def admin_changed(self, name: str, admin: bool) -> None:
+        self.moderation.admin_changed(name, admin)
 
     def user_removed(self, name: str) -> None:
         for session in self.hub.remove_user(name):

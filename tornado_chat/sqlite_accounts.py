@@ -114,3 +114,8 @@ def events_after(connection: sqlite3.Connection, event_id: int) -> list[AuthEven
 def last_event_id(connection: sqlite3.Connection) -> int:
     (last,) = connection.execute("SELECT coalesce(max(id), 0) FROM auth_events").fetchone()
     return int(last)
+
+
+def record_event(connection: sqlite3.Connection, kind: str, user: str, now: float) -> None:
+    """Append an account change made elsewhere (an account disabled, an admin flag) to the change feed."""
+    _event(connection, kind, user, None, now)

@@ -61,6 +61,14 @@ def row_to_message(row: Sequence[Any]) -> Message:
     return Message(seq, sender, text, ts, client_id, recipient, room)
 
 
+def last_position(connection: sqlite3.Connection) -> int:
+    """The newest position handed out: of a message (``seq``) or of a change to one (``rev``)."""
+    (last,) = connection.execute(
+        "SELECT max((SELECT coalesce(max(seq), 0) FROM messages), (SELECT coalesce(max(rev), 0) FROM message_changes))"
+    ).fetchone()
+    return int(last)
+
+
 def join_room(connection: sqlite3.Connection, *, user: str, room: str, seq: int, now: float) -> None:
     connection.execute("INSERT INTO rooms (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING", (room, now))
     connection.execute(
@@ -93,7 +101,7 @@ def insert_messages(connection: sqlite3.Connection, drafts: list[Draft]) -> list
         for row in connection.execute(_BY_CLIENT_IDS_SQL.format(pairs=pairs), values):
             message = row_to_message(row)
             existing[(message.sender, message.client_id)] = message
-    (last_seq,) = connection.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()
+    last_seq = last_position(connection)
     results: list[AppendResult] = []
     rows: list[tuple[object, ...]] = []
     conversations: set[tuple[str, str]] = set()

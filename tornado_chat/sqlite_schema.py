@@ -108,6 +108,48 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         CREATE INDEX messages_by_direct_sender ON messages (sender, seq) WHERE recipient IS NOT NULL;
         """,
     ),
+    (
+        5,
+        # Rooms, roles and moderation; edits and deletes. A change to a message takes a position in the same
+        # sequence as messages (message_changes.rev), so that a resume replays it; the message row keeps the
+        # current text (empty once deleted). New tables rather than new columns on messages and memberships.
+        """
+        ALTER TABLE rooms ADD COLUMN private INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE rooms ADD COLUMN topic TEXT NOT NULL DEFAULT '';
+        CREATE TABLE room_roles (
+            room TEXT NOT NULL,
+            user TEXT NOT NULL,
+            role TEXT NOT NULL,
+            PRIMARY KEY (room, user)
+        ) WITHOUT ROWID;
+        CREATE TABLE room_bans (
+            room TEXT NOT NULL,
+            user TEXT NOT NULL,
+            banned_by TEXT NOT NULL,
+            banned_at REAL NOT NULL,
+            PRIMARY KEY (room, user)
+        ) WITHOUT ROWID;
+        CREATE TABLE message_changes (
+            seq INTEGER PRIMARY KEY,
+            rev INTEGER NOT NULL UNIQUE,
+            edited_at REAL,
+            deleted_at REAL,
+            deleted_by TEXT
+        );
+        CREATE TABLE audit_log (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            at REAL NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            room TEXT,
+            target TEXT,
+            seq INTEGER
+        );
+        CREATE INDEX audit_log_by_room ON audit_log (room, id) WHERE room IS NOT NULL;
+        ALTER TABLE users ADD COLUMN admin INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE users ADD COLUMN disabled_at REAL;
+        """,
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -22,13 +22,13 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
-from . import sqlite_accounts, sqlite_messages
+from . import sqlite_accounts, sqlite_messages, sqlite_rooms
 from .protocol import MAX_SEQ
 from .server_frames import Message
 from .sqlite_schema import DB_FILE, connect, migrate
@@ -36,9 +36,14 @@ from .store import (
     AccountRow,
     AppendCallback,
     AppendResult,
+    AuditEntry,
     AuthEvent,
+    ChangeCallback,
+    ChangeResult,
     Draft,
+    MessageChange,
     Replay,
+    RoomWrite,
     Snapshot,
     StoreError,
     StoreObserver,
@@ -136,7 +141,7 @@ class SqliteStore:
     @staticmethod
     def _read_snapshot(connection: sqlite3.Connection) -> Snapshot:
         snapshot = Snapshot()
-        (snapshot.last_seq,) = connection.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()
+        snapshot.last_seq = sqlite_messages.last_position(connection)
         snapshot.users = dict(connection.execute("SELECT name, offline_since_seq FROM users WHERE removed_at IS NULL"))
         snapshot.accounts = sqlite_accounts.accounts(connection)
         snapshot.logins = sqlite_accounts.open_logins(connection, time.time())
@@ -144,6 +149,7 @@ class SqliteStore:
         snapshot.rooms = [name for (name,) in connection.execute("SELECT name FROM rooms")]
         snapshot.memberships = list(connection.execute("SELECT user, room FROM memberships"))
         snapshot.contacts = list(connection.execute("SELECT a, b FROM conversations"))
+        snapshot.moderation = sqlite_rooms.load(connection)
         return snapshot
 
     async def close(self) -> None:
@@ -220,10 +226,27 @@ class SqliteStore:
         if member:
             self._enqueue(_Call(partial(sqlite_messages.join_room, user=user, room=room, seq=seq, now=time.time())))
         else:
-            self._enqueue(_Call(partial(sqlite_messages.leave_room, user=user, room=room)))
+            self._enqueue(_Call(partial(sqlite_rooms.leave_room, user=user, room=room)))
 
     def set_offline_since(self, user: str, seq: int) -> None:
         self._enqueue(_Call(partial(sqlite_messages.set_offline_since, user=user, seq=seq)))
+
+    def record(self, writes: Sequence[RoomWrite]) -> None:
+        self._enqueue(_Call(partial(sqlite_rooms.record, writes=tuple(writes), now=time.time())))
+
+    def change(self, change: MessageChange, done: ChangeCallback) -> None:
+        results: list[ChangeResult] = []
+        op = _Call(
+            lambda connection: results.append(sqlite_rooms.change_message(connection, change)),
+            lambda: done(results[0]),
+            lambda error: done(ChangeResult(None, error=error)),
+        )
+        if not self._enqueue(op):
+            done(ChangeResult(None, error="the store is closing"))
+
+    async def set_disabled(self, name: str, disabled: bool, actor: str) -> bool:
+        change = partial(sqlite_rooms.set_disabled, name=name, disabled=disabled, actor=actor, now=time.time())
+        return await self._committed(change)
 
     def _write_loop(self) -> None:
         connection = connect(self.path, self.sync)
@@ -322,7 +345,9 @@ class SqliteStore:
 
         def query(connection: sqlite3.Connection) -> tuple[list[Message], bool]:
             rows = connection.execute(sqlite_messages.HISTORY_SQL, (thread, upper, limit + 1)).fetchall()
-            return [sqlite_messages.row_to_message(row) for row in rows[:limit]], len(rows) > limit
+            messages = [sqlite_messages.row_to_message(row) for row in rows[:limit]]
+            sqlite_rooms.annotate(connection, messages)
+            return messages, len(rows) > limit
 
         return await self._read(query)
 
@@ -333,17 +358,28 @@ class SqliteStore:
     async def account(self, name: str) -> AccountRow | None:
         return await self._read(partial(sqlite_accounts.account, name=name))
 
+    async def message(self, seq: int) -> Message | None:
+        return await self._read(partial(sqlite_rooms.message, seq=seq))
+
+    async def audit_log(self, room: str | None, before: int | None, limit: int) -> tuple[list[AuditEntry], bool]:
+        # Read in the writer's turn, behind the audit entries still queued: the log shows every action answered.
+        return await self._committed(partial(sqlite_rooms.audit_entries, room=room, before=before, limit=limit))
+
     async def replay(self, user: str, since: int, below: int | None, limit: int) -> Replay:
         upper = below if below is not None else MAX_SEQ
 
         def query(connection: sqlite3.Connection) -> Replay:
-            (last_seq,) = connection.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()
+            last_seq = sqlite_messages.last_position(connection)
             rows = connection.execute(
                 sqlite_messages.REPLAY_SQL, {"user": user, "since": since, "upper": upper, "limit": limit + 1}
             ).fetchall()
-            truncated = len(rows) > limit
-            messages = [sqlite_messages.row_to_message(row) for row in reversed(rows[:limit])]
-            return Replay(messages, truncated, last_seq)
+            messages = [sqlite_messages.row_to_message(row) for row in rows]
+            sqlite_rooms.annotate(connection, messages)
+            # Older messages changed since: replayed as their change, at its position (docs/protocol.md).
+            messages += sqlite_rooms.changed_since(connection, user, since, upper, limit + 1)
+            messages.sort(key=lambda m: m.seq if m.seq > since else m.rev)
+            truncated = len(messages) > limit
+            return Replay(messages[-limit:] if truncated else messages, truncated, last_seq)
 
         return await self._read(query)
 

@@ -16,7 +16,7 @@ depends on either.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -27,6 +27,10 @@ USER_ADDED = "user_added"
 USER_REMOVED = "user_removed"
 PASSWORD_CHANGED = "password_changed"  # every login session of the user ends with it
 LOGIN_REVOKED = "login_revoked"
+USER_DISABLED = "user_disabled"  # every login session of the user ends with it
+USER_ENABLED = "user_enabled"
+ADMIN_GRANTED = "admin_granted"
+ADMIN_REVOKED = "admin_revoked"
 
 
 class StoreError(Exception):
@@ -92,6 +96,104 @@ class LoginRow:
     expires: float
 
 
+@dataclass(frozen=True, slots=True)
+class RoomSettings:
+    """A room's kind and topic (a room without settings is public, with no topic)."""
+
+    room: str
+    private: bool
+    topic: str
+
+
+@dataclass(frozen=True, slots=True)
+class RoleChange:
+    """A member's role in a room: ``owner``, ``moderator``, or None for a plain member."""
+
+    room: str
+    user: str
+    role: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class BanChange:
+    """A user banned from a room (``banned``) or let back in; ``at`` is seconds since the epoch."""
+
+    room: str
+    user: str
+    banned: bool
+    by: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One moderation action: who (``actor``) did what (``action``) to whom (``target``), where, when.
+
+    ``at`` is seconds since the epoch; ``seq`` names the message of a delete; ``entry_id`` is given by the store.
+    """
+
+    at: float
+    actor: str
+    action: str
+    room: str | None = None
+    target: str | None = None
+    seq: int | None = None
+    entry_id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipChange:
+    """A user made a member of a room (``member``) or no longer; ``seq`` is the last sequence number then."""
+
+    room: str
+    user: str
+    member: bool
+    seq: int
+
+
+# Room state and audit writes: queued, and stored in order with messages.
+RoomWrite = RoomSettings | RoleChange | BanChange | AuditEntry | MembershipChange
+
+
+@dataclass(frozen=True, slots=True)
+class MessageChange:
+    """An edit (``text``) or a delete (``text`` None) of message ``seq`` by ``editor``, at ``at`` (epoch s).
+
+    A ``moderated`` change (someone else's message deleted) is recorded in the audit log with it.
+    """
+
+    seq: int
+    editor: str
+    text: str | None
+    at: float
+    moderated: bool = False
+
+
+@dataclass(slots=True)
+class ChangeResult:
+    """What became of a change: the message as it now stands, whether the change did anything, or why not.
+
+    ``refused`` is ``missing`` (no such message) or ``deleted`` (an edit of a deleted message); ``error`` means
+    the store failed and nothing was changed.
+    """
+
+    message: Message | None
+    changed: bool = False
+    refused: str | None = None
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class ModerationSnapshot:
+    """Room settings, roles, bans and account flags, as loaded at start."""
+
+    rooms: list[RoomSettings] = field(default_factory=list)
+    roles: list[RoleChange] = field(default_factory=list)
+    bans: list[tuple[str, str]] = field(default_factory=list)  # (room, user)
+    admins: set[str] = field(default_factory=set)
+    disabled: set[str] = field(default_factory=set)
+
+
 @dataclass(slots=True)
 class Snapshot:
     """What the server loads at start: users, rooms, memberships, direct-conversation partners, accounts."""
@@ -104,9 +206,11 @@ class Snapshot:
     accounts: list[AccountRow] = field(default_factory=list)
     logins: list[LoginRow] = field(default_factory=list)
     last_auth_event: int = 0
+    moderation: ModerationSnapshot = field(default_factory=ModerationSnapshot)
 
 
 AppendCallback = Callable[[AppendResult], None]
+ChangeCallback = Callable[[ChangeResult], None]
 
 
 class StoreObserver(Protocol):
@@ -117,7 +221,31 @@ class StoreObserver(Protocol):
     def store_failed(self) -> None: ...
 
 
-class MessageStore(Protocol):
+class RoomStore(Protocol):
+    """Room settings, roles, bans, the audit log, and changes to messages (edits and deletes)."""
+
+    def record(self, writes: Sequence[RoomWrite]) -> None:
+        """Queue what one action changed (settings, roles, bans, memberships, its audit entry): stored together,
+        in one transaction, in order with the messages and memberships around them."""
+        ...
+
+    def change(self, change: MessageChange, done: ChangeCallback) -> None:
+        """Edit or delete a message; ``done`` is called on the event loop once stored, in sequence order.
+
+        A change that would change nothing (the same text, a message deleted already) stores nothing.
+        """
+        ...
+
+    async def message(self, seq: int) -> Message | None:
+        """One message as it now stands."""
+        ...
+
+    async def audit_log(self, room: str | None, before: int | None, limit: int) -> tuple[list[AuditEntry], bool]:
+        """Audit entries (of one room, or all) with ids below ``before``, newest first, and whether more exist."""
+        ...
+
+
+class MessageStore(RoomStore, Protocol):
     """Messages, memberships and presence bookkeeping. Reads are coroutines that never block the loop."""
 
     def append(self, draft: Draft, done: AppendCallback) -> None:
@@ -172,6 +300,13 @@ class AccountStore(Protocol):
 
     async def account(self, name: str) -> AccountRow | None:
         """One account as stored."""
+        ...
+
+    async def set_disabled(self, name: str, disabled: bool, actor: str) -> bool:
+        """Disable an account (its login sessions end) or enable it again; audited as done by ``actor``.
+
+        False when there is no such account or it is in that state already.
+        """
         ...
 
 

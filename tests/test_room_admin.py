@@ -1,0 +1,208 @@
+"""Private rooms, roles and moderation in the pure core (hub and room_admin), without sockets or a loop."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tornado_chat.hub import Hub
+from tornado_chat.protocol import ProtocolError
+from tornado_chat.room_admin import Outcome, RoomAdmin
+from tornado_chat.room_frames import Ban, CreateRoom, Demote, Invite, Kick, Promote, SetTopic, Transfer, Unban
+from tornado_chat.server_frames import Message
+from tornado_chat.session import Session
+from tornado_chat.store import AuditEntry, BanChange, MembershipChange, RoleChange, RoomSettings
+
+from .test_hub import frames_for, open_
+
+pytestmark = pytest.mark.unit
+
+NOW = 1_800_000_000.0
+
+
+def error_code(call: Any, *args: Any) -> str:
+    with pytest.raises(ProtocolError) as caught:
+        call(*args)
+    return str(caught.value.code)
+
+
+@pytest.fixture
+def world() -> tuple[Hub, RoomAdmin, dict[str, Session]]:
+    """alice owns the private room 'secret'; bob and carol are online and outside it; root is an admin."""
+    hub = Hub()
+    sessions = {name: open_(hub, name, name)[0] for name in ("alice", "bob", "carol", "root")}
+    hub.admins.add("root")
+    admin = RoomAdmin(hub)
+    admin.create(sessions["alice"], CreateRoom("secret", private=True, topic="plans"))
+    return hub, admin, sessions
+
+
+def all_frames(outcome: Outcome, session: Session) -> list[dict[str, Any]]:
+    return frames_for(outcome.deliveries, session)
+
+
+def test_a_private_room_does_not_exist_for_a_non_member(world: tuple[Hub, RoomAdmin, dict[str, Session]]) -> None:
+    hub, admin, s = world
+    bob = s["bob"]
+    # Every way in answers as for a room that does not exist, in the same words.
+    with pytest.raises(ProtocolError) as hidden:
+        hub.check_target(bob.user, "secret", None)
+    with pytest.raises(ProtocolError) as missing:
+        hub.check_target(bob.user, "nowhere", None)
+    assert (hidden.value.code, hidden.value.message.replace("secret", "X")) == (
+        missing.value.code,
+        missing.value.message.replace("nowhere", "X"),
+    )
+    assert hidden.value.code == "unknown_room"
+    assert error_code(hub.join, bob, "secret") == "unknown_room"
+    assert error_code(hub.leave, bob, "secret") == "unknown_room"
+    assert error_code(admin.act, bob, Kick("secret", "alice"), NOW) == "unknown_room"
+    assert hub.rooms["secret"].members == {"alice"}  # the join created and changed nothing
+    # The room list: members and admins see it, nobody else does.
+    assert [r["room"] for r in json.loads(hub.room_list(bob.user))["rooms"]] == []
+    assert json.loads(hub.room_list(s["alice"].user))["rooms"][0]["private"] is True
+    assert [r["room"] for r in json.loads(hub.room_list(s["root"].user))["rooms"]] == ["secret"]
+    # The name is taken all the same, as for any room.
+    assert error_code(admin.create, bob, CreateRoom("secret")) == "room_exists"
+
+
+def test_invite_is_the_way_in_and_tells_the_invitee_and_the_members(
+    world: tuple[Hub, RoomAdmin, dict[str, Session]],
+) -> None:
+    hub, admin, s = world
+    outcome = admin.act(s["alice"], Invite("secret", "bob", frame_id="i1"), NOW)
+    assert json.loads(outcome.answer) == {
+        "type": "room",
+        "room": "secret",
+        "members": ["alice", "bob"],
+        "online": ["alice", "bob"],
+        "private": True,
+        "topic": "plans",
+        "roles": {"alice": "owner"},
+        "banned": [],
+        "id": "i1",
+    }
+    joined = all_frames(outcome, s["bob"])
+    assert [f["type"] for f in joined] == ["joined"] and "banned" not in joined[0]
+    assert outcome.writes == [
+        MembershipChange("secret", "bob", True, hub.last_seq),
+        AuditEntry(NOW, "alice", "invite", "secret", "bob"),
+    ]
+    assert "secret" in s["bob"].user.rooms
+    # Inviting a member again changes and records nothing.
+    again = admin.act(s["alice"], Invite("secret", "bob"), NOW)
+    assert again.writes == [] and again.deliveries == []
+    # The member event reaches members' sessions only.
+    third = admin.act(s["alice"], Invite("secret", "carol"), NOW)
+    assert {"type": "member", "room": "secret", "user": "carol", "event": "invited", "count": 3, "by": "alice"} in (
+        all_frames(third, s["bob"])
+    )
+    assert all_frames(third, s["root"]) == []
+
+
+def test_roles_decide_who_may_do_what(world: tuple[Hub, RoomAdmin, dict[str, Session]]) -> None:
+    hub, admin, s = world
+    for name in ("bob", "carol"):
+        admin.act(s["alice"], Invite("secret", name), NOW)
+    # A plain member may not moderate; only the owner hands out roles.
+    assert error_code(admin.act, s["bob"], Kick("secret", "carol"), NOW) == "forbidden"
+    assert error_code(admin.act, s["bob"], SetTopic("secret", "mine"), NOW) == "forbidden"
+    promoted = admin.act(s["alice"], Promote("secret", "bob"), NOW)
+    assert [f["roles"] for f in all_frames(promoted, s["bob"])] == [{"alice": "owner", "bob": "moderator"}]
+    assert "banned" in all_frames(promoted, s["bob"])[0] and "banned" not in all_frames(promoted, s["carol"])[0]
+    assert promoted.writes == [
+        RoleChange("secret", "bob", "moderator"),
+        AuditEntry(NOW, "alice", "promote", "secret", "bob"),
+    ]
+    assert error_code(admin.act, s["bob"], Promote("secret", "carol"), NOW) == "forbidden"
+    # A moderator acts on members, never on moderators or the owner.
+    assert error_code(admin.act, s["bob"], Kick("secret", "alice"), NOW) == "forbidden"
+    assert error_code(admin.act, s["bob"], Ban("secret", "alice"), NOW) == "forbidden"
+    topic = admin.act(s["bob"], SetTopic("secret", "launch on friday"), NOW)
+    assert RoomSettings("secret", True, "launch on friday") in topic.writes
+    assert all_frames(topic, s["carol"])[0]["topic"] == "launch on friday"
+    kicked = admin.act(s["bob"], Kick("secret", "carol"), NOW)
+    assert all_frames(kicked, s["carol"]) == [{"type": "removed", "room": "secret", "reason": "kicked", "by": "bob"}]
+    assert s["carol"] not in hub.online_sessions(hub.rooms["secret"])
+    assert error_code(admin.act, s["bob"], Kick("secret", "carol"), NOW) == "not_member"
+    assert error_code(admin.act, s["alice"], Kick("secret", "nobody"), NOW) == "unknown_user"
+    # The owner demotes; ownership moves only by transfer, and the old owner stays on as a moderator.
+    assert error_code(admin.act, s["alice"], Demote("secret", "alice"), NOW) == "forbidden"
+    transferred = admin.act(s["alice"], Transfer("secret", "bob"), NOW)
+    assert hub.rooms["secret"].roles == {"alice": "moderator", "bob": "owner"}
+    assert RoleChange("secret", "bob", "owner") in transferred.writes
+    assert error_code(admin.act, s["alice"], Promote("secret", "alice"), NOW) == "forbidden"
+    # A server admin outranks every room role, member or not.
+    admin.act(s["root"], Kick("secret", "bob"), NOW)
+    assert hub.rooms["secret"].members == {"alice"} and hub.rooms["secret"].roles == {"alice": "moderator"}
+
+
+def test_a_ban_cuts_the_user_off_at_once_and_keeps_them_out(world: tuple[Hub, RoomAdmin, dict[str, Session]]) -> None:
+    hub, admin, s = world
+    hub.join(s["bob"], "lobby")
+    hub.rooms["lobby"].roles["bob"] = "owner"
+    hub.join(s["carol"], "lobby")
+    banned = admin.act(s["bob"], Ban("lobby", "carol"), NOW)
+    assert all_frames(banned, s["carol"]) == [{"type": "removed", "room": "lobby", "reason": "banned", "by": "bob"}]
+    assert banned.writes == [
+        MembershipChange("lobby", "carol", False, hub.last_seq),
+        BanChange("lobby", "carol", True, "bob", NOW),
+        AuditEntry(NOW, "bob", "ban", "lobby", "carol"),
+    ]
+    assert hub.audience(Message(9, "bob", "hi", NOW, "c", room="lobby")) == [s["bob"]]
+    assert error_code(hub.join, s["carol"], "lobby") == "banned"
+    assert error_code(admin.act, s["bob"], Invite("lobby", "carol"), NOW) == "banned"
+    # Only moderators (and admins) see who is banned.
+    assert json.loads(banned.answer)["banned"] == ["carol"]
+    hub.join(s["alice"], "lobby")
+    assert "banned" not in frames_for(hub.join(s["alice"], "lobby")[1], s["alice"])[0]
+    unbanned = admin.act(s["bob"], Unban("lobby", "carol"), NOW)
+    assert BanChange("lobby", "carol", False, "bob", NOW) in unbanned.writes
+    assert hub.join(s["carol"], "lobby")[0]
+    # An admin is never kept out.
+    admin.act(s["bob"], Ban("lobby", "root"), NOW)
+    assert hub.join(s["root"], "lobby")[0]
+
+
+def test_the_owner_leaving_leaves_the_room_without_an_owner_and_roles_go_with_membership(
+    world: tuple[Hub, RoomAdmin, dict[str, Session]],
+) -> None:
+    hub, admin, s = world
+    admin.act(s["alice"], Invite("secret", "bob"), NOW)
+    admin.act(s["alice"], Promote("secret", "bob"), NOW)
+    hub.leave(s["bob"], "secret")
+    assert hub.rooms["secret"].roles == {"alice": "owner"}
+    hub.leave(s["alice"], "secret")
+    assert hub.rooms["secret"].roles == {} and hub.rooms["secret"].members == set()
+    # Nobody can get in now but an admin, who can also give the room an owner again.
+    assert error_code(hub.join, s["alice"], "secret") == "unknown_room"
+    hub.join(s["root"], "secret")
+    admin.act(s["root"], Invite("secret", "carol"), NOW)
+    admin.act(s["root"], Transfer("secret", "carol"), NOW)
+    assert hub.rooms["secret"].roles == {"carol": "owner"}
+
+
+def test_restored_roles_of_members_who_left_are_ignored() -> None:
+    hub = Hub()
+    hub.restore_membership("alice", "r")
+    hub.restore_room_state("r", True, "t")
+    hub.restore_role("r", "alice", "owner")
+    hub.restore_role("r", "gone", "moderator")
+    hub.restore_ban("r", "mallory")
+    room = hub.rooms["r"]
+    assert (room.private, room.topic, room.roles, room.banned) == (True, "t", {"alice": "owner"}, {"mallory"})
+
+
+def test_edits_reach_whoever_sees_the_conversation() -> None:
+    hub = Hub()
+    a, _ = open_(hub, "alice", "a")
+    b, _ = open_(hub, "bob", "b")
+    c, _ = open_(hub, "carol", "c")
+    hub.join(a, "r")
+    hub.join(b, "r")
+    assert set(hub.audience(Message(1, "alice", "x", NOW, "i", room="r"))) == {a, b}
+    assert set(hub.audience(Message(2, "alice", "x", NOW, "i", to="carol"))) == {a, c}
+    assert hub.audience(Message(3, "alice", "x", NOW, "i", to="alice")) == [a]
+    assert hub.audience(Message(4, "alice", "x", NOW, "i", room="gone")) == []
