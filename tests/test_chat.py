@@ -176,7 +176,7 @@ def test_room_list_counts_members(base_url: str) -> None:
         ann.send({"type": "rooms"})
         rooms = ann.expect("rooms")["rooms"]
         assert rooms == [
-            {"room": "alpha", "members": 2, "online": 2, "member": True},
+            {"room": "alpha", "members": 2, "online": 2, "member": True, "unread": 0, "mentions": 0},
             {"room": "beta", "members": 1, "online": 1, "member": False},
         ]
 

@@ -24,6 +24,9 @@ CLIENT_FRAMES = (
     protocol.History,
     protocol.ListRooms,
     protocol.Resume,
+    protocol.Read,
+    protocol.Typing,
+    protocol.Search,
 )
 
 json_values = st.recursive(
@@ -36,7 +39,7 @@ frame_like = st.fixed_dictionaries(
     {"type": st.sampled_from(CLIENT_FRAME_TYPES) | st.text(max_size=10)},
     optional={
         key: json_values | st.text(max_size=100)
-        for key in ("id", "room", "to", "with", "text", "before", "limit", "since", "from")
+        for key in ("id", "room", "to", "with", "text", "before", "limit", "since", "from", "seq", "q")
     },
 )
 
@@ -82,7 +85,9 @@ def test_any_frame_shaped_object(value: dict[str, Any]) -> None:
         assert 0 < len(result.text) <= MAX_TEXT and result.text.strip()
         result.text.encode("utf-8")
         assert "\x00" not in result.text and "\x1b" not in result.text
-        assert (result.room is None) != (result.to is None)
+        assert sum(target is not None for target in (result.room, result.to, result.group)) == 1
+    if isinstance(result, protocol.Search):
+        assert result.query.strip() == result.query and 0 < len(result.query) <= 200
 
 
 names = st.from_regex(r"[A-Za-z0-9_.-]{1,32}", fullmatch=True)
@@ -98,12 +103,25 @@ texts = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=2
     client_id=texts,
     room=st.none() | st.from_regex(r"[a-z0-9_-]{1,64}", fullmatch=True),
     to=names,
+    group=st.none() | st.lists(names, min_size=3, max_size=10, unique=True),
+    mentions=st.lists(names | st.just("@room"), max_size=5, unique=True),
     own=st.booleans(),
 )
 def test_hand_built_frames_are_the_json_encoder_s_bytes(
-    seq: int, sender: str, text: str, ts: float, client_id: str, room: str | None, to: str, own: bool
+    seq: int,
+    sender: str,
+    text: str,
+    ts: float,
+    client_id: str,
+    room: str | None,
+    to: str,
+    group: list[str] | None,
+    mentions: list[str],
+    own: bool,
 ) -> None:
-    message = server_frames.Message(seq, sender, text, ts, client_id, None if room else to, room)
+    members = tuple(sorted(group)) if group is not None and room is None else None
+    recipient = None if room or members else to
+    message = server_frames.Message(seq, sender, text, ts, client_id, recipient, room, members, tuple(mentions))
     assert server_frames.message_frame(message, own) == server_frames.encode(
         {"type": "message", **server_frames.message_fields(message, own)}
     )

@@ -199,14 +199,15 @@ class ConfigHandler(BaseHandler):
 
 
 class HistoryHandler(BaseHandler):
-    """``GET /api/history?room=R|with=U&before=SEQ&limit=N``: a page of history, newest first."""
+    """``GET /api/history?room=R|with=U|with=U,V,...&before=SEQ&limit=N``: a page of history, newest first."""
 
     async def get(self) -> None:
         claims = self.current_claims()
         query: dict[str, object] = {"type": "history"}
         for name in ("room", "with"):
             if (value := self.get_query_argument(name, None)) is not None:
-                query[name] = value
+                # A group conversation is named by its other members: with=bob,carol
+                query[name] = value.split(",") if name == "with" and "," in value else value
         for name in ("before", "limit"):
             if (value := self.get_query_argument(name, None)) is not None:
                 number = parse_seq(value)

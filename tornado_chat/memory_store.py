@@ -2,13 +2,17 @@
 
 Appends complete at once, on the caller's stack. It keeps the newest
 ``max_messages`` messages for replay and as many per room or conversation for
-history; older ones are dropped in chunks.
+history; older ones are dropped in chunks. Search looks for each term as a
+substring of the kept messages, ignoring case and accents (no word boundaries,
+no index): enough for tests and demos, not for a big history.
 """
 
 from __future__ import annotations
 
 import bisect
 
+from .conversations import is_group, people_of, thread_key
+from .search_terms import fold, split_terms
 from .server_frames import Message
 from .store import (
     PASSWORD_CHANGED,
@@ -20,9 +24,11 @@ from .store import (
     AuthEvent,
     Draft,
     Replay,
+    SearchPage,
     Snapshot,
     StoreObserver,
 )
+from .unread import UNREAD_COUNT_CAP
 
 # The memory store keeps this many newest messages; older ones leave history.
 MEMORY_STORE_MAX_MESSAGES = 100_000
@@ -35,7 +41,7 @@ class MemoryStore:
         self.observer: StoreObserver | None = None
         self._max_messages = max_messages
         self._log: list[Message] = []
-        self._threads: dict[tuple[str, ...], list[Message]] = {}
+        self._threads: dict[str, list[Message]] = {}
         self._by_client_id: dict[tuple[str, str], Message] = {}
         self._last_seq = 0
         self._users: dict[str, int] = {}
@@ -43,6 +49,7 @@ class MemoryStore:
         self._events: list[AuthEvent] = []
         # room -> {user: seq at join}; a member's replay covers room messages after that seq.
         self._members: dict[str, dict[str, int]] = {}
+        self._read_positions: dict[tuple[str, str], int] = {}
 
     @property
     def healthy(self) -> bool:
@@ -60,13 +67,13 @@ class MemoryStore:
             memberships=[(u, r) for r, members in self._members.items() for u in members],
             accounts=list(self._accounts.values()),
             last_auth_event=len(self._events),
+            groups=[people_of(key) for key in self._threads if is_group(key)],
+            read_positions=[(user, key, seq) for (user, key), seq in self._read_positions.items()],
+            recent_seqs={key: [m.seq for m in thread[-UNREAD_COUNT_CAP:]] for key, thread in self._threads.items()},
+            mentions=[
+                (name, key, m.seq) for key, thread in self._threads.items() for m in thread for name in m.mentions
+            ],
         )
-
-    @staticmethod
-    def _thread_key(viewer: str, room: str | None, other: str | None) -> tuple[str, ...]:
-        if room is not None:
-            return ("room", room)
-        return ("direct", *sorted((viewer, other or "")))
 
     def _trim(self, messages: list[Message]) -> list[Message]:
         """Drop the oldest tenth once a list is over the cap, so trimming costs O(1) per append on average."""
@@ -84,10 +91,22 @@ class MemoryStore:
             done(AppendResult(existing, duplicate=True))
             return
         self._last_seq += 1
-        message = Message(self._last_seq, draft.sender, draft.text, draft.ts, draft.client_id, draft.to, draft.room)
+        message = Message(
+            self._last_seq,
+            draft.sender,
+            draft.text,
+            draft.ts,
+            draft.client_id,
+            draft.to,
+            draft.room,
+            draft.members,
+            draft.mentions,
+        )
         self._log.append(message)
         self._by_client_id[key] = message
-        thread = self._threads.setdefault(self._thread_key(draft.sender, draft.room, draft.to), [])
+        conversation = thread_key(draft.sender, draft.room, draft.to, draft.members)
+        self.set_read_position(draft.sender, conversation, message.seq)
+        thread = self._threads.setdefault(conversation, [])
         thread.append(message)
         self._trim(thread)
         for old in self._trim(self._log):
@@ -145,16 +164,28 @@ class MemoryStore:
     def set_offline_since(self, user: str, seq: int) -> None:
         self._users[user] = seq
 
+    def set_read_position(self, user: str, key: str, seq: int) -> None:
+        if seq > self._read_positions.get((user, key), 0):
+            self._read_positions[(user, key)] = seq
+
     def _visible(self, viewer: str, message: Message) -> bool:
         if message.room is not None:
             joined = self._members.get(message.room, {}).get(viewer)
             return joined is not None and message.seq > joined
+        if message.members is not None:
+            return viewer in message.members
         return viewer in (message.sender, message.to)
 
     async def history(
-        self, viewer: str, room: str | None, with_user: str | None, before: int | None, limit: int
+        self,
+        viewer: str,
+        room: str | None,
+        with_user: str | None,
+        before: int | None,
+        limit: int,
+        members: tuple[str, ...] | None = None,
     ) -> tuple[list[Message], bool]:
-        thread = self._threads.get(self._thread_key(viewer, room, with_user), [])
+        thread = self._threads.get(thread_key(viewer, room, with_user, members), [])
         end = len(thread) if before is None else bisect.bisect_left(thread, before, key=_seq)
         start = max(0, end - limit)
         return thread[start:end][::-1], start > 0
@@ -165,6 +196,20 @@ class MemoryStore:
         matched = [m for m in self._log[start:end] if self._visible(user, m)]
         truncated = len(matched) > limit
         return Replay(matched[-limit:] if truncated else matched, truncated, self._last_seq)
+
+    async def search(self, keys: list[str], query: str, before: int | None, limit: int) -> SearchPage:
+        terms = split_terms(query)
+        wanted = [fold(term) for term in (*terms.words, *terms.substrings, *terms.short)]
+        if not wanted:
+            return SearchPage([], None)
+        found = [
+            message
+            for key in keys
+            for message in self._threads.get(key, [])
+            if (before is None or message.seq < before) and all(term in fold(message.text) for term in wanted)
+        ]
+        found.sort(key=_seq, reverse=True)
+        return SearchPage(found[:limit], found[limit - 1].seq if len(found) > limit else None)
 
     async def close(self) -> None:
         return None

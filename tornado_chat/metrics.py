@@ -263,6 +263,12 @@ class ChatMetrics:
         registry.register(TallyCollector(self.tallies))
         errors = Counter("chat_errors", "Error frames sent to clients, by error code.", ["code"], registry=registry)
         self.errors = {code: errors.labels(code) for code in ERROR_CODES}
+        self.search_seconds = Histogram(
+            "chat_search_seconds",
+            "Time the store took to answer a search frame.",
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
+        )
 
         # Heartbeat.
         self.heartbeat_pings = Counter(

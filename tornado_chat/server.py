@@ -110,6 +110,9 @@ class ChatServer:
             hub.restore_membership(user, room)
         for a, b in snapshot.contacts:
             hub.restore_contact(a, b)
+        for members in snapshot.groups:
+            hub.restore_group(members)
+        self.chat.read_state.restore(snapshot)
 
     def make_app(self) -> tornado.web.Application:
         args = {"server": self}

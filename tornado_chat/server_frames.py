@@ -20,7 +20,11 @@ from .protocol import HISTORY_MAX_BYTES, ErrorCode, FrameId, History
 
 @dataclass(slots=True)
 class Message:
-    """A stored chat message. ``ts`` is seconds since the epoch; exactly one of ``to``/``room`` is set."""
+    """A stored chat message. ``ts`` is seconds since the epoch; exactly one of ``to``/``room``/``members`` is set.
+
+    ``members`` is the sorted member set of a group conversation; ``mentions`` the users it mentions
+    (``"@room"`` for everyone in its room), sorted.
+    """
 
     seq: int
     sender: str
@@ -29,6 +33,8 @@ class Message:
     client_id: str
     to: str | None = None
     room: str | None = None
+    members: tuple[str, ...] | None = None
+    mentions: tuple[str, ...] = ()
 
     @property
     def kind(self) -> str:
@@ -65,10 +71,14 @@ def message_fields(message: Message, own: bool) -> dict[str, Any]:
     fields: dict[str, Any] = {"seq": message.seq, "from": message.sender}
     if message.room is not None:
         fields["room"] = message.room
+    elif message.members is not None:
+        fields["members"] = list(message.members)
     else:
         fields["to"] = message.to
     fields["text"] = message.text
     fields["ts"] = iso_time(message.ts)
+    if message.mentions:
+        fields["mentions"] = list(message.mentions)
     if own:
         fields["id"] = message.client_id
     return fields
@@ -78,12 +88,22 @@ def message_frame(message: Message, own: bool) -> bytes:
     """The same bytes as ``encode({"type": "message", **message_fields(message, own)})``, built directly:
     this runs for every message, and a dict round trip through the JSON encoder costs several times more.
     """
-    target = f'"room":{_quote(message.room)}' if message.room is not None else f'"to":{_quote(message.to or "")}'
+    if message.room is not None:
+        target = f'"room":{_quote(message.room)}'
+    elif message.members is not None:
+        target = f'"members":{_names(message.members)}'
+    else:
+        target = f'"to":{_quote(message.to or "")}'
+    mentions = f',"mentions":{_names(message.mentions)}' if message.mentions else ""
     own_id = f',"id":{_quote(message.client_id)}' if own else ""
     return (
         f'{{"type":"message","seq":{message.seq},"from":{_quote(message.sender)},{target},'
-        f'"text":{_quote(message.text)},"ts":"{iso_time(message.ts)}"{own_id}}}'
+        f'"text":{_quote(message.text)},"ts":"{iso_time(message.ts)}"{mentions}{own_id}}}'
     ).encode()
+
+
+def _names(names: tuple[str, ...]) -> str:
+    return "[" + ",".join(_quote(name) for name in names) + "]"
 
 
 def ack_frame(message: Message) -> bytes:
@@ -114,10 +134,16 @@ def history_page(request: History, messages: list[Message], more: bool, viewer: 
     ``limit`` bounds the count; long texts (4000 characters of four-byte emoji
     are 16 KB) could still make one frame too large to send to a slow link.
     """
-    frame = history_frame(request, messages, more, viewer)
+    return fit_page(lambda page, page_more: history_frame(request, page, page_more, viewer), messages, more)
+
+
+def fit_page(build: Callable[[list[Message], bool], bytes], messages: list[Message], more: bool) -> bytes:
+    """``build(messages, more)``, with the oldest messages left out (and ``more`` set) until it is at most
+    ``HISTORY_MAX_BYTES`` long, or holds one message."""
+    frame = build(messages, more)
     while len(frame) > HISTORY_MAX_BYTES and len(messages) > 1:
         messages = messages[: len(messages) // 2]
-        frame = history_frame(request, messages, True, viewer)
+        frame = build(messages, True)
     return frame
 
 
@@ -125,6 +151,8 @@ def history_frame(request: History, messages: list[Message], more: bool, viewer:
     frame: dict[str, Any] = {"type": "history"}
     if request.room is not None:
         frame["room"] = request.room
+    elif request.with_group is not None:
+        frame["with"] = list(request.with_group)
     else:
         frame["with"] = request.with_user
     frame["messages"] = [message_fields(m, m.sender == viewer) for m in messages]

@@ -22,16 +22,20 @@ import time
 from collections.abc import Callable, Iterable
 from functools import partial
 
-from . import __version__, protocol, server_frames
+from . import __version__, addressing, protocol, server_frames
 from .admission import Admitted
 from .background import BackgroundTasks
+from .conversation_frames import Read, Search, Target, Typing
+from .conversations import is_group, people_of
 from .heartbeat import HeartbeatMonitor
 from .hub import Delivery, Hub
 from .limits import TokenBucket
 from .metrics import ChatMetrics
 from .outgoing import Outgoing
 from .protocol import ErrorCode, FrameId, ProtocolError
+from .read_state import ReadState
 from .replay import Replayer
+from .search import SearchService
 from .session import (
     CLOSED_POLICY,
     CLOSED_PROTOCOL_ERROR,
@@ -41,7 +45,8 @@ from .session import (
     Transport,
 )
 from .settings import Settings
-from .store import AppendResult, Draft, MessageStore, StoreError
+from .store import AppendResult, MessageStore, StoreError
+from .typing_notices import TypingNotices
 
 log = logging.getLogger("tornado_chat.service")
 
@@ -74,6 +79,10 @@ class ChatService:
         self.clock = clock
         self.monotonic = monotonic
         self.replayer = Replayer(self, store, metrics.tallies, settings.replay_limit)
+        self.read_state = ReadState(hub, store, self)
+        self.typing = TypingNotices(hub, self, monotonic)
+        self.searches = SearchService(hub, store, self, metrics.search_seconds)
+        self.may_call_room: addressing.RoomCallPolicy = addressing.any_member_may_call
         # Set while a shutdown waits for every session to go.
         self._all_gone: asyncio.Event | None = None
 
@@ -109,6 +118,7 @@ class ChatService:
             self.heartbeat.remove(peer)
             peer.owner = None
         self.metrics.connections_closed[session.close_reason].inc()
+        self.typing.forget(session)
         user = session.user
         self.deliver(self.hub.close_session(session))
         if not user.online:
@@ -235,13 +245,13 @@ class ChatService:
         user = session.user
         match frame:
             case protocol.Send():
-                self.hub.check_target(user, frame.room, frame.to)
-                draft = Draft(user.name, frame.text, self.clock(), frame.client_id, frame.to, frame.room)
+                draft = addressing.draft_for(self.hub, user, frame, self.clock(), self.may_call_room)
                 self.store.append(draft, partial(self._stored, session, frame.client_id, received_at))
             case protocol.Join():
                 changed, deliveries = self.hub.join(session, frame.room)
                 if changed:
                     self.store.set_membership(user.name, frame.room, True, self.hub.last_seq)
+                    self.read_state.joined(user.name, frame.room)
                 self.deliver(deliveries)
             case protocol.Leave():
                 deliveries = self.hub.leave(session, frame.room)
@@ -250,12 +260,18 @@ class ChatService:
             case protocol.Ping():
                 self.send(session, server_frames.pong_frame(frame.frame_id, self.clock()))
             case protocol.History():
-                self.hub.check_target(user, frame.room, frame.with_user)
+                addressing.key_for(self.hub, user, Target(frame.room, frame.with_user, frame.with_group))
                 self.tasks.spawn(self._answer_history(session, frame))
             case protocol.ListRooms():
-                self.send(session, self.hub.room_list(user))
+                self.send(session, self.read_state.room_list(user))
             case protocol.Resume():
                 self.replayer.start(session, frame.since)
+            case Read():
+                self.read_state.read(session, frame)
+            case Typing():
+                self.typing.typing(session, frame)
+            case Search():
+                self.searches.search(session, frame)
 
     def _stored(self, session: Session, client_id: str, received_at: float, result: AppendResult) -> None:
         """The store has the message (or failed): ack the sender, then deliver to everyone else."""
@@ -267,6 +283,7 @@ class ChatService:
         if result.duplicate:
             return
         deliveries, notices = self.hub.route(message)
+        self.read_state.stored(message)
         if notices:
             self.deliver(notices)
         self.deliver_message(deliveries, message.seq, session)
@@ -277,9 +294,10 @@ class ChatService:
     async def history_page(self, viewer: str, request: protocol.History) -> bytes:
         """A page of history the viewer may read; raises ``ProtocolError`` (no access) or ``StoreError``."""
         user = self.hub.users.get(viewer) or self.hub.add_user(viewer)
-        self.hub.check_target(user, request.room, request.with_user)
+        key = addressing.key_for(self.hub, user, Target(request.room, request.with_user, request.with_group))
+        members = people_of(key) if is_group(key) else None
         messages, more = await self.store.history(
-            viewer, request.room, request.with_user, request.before, request.limit
+            viewer, request.room, request.with_user, request.before, request.limit, members
         )
         return server_frames.history_page(request, messages, more, viewer)
 
@@ -309,6 +327,7 @@ class ChatService:
                 "protocol": protocol.PROTOCOL_VERSION,
                 "seq": self.hub.last_seq,
                 "limits": {"text_chars": settings.max_text_chars, "message_bytes": settings.max_message_bytes},
+                **self.read_state.welcome_fields(user),
             }
         )
 
@@ -384,6 +403,7 @@ class ChatService:
         self.hub.add_user(name)
 
     def user_removed(self, name: str) -> None:
+        self.read_state.forget_user(name)
         for session in self.hub.remove_user(name):
             self.end_session(session, CLOSED_POLICY, CLOSE_POLICY, "account removed")
 

@@ -28,7 +28,7 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
-from . import sqlite_accounts, sqlite_messages
+from . import sqlite_accounts, sqlite_conversations, sqlite_messages, sqlite_search
 from .protocol import MAX_SEQ
 from .server_frames import Message
 from .sqlite_schema import DB_FILE, connect, migrate
@@ -39,10 +39,12 @@ from .store import (
     AuthEvent,
     Draft,
     Replay,
+    SearchPage,
     Snapshot,
     StoreError,
     StoreObserver,
 )
+from .unread import UNREAD_COUNT_CAP
 
 log = logging.getLogger("tornado_chat.store")
 
@@ -144,6 +146,7 @@ class SqliteStore:
         snapshot.rooms = [name for (name,) in connection.execute("SELECT name FROM rooms")]
         snapshot.memberships = list(connection.execute("SELECT user, room FROM memberships"))
         snapshot.contacts = list(connection.execute("SELECT a, b FROM conversations"))
+        sqlite_conversations.load(connection, snapshot, UNREAD_COUNT_CAP)
         return snapshot
 
     async def close(self) -> None:
@@ -224,6 +227,9 @@ class SqliteStore:
 
     def set_offline_since(self, user: str, seq: int) -> None:
         self._enqueue(_Call(partial(sqlite_messages.set_offline_since, user=user, seq=seq)))
+
+    def set_read_position(self, user: str, key: str, seq: int) -> None:
+        self._enqueue(_Call(partial(sqlite_conversations.set_read_position, user=user, key=key, seq=seq)))
 
     def _write_loop(self) -> None:
         connection = connect(self.path, self.sync)
@@ -315,9 +321,15 @@ class SqliteStore:
             raise StoreError(str(exc)) from exc
 
     async def history(
-        self, viewer: str, room: str | None, with_user: str | None, before: int | None, limit: int
+        self,
+        viewer: str,
+        room: str | None,
+        with_user: str | None,
+        before: int | None,
+        limit: int,
+        members: tuple[str, ...] | None = None,
     ) -> tuple[list[Message], bool]:
-        thread = sqlite_messages.thread_key(viewer, room, with_user)
+        thread = sqlite_messages.thread_key(viewer, room, with_user, members)
         upper = before if before is not None else MAX_SEQ
 
         def query(connection: sqlite3.Connection) -> tuple[list[Message], bool]:
@@ -346,6 +358,15 @@ class SqliteStore:
             return Replay(messages, truncated, last_seq)
 
         return await self._read(query)
+
+    async def search(self, keys: list[str], query: str, before: int | None, limit: int) -> SearchPage:
+        upper = before if before is not None else MAX_SEQ
+
+        def run(connection: sqlite3.Connection) -> SearchPage:
+            rows, following = sqlite_search.search(connection, keys, query, upper, limit)
+            return SearchPage([sqlite_messages.row_to_message(row) for row in rows], following)
+
+        return await self._read(run)
 
 
 def _run_outcomes(outcomes: list[Callable[[], None]]) -> None:

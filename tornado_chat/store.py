@@ -35,7 +35,10 @@ class StoreError(Exception):
 
 @dataclass(slots=True)
 class Draft:
-    """A message accepted from a client but not yet stored. ``ts`` is seconds since the epoch."""
+    """A message accepted from a client but not yet stored. ``ts`` is seconds since the epoch.
+
+    ``members`` is set for a group conversation (its sorted member set); ``mentions`` as on ``Message``.
+    """
 
     sender: str
     text: str
@@ -43,6 +46,8 @@ class Draft:
     client_id: str
     to: str | None = None
     room: str | None = None
+    members: tuple[str, ...] | None = None
+    mentions: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -61,6 +66,14 @@ class Replay:
     messages: list[Message]
     truncated: bool
     last_seq: int
+
+
+@dataclass(slots=True)
+class SearchPage:
+    """Search results, newest first. ``next`` is what to pass as ``before`` for older ones (None: no more)."""
+
+    messages: list[Message]
+    next: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +117,10 @@ class Snapshot:
     accounts: list[AccountRow] = field(default_factory=list)
     logins: list[LoginRow] = field(default_factory=list)
     last_auth_event: int = 0
+    groups: list[tuple[str, ...]] = field(default_factory=list)  # member sets of group conversations
+    read_positions: list[tuple[str, str, int]] = field(default_factory=list)  # (user, conversation key, seq)
+    recent_seqs: dict[str, list[int]] = field(default_factory=dict)  # key -> its newest seqs, ascending
+    mentions: list[tuple[str, str, int]] = field(default_factory=list)  # (user or "@room", key, seq), by seq
 
 
 AppendCallback = Callable[[AppendResult], None]
@@ -133,13 +150,28 @@ class MessageStore(Protocol):
         ...
 
     async def history(
-        self, viewer: str, room: str | None, with_user: str | None, before: int | None, limit: int
+        self,
+        viewer: str,
+        room: str | None,
+        with_user: str | None,
+        before: int | None,
+        limit: int,
+        members: tuple[str, ...] | None = None,
     ) -> tuple[list[Message], bool]:
-        """Messages of a room or conversation older than ``before``, newest first, and whether more exist."""
+        """Messages of a room or conversation (``members``: a group conversation) older than ``before``,
+        newest first, and whether more exist."""
         ...
 
     async def replay(self, user: str, since: int, below: int | None, limit: int) -> Replay:
         """Messages addressed to ``user`` with ``since < seq`` (and ``seq < below`` when given)."""
+        ...
+
+    def set_read_position(self, user: str, key: str, seq: int) -> None:
+        """Record that ``user`` has read conversation ``key`` up to ``seq`` (a position never moves back)."""
+        ...
+
+    async def search(self, keys: list[str], query: str, before: int | None, limit: int) -> SearchPage:
+        """Messages of the conversations ``keys`` matching ``query``, newest first, below ``before``."""
         ...
 
 
