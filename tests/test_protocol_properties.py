@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tornado_chat import protocol, server_frames
+from tornado_chat import conversation_frames, protocol, server_frames
 from tornado_chat.protocol import CLIENT_FRAME_TYPES, ProtocolError
 
 pytestmark = pytest.mark.unit
@@ -24,9 +24,9 @@ CLIENT_FRAMES = (
     protocol.History,
     protocol.ListRooms,
     protocol.Resume,
-    protocol.Read,
-    protocol.Typing,
-    protocol.Search,
+    conversation_frames.Read,
+    conversation_frames.Typing,
+    conversation_frames.Search,
 )
 
 json_values = st.recursive(
@@ -86,7 +86,7 @@ def test_any_frame_shaped_object(value: dict[str, Any]) -> None:
         result.text.encode("utf-8")
         assert "\x00" not in result.text and "\x1b" not in result.text
         assert sum(target is not None for target in (result.room, result.to, result.group)) == 1
-    if isinstance(result, protocol.Search):
+    if isinstance(result, conversation_frames.Search):
         assert result.query.strip() == result.query and 0 < len(result.query) <= 200
 
 

@@ -58,7 +58,7 @@ HANDSHAKE_REJECT_REASONS = (
 )
 # Frame types as counted: the client frame types, plus frames that could not be parsed at all.
 FRAME_TYPE_LABELS = (*CLIENT_FRAME_TYPES, "invalid")
-MESSAGE_KINDS = ("direct", "room")
+MESSAGE_KINDS = ("direct", "group", "room")
 # Why an account request (register, login, logout, password change) was refused.
 AUTH_REFUSALS = (
     "bad_username",

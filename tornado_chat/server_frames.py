@@ -38,8 +38,8 @@ class Message:
 
     @property
     def kind(self) -> str:
-        """``room`` or ``direct``, the label used by metrics."""
-        return "room" if self.room is not None else "direct"
+        """``room``, ``group`` or ``direct``, the label used by metrics."""
+        return "room" if self.room is not None else "group" if self.members is not None else "direct"
 
 
 # A JSON string literal with non-ASCII kept as is: what json.dumps(ensure_ascii=False) writes for a str.

@@ -26,7 +26,8 @@ from .search_terms import split_terms, written_without_spaces
 # How many messages a short-substring query looks through per page.
 SHORT_QUERY_SCAN_ROWS = 20_000
 COLUMNS = "m.seq, m.sender, m.text, m.ts, m.client_id, m.recipient, m.room, m.thread, m.mentions"
-_IN_KEYS = "m.thread IN (SELECT value FROM json_each(:keys))"
+# Conversation keys hold NUL, which json_each (and replace) cut strings at: compare them in hex instead.
+_IN_KEYS = "hex(m.thread) IN (SELECT value FROM json_each(:keys))"
 
 
 def index_messages(connection: sqlite3.Connection, messages: Iterable[tuple[int, str]]) -> None:
@@ -72,7 +73,8 @@ def search(
     terms = split_terms(query)
     if not terms or not keys:
         return [], None
-    params: dict[str, object] = {"keys": json.dumps(keys), "before": before, "limit": limit + 1}
+    keys_json = json.dumps([key.encode().hex().upper() for key in keys])
+    params: dict[str, object] = {"keys": keys_json, "before": before, "limit": limit + 1}
     checks = []
     for index, term in enumerate((*(terms.substrings if terms.words else ()), *terms.short)):
         params[f"t{index}"] = term.lower()

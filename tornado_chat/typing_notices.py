@@ -34,18 +34,20 @@ class TypingNotices:
         self.hub = hub
         self.writer = writer
         self.monotonic = monotonic
-        # Per session id: the conversation of its last notice passed on, and when.
-        self._last: dict[str, tuple[str, float]] = {}
+        # Per session id: when its last notice for each conversation was passed on, for the last interval.
+        self._last: dict[str, dict[str, float]] = {}
 
     def typing(self, session: Session, frame: Typing) -> int:
         """Pass a notice on; returns the number of sessions it went to (0 when it came too soon)."""
         user = session.user
         key = key_for(self.hub, user, frame.target)
         now = self.monotonic()
-        last = self._last.get(session.sid)
-        if last is not None and last[0] == key and now - last[1] < TYPING_MIN_INTERVAL_S:
+        recent = self._last.setdefault(session.sid, {})
+        if now - recent.get(key, -TYPING_MIN_INTERVAL_S) < TYPING_MIN_INTERVAL_S:
             return 0
-        self._last[session.sid] = (key, now)
+        for stale in [k for k, at in recent.items() if now - at >= TYPING_MIN_INTERVAL_S]:
+            del recent[stale]  # only the last interval's matter: at most what the rate limit lets through
+        recent[key] = now
         recipients = [other for other in self.hub.sessions_in(key) if other.user is not user]
         if recipients:
             self.writer.deliver([Delivery(typing_frame(user.name, key), recipients)])
