@@ -181,6 +181,19 @@ class MeHandler(BaseHandler):
         )
 
 
+class SessionHandler(MeHandler):
+    """``GET /api/session``: like ``/api/me``, but a visitor who is not logged in gets 200 and
+    ``{"username": null}``, so that a page asking "am I logged in?" does not log an error in the console."""
+
+    def get(self) -> None:
+        try:
+            super().get()
+        except ApiError as error:
+            if error.status_code != 401:
+                raise
+            self.write({"username": None})
+
+
 class ConfigHandler(BaseHandler):
     """``GET /api/config``: what a client needs to know before logging in."""
 

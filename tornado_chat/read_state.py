@@ -56,9 +56,12 @@ class ReadState:
         """A message was stored: count it (and move its sender's position to it)."""
         self.counter.add(key_of(message), message.seq, message.sender, message.mentions)
 
-    def joined(self, user: str, room: str) -> None:
-        """A user joined a room: what was said before is not unread."""
-        self.advance(user, room_key(room), self.hub.last_seq)
+    def joined(self, user: User, room: str) -> None:
+        """A user joined a room: what was said before is not unread, and their sessions hear so."""
+        key = room_key(room)
+        self.advance(user.name, key, self.hub.last_seq)
+        payload = server_frames.encode({"type": "read", **self.entry(user.name, key)})
+        self.writer.deliver([Delivery(payload, tuple(user.sessions.values()))])
 
     def advance(self, user: str, key: str, seq: int) -> bool:
         if not self.counter.advance(user, key, seq):

@@ -127,6 +127,7 @@ class ChatServer:
                 (r"/api/logout", handlers.LogoutHandler, args),
                 (r"/api/password", handlers.PasswordHandler, args),
                 (r"/api/me", handlers.MeHandler, args),
+                (r"/api/session", handlers.SessionHandler, args),
                 (r"/api/history", handlers.HistoryHandler, args),
                 (r"/api/.*", handlers.ApiNotFoundHandler, args),
             ],

@@ -251,7 +251,7 @@ class ChatService:
                 changed, deliveries = self.hub.join(session, frame.room)
                 if changed:
                     self.store.set_membership(user.name, frame.room, True, self.hub.last_seq)
-                    self.read_state.joined(user.name, frame.room)
+                    self.read_state.joined(user, frame.room)
                 self.deliver(deliveries)
             case protocol.Leave():
                 deliveries = self.hub.leave(session, frame.room)
