@@ -757,8 +757,8 @@ class Chat {
       muted ? "muted" : "",
     ].filter(Boolean);
     const nodes = [
-      mentions ? h("span", { class: "badge mention-badge", "aria-hidden": "true" }, "@") : null,
-      unread ? h("span", { class: muted ? "badge muted" : "badge", "aria-hidden": "true" }, unread > 999 ? "999+" : String(unread)) : null,
+      mentions ? h("span", { class: "badge mention-badge" }, "@") : null,
+      unread ? h("span", { class: muted ? "badge muted" : "badge" }, unread > 999 ? "999+" : String(unread)) : null,
     ];
     return { sig: `${unread}|${mentions}|${muted}`, label: label.length ? `, ${label.join(", ")}` : "", nodes };
   }
@@ -775,13 +775,8 @@ class Chat {
           const button = item.firstElementChild;
           button.setAttribute("aria-current", active ? "true" : "false");
           button.setAttribute("aria-label", `#${room.name}, ${plural(room.members, "member")}${badges.label}`);
-          fill(
-            button,
-            h("span", { class: "hash", "aria-hidden": "true" }, "#"),
-            h("span", { class: "conv-name" }, room.name),
-            h("span", { class: "member-count", title: plural(room.members, "member") }, String(room.members)),
-            badges.nodes,
-          );
+          fill(button, h("span", { class: "hash", "aria-hidden": "true" }, "#"), h("span", { class: "conv-name" }, room.name));
+          fill(item.lastElementChild, h("span", { class: "member-count" }, String(room.members)), badges.nodes);
         };
         return { key, sig: `${room.members}|${badges.sig}|${active}`, create: () => this.conversationItem(key, fillItem), update: fillItem };
       }),
@@ -815,8 +810,11 @@ class Chat {
 
   /** A sidebar entry: a button that opens the conversation, filled in by `fill`. */
   conversationItem(key, fillItem) {
-    const item = h("li", { dataset: { key } });
+    const item = h("li", { dataset: { key }, class: "conv-entry" });
     item.append(h("button", { type: "button", class: "conv-item", onclick: () => this.openConversation(key) }));
+    // Counts and badges sit over the button, outside it: its accessible name says them in words, and its
+    // visible text must be part of that name.
+    item.append(h("span", { class: "conv-extra", "aria-hidden": "true" }));
     fillItem(item);
     return item;
   }
@@ -843,8 +841,8 @@ class Chat {
             h("span", { class: `presence ${online ? "online" : "offline"}`, "aria-hidden": "true" }),
             kind === "group" ? h("span", { class: "avatar small group-avatar", "aria-hidden": "true" }, String(people.length + 1)) : avatar(name, "small"),
             h("span", { class: "conv-name", dir: "auto" }, who),
-            badges.nodes,
           );
+          fill(item.lastElementChild, badges.nodes);
         };
         return { key, sig: `${badges.sig}|${online}|${active}`, create: () => this.conversationItem(key, fillItem), update: fillItem };
       }),
