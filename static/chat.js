@@ -863,6 +863,7 @@ class Chat {
     members.hidden = true;
     const mute = $("mute-button");
     mute.hidden = conversation === null;
+    if (conversation?.kind !== "room") patchList($("member-list"), [], ""); // a room's list: stale elsewhere
     if (!conversation) {
       title.textContent = "Welcome";
       subtitle.replaceChildren(`Logged in as ${this.me}`);

@@ -127,9 +127,13 @@ def test_mentions_name_readers_other_than_the_sender() -> None:
     assert mentions.resolve("hello @room", readers, "alice", room_wide=False) == ()
 
 
-def test_code_mentions_nobody() -> None:
-    text = "run `@bob` or\n```\n@carol\n```\nbut @dave"
-    assert mentions.mentioned(text) == ["dave"]
+def test_code_mentions_nobody_and_ends_where_the_page_ends_it() -> None:
+    assert mentions.mentioned("run `@bob` or\n```\n@carol\n```\nbut @dave") == ["dave"]
+    # A fence in a quote ends with the quote (a reply quoting the start of a code block), as on the page.
+    assert mentions.mentioned("> said:\n> ```\n> @carol\n@bob agreed") == ["bob"]
+    # A fence outside quotes runs to the next fence, quote markers and all.
+    assert mentions.mentioned("```\n> @carol\n```\n@dave") == ["dave"]
+    assert mentions.mentioned("unclosed ```\n@carol") == ["carol"]  # not a fence: it does not start the line
 
 
 # ---------------------------------------------------------------- addressing and the hub
