@@ -131,7 +131,10 @@ function inlineAt(rest, token, before, depth) {
   if (token === "@") {
     if (before && NOT_BEFORE_MENTION.test(before)) return null;
     const match = MENTION.exec(rest);
-    return match ? { node: { t: "mention", name: match[1] }, length: match[0].length } : null;
+    if (!match) return null;
+    // "thanks @bob." mentions bob: a name's trailing dots and dashes are the sentence's, as on the server.
+    const name = match[1].replace(/[.-]+$/, "");
+    return name ? { node: { t: "mention", name }, length: name.length + 1 } : null;
   }
   const url = bareUrl(rest);
   return url ? { node: { t: "link", href: url.href, c: [{ t: "text", v: url.raw }] }, length: url.raw.length } : null;
