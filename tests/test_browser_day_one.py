@@ -444,9 +444,10 @@ def test_formatting_is_built_as_elements_and_reply_quotes(open_page: OpenPage, s
         message.hover()
         message.get_by_role("button", name="Reply to bob").click()
         expect(box(alice)).to_have_value(re.compile(r"^> \*\*bold\*\* .*\n> ```\n> <b>raw</b>\n> …\n@bob $"))
+        box_text = box(alice).input_value()
         box(alice).press_sequentially("agreed")
         box(alice).press("Enter")
-        assert bob.expect("message", **{"from": "alice"})["mentions"] == ["bob"]
+        assert bob.expect("message", text=f"{box_text}agreed")["mentions"] == ["bob"]
     assert not alice.dialogs
 
 
