@@ -91,17 +91,7 @@ class MemoryStore:
             done(AppendResult(existing, duplicate=True))
             return
         self._last_seq += 1
-        message = Message(
-            self._last_seq,
-            draft.sender,
-            draft.text,
-            draft.ts,
-            draft.client_id,
-            draft.to,
-            draft.room,
-            draft.members,
-            draft.mentions,
-        )
+        message = draft.stored(self._last_seq)
         self._log.append(message)
         self._by_client_id[key] = message
         conversation = thread_key(draft.sender, draft.room, draft.to, draft.members)

@@ -113,17 +113,7 @@ def insert_messages(connection: sqlite3.Connection, drafts: list[Draft]) -> list
             results.append(AppendResult(found, duplicate=True))
             continue
         last_seq += 1
-        message = Message(
-            last_seq,
-            draft.sender,
-            draft.text,
-            draft.ts,
-            draft.client_id,
-            draft.to,
-            draft.room,
-            draft.members,
-            draft.mentions,
-        )
+        message = draft.stored(last_seq)
         existing[key] = message  # a second copy in this very run is a resend of this one
         results.append(AppendResult(message))
         thread = thread_key(draft.sender, draft.room, draft.to, draft.members)

@@ -49,6 +49,12 @@ class Draft:
     members: tuple[str, ...] | None = None
     mentions: tuple[str, ...] = ()
 
+    def stored(self, seq: int) -> Message:
+        """The message this draft becomes once stored as ``seq``."""
+        return Message(
+            seq, self.sender, self.text, self.ts, self.client_id, self.to, self.room, self.members, self.mentions
+        )
+
 
 @dataclass(slots=True)
 class AppendResult:
