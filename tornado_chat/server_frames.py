@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import json.encoder
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -60,9 +61,12 @@ def iso_time(ts: float) -> str:
     """``ts`` (seconds since the epoch) as ISO 8601 UTC with milliseconds, e.g. 2026-11-26T02:15:40.123Z.
 
     Messages of the same second share the formatted date; only the milliseconds are new.
-    Like ``datetime``, the time is rounded to microseconds, then cut to milliseconds.
+    Like ``datetime``, the time is rounded to microseconds, then cut to milliseconds. As there, the fraction
+    is split off first (exactly): ``ts * 1e6`` would round in the multiplication and, at a half microsecond,
+    sometimes the other way.
     """
-    second, micros = divmod(round(ts * 1_000_000), 1_000_000)
+    fraction, whole = math.modf(ts)
+    second, micros = divmod(int(whole) * 1_000_000 + round(fraction * 1_000_000), 1_000_000)
     return f"{_iso_second(second)}.{micros // 1000:03d}Z"
 
 
