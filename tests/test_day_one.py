@@ -263,3 +263,14 @@ def test_group_conversations_deliver_page_and_replay_like_direct_ones(server: Se
             bob.send(frame)
             assert bob.expect("error", id=frame["id"])["code"] == code
         carol.close()
+
+
+def test_the_session_endpoint_answers_200_whether_logged_in_or_not(base_url: str) -> None:
+    status, _, answer = http("GET", base_url + "api/session")
+    assert (status, answer) == (200, {"username": None})
+    token = login(base_url, "alice")
+    status, _, answer = http("GET", base_url + "api/session", headers={"Authorization": f"Bearer {token}"})
+    assert status == 200 and answer["username"] == "alice" and answer["guest"] is False
+    status, _, answer = http("GET", base_url + "api/session", headers={"Authorization": "Bearer v1.forged"})
+    assert (status, answer) == (200, {"username": None})
+    assert http("GET", base_url + "api/me")[0] == 401  # /api/me keeps its 401
