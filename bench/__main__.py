@@ -32,6 +32,7 @@ from tornado_chat import __version__
 
 from . import report
 from .baseline import Baseline, BaselineError, checked_out
+from .search import remove_built, w6_search
 from .sysinfo import machine_info, raise_nofile_limit
 from .targets import (
     ALL_TARGETS,
@@ -47,7 +48,7 @@ from .targets import (
 )
 from .workloads import W5_VARIANTS, Bench, Config, Result, w1_fanout, w2_direct, w3_memory, w4_heartbeat, w5_durable
 
-WORKLOADS = ("w1", "w2", "w3", "w4", "w5")
+WORKLOADS = ("w1", "w2", "w3", "w4", "w5", "w6")
 PROG = "python -m bench"
 
 
@@ -80,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also run tornado-chat as of commit REV, checked out into a temporary git worktree, as target "
         "tornado-chat@SHORT-HASH; may be given more than once",
     )
-    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated workloads (w1..w5)")
+    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated workloads (w1..w6)")
     parser.add_argument("--runs", type=int, default=1, help="runs of everything; tables show medians")
     parser.add_argument("--json", type=Path, help="write every figure, the machine and the command line here")
     parser.add_argument("--markdown", type=Path, help="write the tables as Markdown here")
@@ -138,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--w5-senders", type=int, default=defaults.w5_senders, help="concurrent senders")
     parser.add_argument("--w5-messages", type=int, default=defaults.w5_messages, help="messages in all")
     parser.add_argument(
+        "--w6-messages", type=int, default=defaults.w6_messages, help="messages in the stored history searched"
+    )
+    parser.add_argument("--w6-queries", type=int, default=defaults.w6_queries, help="queries of each kind")
+    parser.add_argument(
         "--connect-concurrency",
         type=int,
         default=defaults.connect_concurrency,
@@ -184,6 +189,8 @@ def config_from(args: argparse.Namespace, log: Callable[[str], None]) -> Config:
         w4_probe_hz=args.w4_probe_hz,
         w5_senders=args.w5_senders,
         w5_messages=args.w5_messages,
+        w6_messages=args.w6_messages,
+        w6_queries=args.w6_queries,
         connect_concurrency=args.connect_concurrency,
         timeout_s=args.timeout,
         server_loop=server_loop(args.server_loop),
@@ -212,6 +219,8 @@ def plan(config: Config, workloads: Sequence[str]) -> list[tuple[str, Callable[[
         elif name == "w5":
             for variant in W5_VARIANTS:
                 steps.append((variant, lambda b, t, variant=variant: w5_durable(b, t, variant)))  # type: ignore[misc]
+        elif name == "w6":
+            steps.append(("w6", w6_search))
     return steps
 
 
@@ -230,6 +239,8 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     except BaselineError as exc:
         print(f"tornado-chat-bench: --baseline-ref: {exc}", file=sys.stderr)
         return 2
+    finally:
+        remove_built()
 
 
 async def run_targets(
@@ -358,6 +369,8 @@ def _progress(outcome: Result) -> str:
         "probe_rtt_p99_ms",
         "detect_wall_max_s",
         "acked_per_s",
+        "search_p50_ms",
+        "search_p99_ms",
         "latency_p99_ms",
         "rtt_p99_ms",
         "server_cpu_pct",

@@ -57,6 +57,8 @@ class Config:
     w4_probe_hz: float = 50.0
     w5_senders: int = 100
     w5_messages: int = 10_000
+    w6_messages: int = 1_000_000
+    w6_queries: int = 50
     connect_concurrency: int = 64
     timeout_s: float = 180.0
     server_loop: str = "asyncio"  # the event loop of every Python server: "asyncio" or "uvloop"

@@ -43,7 +43,15 @@ async function request(method, path, body) {
 
 export const api = {
   config: () => request("GET", "api/config"),
-  me: () => request("GET", "api/me"),
+  /**
+   * Who is logged in; an ApiError with status 401 when nobody is. Asked of `api/session`, which answers 200
+   * either way, so that a visit while logged out logs no failed request in the browser's console.
+   */
+  async me() {
+    const who = await request("GET", "api/session");
+    if (!who?.username) throw new ApiError(401, "no_token", "not logged in");
+    return who;
+  },
   login: (username, password) => request("POST", "api/login", password === null ? { username } : { username, password }),
   register: (username, password) => request("POST", "api/register", { username, password }),
   logout: () => request("POST", "api/logout"),

@@ -7,11 +7,17 @@
 // Text is only ever put in the page as text (dom.js): never parsed as HTML.
 
 import { api, ApiError, NetworkError } from "./api.js";
-import { ChatState, parseKey, personKey, roomKey } from "./chatstate.js";
+import { ChatState, groupKey, keyOfMessage, keyOfTarget, parseKey, personKey, roomKey } from "./chatstate.js";
+import { Composer } from "./composer.js";
 import { backoffDelay, Link } from "./connection.js";
-import { $, avatar, dayKey, dayLabel, fill, formatFull, formatTime, h, linkify, patchChildren } from "./dom.js";
+import { $, avatar, dayKey, dayLabel, fill, formatFull, formatTime, formatted, h, patchChildren } from "./dom.js";
 import { applyChange, applyMemberEvent, applyRoomState, newRoom } from "./moderation.js";
+import { Notifier } from "./notify.js";
+import { Prefs } from "./prefs.js";
+import { firstUnread, mentionsMe } from "./readstate.js";
 import * as roomview from "./roomview.js";
+import { SearchPanel } from "./search.js";
+import { TypingState, typingText } from "./typingstate.js";
 
 const ROOM_RULE = /^[a-z0-9_-]{1,64}$/;
 const NAME_RULE = /^[A-Za-z0-9_.-]{1,32}$/;
@@ -19,6 +25,9 @@ const GROUP_GAP_MS = 5 * 60_000;
 const HISTORY_PAGE = 50;
 const PUMP_AGAIN_MS = 100;
 const ROOMS_REFRESH_MS = 30_000;
+// Pages of history fetched, at most, to reach a search result in its conversation.
+const FIND_PAGES = 25;
+const FIND_PAGE = 200;
 const NARROW = window.matchMedia("(max-width: 720px)");
 
 let config = {
@@ -48,6 +57,30 @@ class Chat {
       storage: browserStorage("localStorage"),
       tabStorage: browserStorage("sessionStorage"),
     });
+    this.prefs = new Prefs(this.me, {
+      storage: browserStorage("localStorage"),
+      tabStorage: browserStorage("sessionStorage"),
+    });
+    this.typing = new TypingState();
+    this.typingTimer = null;
+    this.composer = new Composer({
+      textarea: $("composer-text"),
+      counter: $("composer-count"),
+      sendButton: $("composer").querySelector("button[type=submit]"),
+      prefs: this.prefs,
+      typing: this.typing,
+      sendTyping: (key) => this.send({ type: "typing", ...this.state.conversation(key).frameTarget }),
+    });
+    this.notifier = new Notifier({ prefs: this.prefs, open: (key) => this.openConversation(key) });
+    this.search = new SearchPanel({
+      send: (frame) => this.send(frame),
+      keyOf: (message) => keyOfMessage(message, this.me),
+      label: (key) => this.label(key),
+      openAt: (key, seq) => this.openAt(key, seq),
+      shown: (visible) => document.body.classList.toggle("searching", visible),
+    });
+    // The read position the open conversation had when it was opened: the "New messages" line follows it.
+    this.lineAfter = null;
     this.rooms = new Map(); // name -> moderation.newRoom(): {name, members, online, member, names, private, topic, roles, banned}
     this.online = new Set();
     this.admin = false; // a server admin (the welcome says; an `admin` frame changes it)
@@ -80,7 +113,7 @@ class Chat {
     ];
     this.onOnline = () => this.flushPending(false);
     this.onVisible = () => {
-      if (!document.hidden && this.openKey && this.state.markRead(this.openKey)) this.renderSidebar();
+      if (!document.hidden) this.readOpen();
     };
     this.onPageHide = () => this.state.writeNow();
     window.addEventListener("online", this.onOnline);
@@ -94,7 +127,9 @@ class Chat {
     $("password-button").hidden = this.guest;
     this.state.begin();
     window.addEventListener("pagehide", this.onPageHide);
-    this.openConversation(this.openKey, { focus: false });
+    this.renderPrefs();
+    // A reload reopens this tab's conversation; a new tab, the one opened last in any tab.
+    this.openConversation(this.openKey ?? this.prefs.lastOpen, { focus: false });
     this.link.start();
   }
 
@@ -103,6 +138,9 @@ class Chat {
     this.link.destroy();
     for (const timer of this.timers) clearInterval(timer);
     clearTimeout(this.pumpTimer);
+    clearTimeout(this.typingTimer);
+    this.composer.switchTo(null);
+    this.search.close();
     window.removeEventListener("online", this.onOnline);
     document.removeEventListener("visibilitychange", this.onVisible);
     window.removeEventListener("pagehide", this.onPageHide);
@@ -138,8 +176,10 @@ class Chat {
     return count;
   }
 
+  /** Whether to show `name` as online: unknown (so not) for everyone while this page is not connected. */
   isOnline(name) {
-    return name === this.me ? this.link.isUp : this.online.has(name);
+    if (!this.link.isUp || !navigator.onLine) return false;
+    return name === this.me || this.online.has(name);
   }
 
   canSend() {
@@ -192,6 +232,13 @@ class Chat {
       case "admin":
         this.admin = Boolean(frame.admin);
         return this.renderAll();
+      case "read":
+        this.state.readFrame(frame);
+        return this.renderSidebar();
+      case "typing":
+        return this.onTyping(frame);
+      case "search":
+        return this.search.answered(frame);
       case "error":
         return this.onError(frame);
       default:
@@ -206,7 +253,7 @@ class Chat {
       return;
     }
     this.limits = welcome.limits ?? this.limits;
-    $("composer-text").maxLength = this.limits.text_chars;
+    this.composer.setLimit(this.limits.text_chars);
     this.state.welcome(welcome, this.link.sinceUsed);
     this.welcomed = true;
     this.admin = Boolean(welcome.admin);
@@ -222,6 +269,7 @@ class Chat {
     }
     if (this.open && !this.open.loaded) this.loadHistory(this.open);
     this.renderAll();
+    this.readOpen();
   }
 
   onUp() {
@@ -245,6 +293,7 @@ class Chat {
     const outcome = this.state.receive(message, { visible: !document.hidden });
     if (!outcome) return;
     const { key, own, added } = outcome;
+    if (this.typing.stopped(key, message.from)) this.renderTyping();
     if (!added) {
       // Shown already; our own pending copy may just have been settled by it.
       if (key === this.openKey) this.renderMessages();
@@ -253,8 +302,15 @@ class Chat {
     if (!own && live) {
       this.online.add(message.from); // they just sent it
       this.announce(message);
+      if (!(key === this.openKey && !document.hidden)) {
+        const direct = !message.room;
+        this.notifier.message({ key, title: this.title(key, message), message, direct, mentioned: mentionsMe(message, this.me) });
+      }
     }
-    if (key === this.openKey) this.renderMessages({ arrived: true, own });
+    if (key === this.openKey) {
+      this.renderMessages({ arrived: true, own });
+      this.readOpen();
+    }
     this.renderSidebar();
   }
 
@@ -282,7 +338,7 @@ class Chat {
     } else if (frame.type === "left" && this.openKey === roomKey(frame.room)) {
       this.openConversation(null);
     }
-    if (frame.type === "left") this.state.markRead(roomKey(frame.room));
+    if (frame.type === "left") this.state.reads.forget(roomKey(frame.room));
     this.send({ type: "rooms" });
     this.renderAll();
   }
@@ -297,7 +353,11 @@ class Chat {
   onRooms(frame) {
     const listed = new Set(frame.rooms.map((entry) => entry.room));
     // The list is every room we may see: one missing from it (a private room we left) is forgotten.
-    for (const name of this.rooms.keys()) if (!listed.has(name)) this.rooms.delete(name);
+    for (const name of this.rooms.keys()) {
+      if (listed.has(name)) continue;
+      this.rooms.delete(name);
+      this.state.reads.forget(roomKey(name));
+    }
     for (const entry of frame.rooms) {
       const room = this.room(entry.room);
       room.members = entry.members;
@@ -305,6 +365,9 @@ class Chat {
       room.member = entry.member;
       room.private = Boolean(entry.private);
       room.topic = entry.topic ?? "";
+      // Counts only for our own rooms: a room we left or were removed from has nothing unread for us.
+      if (entry.member) this.state.reads.apply(roomKey(entry.room), entry);
+      else this.state.reads.forget(roomKey(entry.room));
     }
     this.renderSidebar();
     this.renderHeader();
@@ -324,7 +387,7 @@ class Chat {
     room.member = false;
     room.names = null;
     if (room.private) this.rooms.delete(frame.room);
-    this.state.markRead(roomKey(frame.room));
+    this.state.reads.forget(roomKey(frame.room)); // nothing there is unread for us any more
     if (this.openKey === roomKey(frame.room)) this.openConversation(null);
     toast(`${frame.by} ${frame.reason === "banned" ? "banned you from" : "removed you from"} #${frame.room}.`);
     this.send({ type: "rooms" });
@@ -335,11 +398,14 @@ class Chat {
   onChange(frame) {
     roomview.actionAnswered(this, frame);
     const outcome = applyChange(this.state, frame);
-    if (outcome?.changed && outcome.key === this.openKey) this.renderMessages();
+    if (!outcome?.changed) return;
+    if (outcome.key === this.openKey) this.renderMessages();
+    this.renderSidebar(); // a mention edited in or out of an unread message
   }
 
   onError(error) {
     if (roomview.actionFailed(this, error)) return;
+    if (this.search.refused(error)) return;
     const item = this.state.settleByError(error);
     if (item) {
       if (item.key === this.openKey) this.renderMessages();
@@ -369,8 +435,8 @@ class Chat {
       toast(`Join #${conversation.name} to write here.`);
       return false;
     }
-    if ([...text].length > this.limits.text_chars) {
-      toast(`That message is too long (at most ${this.limits.text_chars} characters).`);
+    if (this.composer.measure().over) {
+      toast(`That message is too long: at most ${this.limits.text_chars.toLocaleString()} characters.`);
       return false;
     }
     this.state.enqueue(conversation.key, text); // stored before anything else: a reload cannot lose it
@@ -424,8 +490,12 @@ class Chat {
       key = null;
     }
     this.state.select(key);
-    this.editor.follow(key);
+    this.editor.follow(key); // an edit belongs to the conversation it started in: it ends first
+    this.composer.switchTo(key);
+    if (key !== null) this.prefs.opened(key);
+    this.lineAfter = key === null ? null : this.state.reads.position(key);
     document.body.classList.toggle("conversation-open", key !== null);
+    if (this.search.open) this.search.close();
     $("jump").hidden = true;
     if (key !== null) {
       const conversation = this.state.conversation(key);
@@ -434,6 +504,8 @@ class Chat {
       if (room && room.member && !room.names) this.send({ type: "join", room: room.name });
     }
     this.renderAll({ toBottom: true });
+    this.renderTyping();
+    this.readOpen();
     if (focus && key !== null && !NARROW.matches) $("composer-text").focus();
   }
 
@@ -461,7 +533,9 @@ class Chat {
   }
 
   async startConversation(raw) {
-    const name = raw.trim().replace(/^@/, "");
+    const names = [...new Set(raw.split(",").map((part) => part.trim().replace(/^@/, "")).filter(Boolean))];
+    if (names.length > 1) return this.startGroup(names.filter((name) => name !== this.me));
+    const name = names[0] ?? "";
     const error = $("person-error");
     error.textContent = "";
     if (!NAME_RULE.test(name)) {
@@ -486,13 +560,13 @@ class Chat {
     return true;
   }
 
-  async loadHistory(conversation, older = false) {
+  async loadHistory(conversation, older = false, size = HISTORY_PAGE) {
     const request = conversation.beginPage(older);
     if (!request) return;
     this.renderHistoryTop();
     let outcome = older ? "prepend" : "bottom";
     try {
-      const page = await api.history(conversation.target, request.before, HISTORY_PAGE);
+      const page = await api.history(conversation.target, request.before, size);
       if (this.stopped) return;
       this.state.addHistoryPage(conversation, page);
     } catch (problem) {
@@ -508,7 +582,110 @@ class Chat {
     } finally {
       conversation.endPage();
     }
-    if (conversation.key === this.openKey) this.renderMessages({ history: outcome });
+    if (conversation.key === this.openKey) {
+      this.renderMessages({ history: outcome });
+      this.readOpen();
+    }
+  }
+
+  /** The reader sees the open conversation (and the tab): tell the server how far they have read. */
+  readOpen() {
+    const key = this.openKey;
+    if (key === null || document.hidden || this.search.open) return;
+    const read = this.state.markRead(key);
+    if (read === null) return;
+    this.send({ type: "read", ...this.state.conversation(key).frameTarget, seq: read.seq });
+    this.renderSidebar();
+  }
+
+  onTyping(frame) {
+    if (frame.from === this.me) return;
+    this.typing.heard(keyOfMessage(frame, this.me), frame.from);
+    this.renderTyping();
+  }
+
+  /** "alice is typing…" under the open conversation, until it runs out. */
+  renderTyping() {
+    clearTimeout(this.typingTimer);
+    $("typing").textContent = this.openKey === null ? "" : typingText(this.typing.who(this.openKey));
+    const next = this.typing.nextExpiry();
+    if (next !== null) this.typingTimer = setTimeout(() => this.renderTyping(), next + 50);
+  }
+
+  /** How the sidebar names a conversation: "#room", "bob", "bob, carol". */
+  label(key) {
+    const { kind, name, people } = parseKey(key);
+    if (kind === "room") return `#${name}`;
+    return kind === "group" ? people.join(", ") : name;
+  }
+
+  /** A notification's title for a message in `key`. */
+  title(key, message) {
+    const { kind } = parseKey(key);
+    if (kind === "dm") return message.from;
+    return `${message.from} in ${this.label(key)}`;
+  }
+
+  /** Open `key` and show the message `seq` there, loading history back to it (a search result). */
+  async openAt(key, seq) {
+    if (parseKey(key).kind === "dm") this.state.people.add(parseKey(key).name);
+    if (parseKey(key).kind === "group") this.state.groups.add(key);
+    this.openConversation(key);
+    const conversation = this.state.conversation(key);
+    for (let page = 0; page < FIND_PAGES && !conversation.messages.has(seq); page++) {
+      if (conversation.loading) await new Promise((resolve) => setTimeout(resolve, 50));
+      else if (!conversation.loaded) await this.loadHistory(conversation, false, FIND_PAGE);
+      else if (conversation.more === true) await this.loadHistory(conversation, true, FIND_PAGE);
+      else break;
+      if (this.openKey !== key) return;
+    }
+    const item = $("messages").querySelector(`li[data-seq="${seq}"]`);
+    if (!item) {
+      toast("That message is too far back to show here.");
+      return;
+    }
+    for (const old of $("messages").querySelectorAll("li.found")) old.classList.remove("found");
+    item.classList.add("found");
+    item.scrollIntoView({ block: "center" });
+  }
+
+  /** Start (or open) a group conversation with `names` (everyone but this user). */
+  async startGroup(names) {
+    const error = $("person-error");
+    error.textContent = "";
+    const bad = names.find((name) => !NAME_RULE.test(name));
+    if (bad !== undefined || names.length < 2 || names.length > 9) {
+      error.textContent = bad !== undefined ? `“${bad}” is not a name.` : "A group has 3 to 10 people, you included.";
+      return false;
+    }
+    const key = groupKey(names);
+    if (!this.state.groups.has(key)) {
+      try {
+        const page = await api.history({ with: names.join(",") }, null, HISTORY_PAGE);
+        this.state.addHistoryPage(this.state.conversation(key), page);
+      } catch (problem) {
+        error.textContent = problem instanceof ApiError ? problem.message : "Could not reach the server: try again in a moment.";
+        return false;
+      }
+      this.state.groups.add(key);
+    }
+    this.openConversation(key);
+    return true;
+  }
+
+  /** The account menu's switches: notifications and sound. */
+  renderPrefs() {
+    const permission = this.notifier.permission;
+    const button = $("notify-button");
+    button.hidden = permission === "unsupported";
+    button.disabled = permission !== "default";
+    button.textContent =
+      permission === "granted"
+        ? "Desktop notifications are on"
+        : permission === "denied"
+          ? "Desktop notifications are blocked in this browser"
+          : "Turn on desktop notifications";
+    $("sound-button").setAttribute("aria-pressed", String(this.prefs.sound));
   }
 
   announce(message) {
@@ -636,8 +813,26 @@ class Chat {
   }
 
   renderTitle() {
-    const total = this.state.totalUnread();
+    const total = this.state.totalUnread((key) => this.prefs.isMuted(key));
     document.title = total ? `(${total}) tornado-chat` : "tornado-chat";
+    this.notifier.badge(total);
+  }
+
+  /** The badges of a sidebar entry: unread count (grey when muted), "@" when it mentions the user. */
+  badges(key) {
+    const unread = this.state.unreadIn(key);
+    const mentions = this.state.reads.mentionsIn(key);
+    const muted = this.prefs.isMuted(key);
+    const label = [
+      unread ? plural(unread, "unread message") : "",
+      mentions ? plural(mentions, "mention") : "",
+      muted ? "muted" : "",
+    ].filter(Boolean);
+    const nodes = [
+      mentions ? h("span", { class: "badge mention-badge" }, "@") : null,
+      unread ? h("span", { class: muted ? "badge muted" : "badge" }, unread > 999 ? "999+" : String(unread)) : null,
+    ];
+    return { sig: `${unread}|${mentions}|${muted}`, label: label.length ? `, ${label.join(", ")}` : "", nodes };
   }
 
   renderRooms() {
@@ -646,24 +841,20 @@ class Chat {
       $("room-list"),
       mine.map((room) => {
         const key = roomKey(room.name);
-        const unread = this.state.unreadIn(key);
+        const badges = this.badges(key);
         const active = key === this.openKey;
         const fillItem = (item) => {
           const button = item.firstElementChild;
           button.setAttribute("aria-current", active ? "true" : "false");
-          button.setAttribute(
-            "aria-label",
-            `#${room.name}${roomview.privateLabel(room)}, ${plural(room.members, "member")}${unread ? `, ${plural(unread, "unread message")}` : ""}`,
-          );
+          button.setAttribute("aria-label", `#${room.name}${roomview.privateLabel(room)}, ${plural(room.members, "member")}${badges.label}`);
           fill(
             button,
             room.private ? h("span", { class: "hash lock", "aria-hidden": "true" }) : h("span", { class: "hash", "aria-hidden": "true" }, "#"),
             h("span", { class: "conv-name" }, room.name),
-            h("span", { class: "member-count", title: plural(room.members, "member") }, String(room.members)),
-            unread ? h("span", { class: "badge" }, String(unread)) : null,
           );
+          fill(item.lastElementChild, h("span", { class: "member-count" }, String(room.members)), badges.nodes);
         };
-        return { key, sig: `${room.members}|${unread}|${active}|${room.private}`, create: () => this.conversationItem(key, fillItem), update: fillItem };
+        return { key, sig: `${room.members}|${badges.sig}|${active}|${room.private}`, create: () => this.conversationItem(key, fillItem), update: fillItem };
       }),
       this.welcomed ? "No rooms yet: join one below." : "",
     );
@@ -695,38 +886,41 @@ class Chat {
 
   /** A sidebar entry: a button that opens the conversation, filled in by `fill`. */
   conversationItem(key, fillItem) {
-    const item = h("li", { dataset: { key } });
+    const item = h("li", { dataset: { key }, class: "conv-entry" });
     item.append(h("button", { type: "button", class: "conv-item", onclick: () => this.openConversation(key) }));
+    // Counts and badges sit over the button, outside it: its accessible name says them in words, and its
+    // visible text must be part of that name.
+    item.append(h("span", { class: "conv-extra", "aria-hidden": "true" }));
     fillItem(item);
     return item;
   }
 
   renderPeople() {
-    const names = [...this.state.people].sort((a, b) => a.localeCompare(b));
+    const keys = [...[...this.state.people].map(personKey), ...this.state.groups].sort((a, b) =>
+      this.label(a).localeCompare(this.label(b)),
+    );
     patchList(
       $("people-list"),
-      names.map((name) => {
-        const key = personKey(name);
-        const unread = this.state.unreadIn(key);
-        const online = this.isOnline(name);
+      keys.map((key) => {
+        const { kind, name, people } = parseKey(key);
+        const badges = this.badges(key);
+        const online = kind === "dm" ? this.isOnline(name) : people.some((person) => this.isOnline(person));
         const active = key === this.openKey;
         const fillItem = (item) => {
           const button = item.firstElementChild;
-          const who = name === this.me ? `${name} (you)` : name;
+          const who = name === this.me ? `${name} (you)` : this.label(key);
+          const status = kind === "group" ? `group of ${people.length + 1}` : online ? "online" : "offline";
           button.setAttribute("aria-current", active ? "true" : "false");
-          button.setAttribute(
-            "aria-label",
-            `${who}, ${online ? "online" : "offline"}${unread ? `, ${plural(unread, "unread message")}` : ""}`,
-          );
+          button.setAttribute("aria-label", `${who}, ${status}${badges.label}`);
           fill(
             button,
             h("span", { class: `presence ${online ? "online" : "offline"}`, "aria-hidden": "true" }),
-            avatar(name, "small"),
-            h("span", { class: "conv-name" }, who),
-            unread ? h("span", { class: "badge" }, String(unread)) : null,
+            kind === "group" ? h("span", { class: "avatar small group-avatar", "aria-hidden": "true" }, String(people.length + 1)) : avatar(name, "small"),
+            h("span", { class: "conv-name", dir: "auto" }, who),
           );
+          fill(item.lastElementChild, badges.nodes);
         };
-        return { key, sig: `${unread}|${online}|${active}`, create: () => this.conversationItem(key, fillItem), update: fillItem };
+        return { key, sig: `${badges.sig}|${online}|${active}`, create: () => this.conversationItem(key, fillItem), update: fillItem };
       }),
       this.welcomed ? "No conversations yet." : "",
     );
@@ -746,12 +940,20 @@ class Chat {
     const topic = conversation?.kind === "room" ? this.room(conversation.name).topic : "";
     $("conv-topic").hidden = !topic;
     $("conv-topic").textContent = topic;
+    const mute = $("mute-button");
+    mute.hidden = conversation === null;
+    if (conversation?.kind !== "room") patchList($("member-list"), [], ""); // a room's list: stale elsewhere
     if (!conversation) {
       title.textContent = "Welcome";
       subtitle.replaceChildren(`Logged in as ${this.me}`);
-      $("join-general").hidden = this.room("general").member;
+      // Look, do not create: a room that does not exist must not appear in the lists.
+      $("join-general").hidden = Boolean(this.rooms.get("general")?.member);
       return;
     }
+    const muted = this.prefs.isMuted(conversation.key);
+    mute.setAttribute("aria-pressed", String(muted));
+    mute.textContent = muted ? "Muted" : "Mute";
+    mute.title = muted ? "Unmute: notify me again" : "Mute: no notifications or sounds from here";
     const textarea = $("composer-text");
     if (conversation.kind === "room") {
       const room = this.room(conversation.name);
@@ -769,6 +971,12 @@ class Chat {
         "Loading…",
       );
       roomview.renderRoomTools(this, room);
+    } else if (conversation.kind === "group") {
+      const people = parseKey(conversation.key).people;
+      title.textContent = people.join(", ");
+      const online = people.filter((person) => this.isOnline(person)).length;
+      subtitle.replaceChildren(`${people.length + 1} people, you included · ${online} online`);
+      textarea.placeholder = `Message ${people.join(", ")}`;
     } else {
       const online = this.isOnline(conversation.name);
       title.textContent = conversation.name === this.me ? `${conversation.name} (you)` : conversation.name;
@@ -826,13 +1034,19 @@ class Chat {
     const items = [];
     const rights = roomview.rightsIn(this, conversation); // which Edit and Delete buttons show
     let previous = null;
+    // The "New messages" line goes before the first message after where the reader stood on opening.
+    const line = this.lineAfter === null ? null : firstUnread(conversation.sorted(), this.lineAfter, this.me);
     const push = (entry) => {
       const date = new Date(entry.ts);
       const day = dayKey(date);
       if (!previous || previous.day !== day) {
         items.push({ key: `day:${day}`, sig: day, create: () => h("li", { class: "day-divider" }, h("span", {}, dayLabel(date))) });
       }
-      const grouped = previous !== null && previous.day === day && previous.from === entry.from && date - previous.date < GROUP_GAP_MS;
+      let grouped = previous !== null && previous.day === day && previous.from === entry.from && date - previous.date < GROUP_GAP_MS;
+      if (entry.seq !== undefined && entry.seq === line) {
+        items.push({ key: "new-line", sig: "new", create: () => h("li", { class: "new-divider" }, h("span", {}, "New messages")) });
+        grouped = false;
+      }
       items.push({
         key: entry.key,
         sig: `${grouped}|${entry.state ?? ""}|${entry.stateLabel ?? ""}|${entry.rev ?? 0}|${rights}`,
@@ -841,14 +1055,18 @@ class Chat {
       previous = { day, from: entry.from, date };
     };
     for (const message of conversation.sorted()) {
-      const { seq, from, text, ts, edited, deleted } = message;
-      push({ key: `m:${seq}`, from, text, ts, seq, edited, deleted, rev: message.rev ?? 0 });
+      const { seq, from, text, ts, edited, deleted, mentions } = message;
+      push({ key: `m:${seq}`, from, text, ts, seq, edited, deleted, mentions, rev: message.rev ?? 0 });
     }
     for (const item of this.state.pendingIn(conversation.key)) {
       push({ key: `p:${item.id}`, from: this.me, text: item.text, ts: item.ts, id: item.id, state: item.state, stateLabel: this.pendingLabel(item) });
     }
     patchChildren(list, items);
-    if (history === "bottom" || (arrived && (own || nearBottom))) {
+    const lineElement = history === "bottom" ? list.querySelector(".new-divider") : null;
+    if (lineElement) {
+      // Opened with news: start at the first unread message, the "New messages" line at the top.
+      scroller.scrollTop = lineElement.offsetTop - scroller.offsetTop - 8;
+    } else if (history === "bottom" || (arrived && (own || nearBottom))) {
       scroller.scrollTop = scroller.scrollHeight;
       $("jump").hidden = true;
     } else if (history === "prepend") {
@@ -856,6 +1074,11 @@ class Chat {
     } else if (arrived) {
       $("jump").hidden = false;
     }
+  }
+
+  replyTo(entry) {
+    const conversation = this.open;
+    if (conversation) this.composer.reply(entry, { mention: conversation.kind !== "dm" });
   }
 
   pendingLabel(item) {
@@ -875,14 +1098,20 @@ class Chat {
     const own = entry.from === this.me;
     const classes = ["message", own ? "own" : "other", grouped ? "grouped" : "first"];
     if (entry.state) classes.push("pending", `state-${entry.state}`);
+    if (!own && mentionsMe(entry, this.me)) classes.push("mentions-me");
     const item = h("li", { class: classes.join(" "), dataset: entry.seq ? { seq: entry.seq } : { pending: entry.id } });
     if (!own) item.append(grouped ? h("span", { class: "avatar-space", "aria-hidden": "true" }) : avatar(entry.from));
     const body = h("div", { class: "message-body" });
     const time = h("time", { datetime: date.toISOString(), title: formatFull(date) }, formatTime(date));
     if (!grouped && !own) body.append(h("div", { class: "sender" }, entry.from));
     else body.append(h("span", { class: "visually-hidden sender" }, own ? "You" : entry.from));
-    const meta = h("span", { class: "meta" }, roomview.editedMark(entry), time);
-    const bubble = h("div", { class: "bubble" }, roomview.messageText(entry, linkify), meta);
+    const reply =
+      entry.seq && !entry.deleted
+        ? h("button", { type: "button", class: "reply link", "aria-label": `Reply to ${entry.from}`, onclick: () => this.replyTo(entry) }, "Reply")
+        : null;
+    // Edited text goes through the same Markdown renderer; a tombstone says "message deleted" (roomview.js).
+    const text = roomview.messageText(entry, (source) => formatted(source, this.me));
+    const bubble = h("div", { class: "bubble" }, text, h("span", { class: "meta" }, reply, roomview.editedMark(entry), time));
     body.append(bubble);
     const actions = roomview.messageActions(this, entry);
     if (actions) body.append(actions);
@@ -1037,8 +1266,10 @@ function bindChat() {
   };
   $("composer").addEventListener("submit", (event) => {
     event.preventDefault();
-    if (chat?.editor.editing ? chat.editor.submit(textarea.value) : chat?.compose(textarea.value)) {
-      textarea.value = "";
+    if (chat?.editor.editing) {
+      if (chat.editor.submit(textarea.value)) fit(); // the box gets back what was typed before the edit
+    } else if (chat?.compose(textarea.value)) {
+      chat.composer.sent();
       fit();
     }
     textarea.focus();
@@ -1056,7 +1287,36 @@ function bindChat() {
   });
   $("edit-cancel").addEventListener("click", () => chat?.editor.cancel());
   roomview.bindRoomControls(() => chat);
-  textarea.addEventListener("input", fit);
+  textarea.addEventListener("input", () => {
+    fit();
+    chat?.composer.input();
+  });
+  textarea.addEventListener("fit", fit); // the text changed under the page's hand (an edit began or ended)
+  $("search-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const q = $("search-text").value.trim();
+    if (q && chat) chat.search.submit(q);
+  });
+  $("search-close").addEventListener("click", () => {
+    chat?.search.close();
+    chat?.readOpen();
+  });
+  $("search-more").addEventListener("click", () => chat?.search.more());
+  $("mute-button").addEventListener("click", () => {
+    if (!chat?.openKey) return;
+    chat.prefs.toggleMute(chat.openKey);
+    chat.renderAll();
+  });
+  $("notify-button").addEventListener("click", async () => {
+    await chat?.notifier.enable(); // asked only here, from a click
+    chat?.renderPrefs();
+  });
+  $("sound-button").addEventListener("click", () => {
+    if (!chat) return;
+    chat.prefs.setSound(!chat.prefs.sound);
+    chat.renderPrefs();
+    if (chat.prefs.sound) chat.notifier.beep();
+  });
 
   $("join-form").addEventListener("submit", (event) => {
     event.preventDefault();

@@ -8,33 +8,58 @@
 // - `cursor` is the newest seq seen; reconnects pass it as `since` so the server replays what we missed.
 //   It only moves forward.
 // - Messages are kept by seq, so one that arrives twice (replay and history, ack and replay) is kept once.
+// - Unread counts are the server's (readstate.js), not this tab's: every tab and device shows the same.
 //
 // Nothing here touches `window`, `document` or the DOM: storage and the clock come in through the
 // constructor, frames go out through a `send` function the caller passes.
 
 import { Persist, randomId } from "./persist.js";
+import { ReadState } from "./readstate.js";
 
 /** The server allows a burst of 40 frames and 20 a second: a queue resent after an outage stays well inside. */
 export const SEND_BURST = 20;
 export const SEND_RATE_PER_S = 10;
 
-const KEY_RULE = /^(room|dm):./;
+const KEY_RULE = /^(room|dm|group):./;
 
 /** The key of a room's conversation, as stored and as used in the page. */
 export const roomKey = (name) => `room:${name}`;
 /** The key of a direct conversation with `name`. */
 export const personKey = (name) => `dm:${name}`;
+/** The key of a group conversation with `others` (everyone in it but this user), whatever their order. */
+export const groupKey = (others) => `group:${[...new Set(others)].sort().join(",")}`;
 
-/** `room:x` → {kind: "room", name: "x"}; `dm:x` → {kind: "dm", name: "x"}. */
+/**
+ * `room:x` → {kind: "room", name: "x"}; `dm:x` → {kind: "dm", name: "x"}; `group:a,b` → {kind: "group",
+ * name: "a,b", people: ["a", "b"]}.
+ */
 export function parseKey(key) {
   const at = key.indexOf(":");
-  return { kind: key.slice(0, at) === "room" ? "room" : "dm", name: key.slice(at + 1) };
+  const prefix = key.slice(0, at);
+  const name = key.slice(at + 1);
+  if (prefix === "group") return { kind: "group", name, people: name.split(",") };
+  return { kind: prefix === "room" ? "room" : "dm", name };
+}
+
+/** The key of the conversation a frame names the server's way (`room`, `with` a name or a list). */
+export function keyOfTarget(frame) {
+  if (typeof frame.room === "string") return roomKey(frame.room);
+  if (Array.isArray(frame.with)) return groupKey(frame.with);
+  return typeof frame.with === "string" ? personKey(frame.with) : null;
+}
+
+/** The key of the conversation a message (or typing notice) belongs to, seen from `me`. */
+export function keyOfMessage(message, me) {
+  if (message.room) return roomKey(message.room);
+  if (Array.isArray(message.members)) return groupKey(message.members.filter((name) => name !== me));
+  return personKey(message.from === me ? message.to : message.from);
 }
 
 /** The `send` frame for a pending message; its `id` is the one it was given when typed, every time. */
 export function sendFrame(item) {
-  const { kind, name } = parseKey(item.key);
-  return { type: "send", id: item.id, text: item.text, [kind === "room" ? "room" : "to"]: name };
+  const target = parseKey(item.key);
+  const to = target.kind === "room" ? { room: target.name } : { to: target.kind === "group" ? target.people : target.name };
+  return { type: "send", id: item.id, text: item.text, ...to };
 }
 
 /**
@@ -94,9 +119,15 @@ export class Conversation {
     this.error = null; // why the last page could not be had, for the reader
   }
 
-  /** What the history API takes to name this conversation. */
+  /** What the history API takes to name this conversation (a group: its other members, comma-separated). */
   get target() {
     return this.kind === "room" ? { room: this.name } : { with: this.name };
+  }
+
+  /** What frames take to name it: `{room}`, `{with: name}` or `{with: [names]}`. */
+  get frameTarget() {
+    if (this.kind === "room") return { room: this.name };
+    return { with: this.kind === "group" ? this.name.split(",") : this.name };
   }
 
   /** Keep a message unless one with its seq is here already. @returns {boolean} it was new */
@@ -179,13 +210,16 @@ export class ChatState {
     this.cursor = Number.isInteger(saved.cursor) ? saved.cursor : null;
     /** @type {PendingItem[]} oldest first */
     this.pending = saved.pending.filter(validPending).map((item) => restoredPending(item, now()));
-    /** @type {Map<string, number>} conversation key → messages not seen yet; no zero entries */
-    this.unread = new Map(
-      Object.entries(saved.unread).filter(([key, count]) => KEY_RULE.test(key) && Number.isInteger(count) && count > 0),
-    );
+    /** Read positions and unread counts, as the server keeps them (older pages stored their own: ignored). */
+    this.reads = new ReadState();
     /** @type {Set<string>} the people there is a direct conversation with */
     this.people = new Set(saved.people.filter((name) => typeof name === "string"));
-    for (const item of this.pending) if (item.key.startsWith("dm:")) this.people.add(parseKey(item.key).name);
+    /** @type {Set<string>} keys of the group conversations this user is in */
+    this.groups = new Set();
+    for (const item of this.pending) {
+      if (item.key.startsWith("dm:")) this.people.add(parseKey(item.key).name);
+      if (item.key.startsWith("group:")) this.groups.add(item.key);
+    }
     /** @type {string | null} the conversation on screen */
     this.openKey = typeof saved.open === "string" && KEY_RULE.test(saved.open) ? saved.open : null;
     /** @type {Map<string, Conversation>} */
@@ -205,7 +239,7 @@ export class ChatState {
     return {
       cursor: this.cursor,
       pending: this.pending.map(({ id, key, text, ts, state, error }) => ({ id, key, text, ts, state, error })),
-      unread: Object.fromEntries(this.unread),
+      unread: {},
       open: this.openKey,
       people: [...this.people],
     };
@@ -216,7 +250,7 @@ export class ChatState {
     this.persist.saveNow(() => this.snapshot());
   }
 
-  /** Write within a moment: for what a reload could do without (cursor, unread counts). */
+  /** Write within a moment: for what a reload could do without (the cursor). */
   saveSoon() {
     this.persist.saveSoon(() => this.snapshot());
   }
@@ -253,10 +287,9 @@ export class ChatState {
     return conversation;
   }
 
-  /** Put a conversation on screen (null: none); its messages count as read. */
+  /** Put a conversation on screen (null: none). Reading it is the page's to say (`markRead`). */
   select(key) {
     this.openKey = key;
-    if (key !== null) this.unread.delete(key);
     this.saveSoon();
   }
 
@@ -268,36 +301,49 @@ export class ChatState {
     return true;
   }
 
-  /** @returns {number} messages in `key` not seen yet */
+  /** @returns {number} messages in `key` not read yet */
   unreadIn(key) {
-    return this.unread.get(key) ?? 0;
+    return this.reads.unreadIn(key);
   }
 
-  /** @returns {number} messages not seen yet, everywhere */
-  totalUnread() {
-    let total = 0;
-    for (const count of this.unread.values()) total += count;
-    return total;
+  /** @returns {number} messages not read yet, everywhere but where `skip(key)` (muted conversations) */
+  totalUnread(skip = () => false) {
+    return this.reads.total(skip);
   }
 
-  /** The reader has seen `key` (or it is gone). @returns {boolean} there was something unread */
+  /**
+   * The reader has seen all of `key` that is here. @returns {{seq: number} | null} the `read` frame's
+   * position when the server should be told (null: nothing new was read)
+   */
   markRead(key) {
-    return this.unread.delete(key);
+    const newest = this.conversation(key).sorted().at(-1)?.seq;
+    const last = Math.max(newest ?? 0, this.reads.entry(key).last);
+    return this.reads.readUpTo(key, last) ? { seq: last } : null;
   }
 
   // ------------------------------------------------------------ frames from the server
 
   /**
-   * The server's `welcome` opened a connection.
-   * @param {{seq: number, contacts: string[]}} welcome
+   * The server's `welcome` opened a connection: its contacts, group conversations and read state.
+   * @param {{seq: number, contacts: string[], groups?: string[][], unread?: object[]}} welcome
    * @param {number | null} since what the connection was opened with: not null means a replay follows, and
    *   nothing is sent until its `resumed`, so that resends never overtake what the replay tells us
    */
   welcome(welcome, since) {
     this.replaying = since !== null;
     for (const name of welcome.contacts) this.people.add(name);
+    for (const others of welcome.groups ?? []) this.groups.add(groupKey(others));
+    for (const entry of welcome.unread ?? []) this.readFrame(entry);
     // A first connection: start from now (what came before is in history).
     if (this.cursor === null) this.cursor = welcome.seq;
+  }
+
+  /** A `read` frame (or a `welcome` `unread` entry): the server's word on one conversation. */
+  readFrame(frame) {
+    const key = keyOfTarget(frame);
+    if (key === null) return null;
+    this.reads.apply(key, frame);
+    return key;
   }
 
   /**
@@ -327,20 +373,12 @@ export class ChatState {
     if (!Number.isInteger(message.seq) || typeof message.text !== "string") return null;
     this.advanceCursor(message.seq);
     const own = message.from === this.me;
-    let key;
-    if (message.room) {
-      key = roomKey(message.room);
-    } else {
-      const other = own ? message.to : message.from;
-      key = personKey(other);
-      this.people.add(other);
-    }
+    const key = keyOfMessage(message, this.me);
+    if (key.startsWith("dm:")) this.people.add(parseKey(key).name);
+    if (key.startsWith("group:")) this.groups.add(key);
     if (own && message.id !== undefined) this.settleByEcho(message.id);
     const added = this.conversation(key).add(message);
-    if (added && !own) {
-      if (!(key === this.openKey && visible)) this.unread.set(key, this.unreadIn(key) + 1);
-      this.saveSoon();
-    }
+    if (added) this.reads.arrived(key, message, { me: this.me, seen: key === this.openKey && visible });
     return { key, own, added };
   }
 

@@ -5,17 +5,27 @@
 //   link is dead: it is dropped without waiting for a close handshake, and a new one is opened.
 // - Reconnects back off exponentially with full jitter: a random delay up to 1 s, 2 s, 4 s ... capped at
 //   30 s; the first `welcome` resets it. Close code 1012 (server restart) says when to come back instead.
+//   In the first minute after a working link broke (a restart, a short network blip) the cap is 4 s, so
+//   that a page comes back within seconds of the server, not half a minute later.
 // - The `online` event and a tab coming back into view reconnect at once.
 // - Close code 1008 "logged out" / "account removed" ends the link: the login session is over.
 
 const FIRST_DELAY_MS = 1_000;
 const MAX_DELAY_MS = 30_000;
+// While an outage is young, retries stay frequent: most are restarts and blips of a few seconds.
+const YOUNG_OUTAGE_MS = 60_000;
+const YOUNG_OUTAGE_MAX_DELAY_MS = 4_000;
 const WATCHDOG_MS = 250;
 const MAX_RETRY_AFTER_MS = 120_000;
 
 /** Full-jitter exponential backoff: uniform in [0, min(cap, base * 2^attempt)). */
-export function backoffDelay(attempt, random = Math.random) {
-  return Math.floor(random() * Math.min(MAX_DELAY_MS, FIRST_DELAY_MS * 2 ** Math.min(attempt, 16)));
+export function backoffDelay(attempt, random = Math.random, cap = MAX_DELAY_MS) {
+  return Math.floor(random() * Math.min(cap, FIRST_DELAY_MS * 2 ** Math.min(attempt, 16)));
+}
+
+/** The backoff's cap `sinceUpMs` after the last working link broke (null: there never was one). */
+export function backoffCap(sinceUpMs) {
+  return sinceUpMs !== null && sinceUpMs < YOUNG_OUTAGE_MS ? YOUNG_OUTAGE_MAX_DELAY_MS : MAX_DELAY_MS;
 }
 
 /** The delay asked for by a 1012 close, or null when the reason is not `{"retry_after_ms": N}`. */
@@ -60,6 +70,7 @@ export class Link {
     this.retryAt = 0;
     this.sinceUsed = null;
     this.lastHeard = 0;
+    this.brokeAt = null; // when the last working link broke
     this.connectStarted = 0;
     this.unansweredSince = null;
     this.nextPingId = 1;
@@ -213,7 +224,10 @@ export class Link {
   lost(code, reason) {
     const wasUp = this.state === "up";
     this.teardown();
-    if (wasUp) this.hooks.down();
+    if (wasUp) {
+      this.brokeAt = Date.now();
+      this.hooks.down();
+    }
     if (this.state === "stopped") return;
     if (code === 1008 && (reason === "logged out" || reason === "account removed")) {
       this.state = "idle";
@@ -222,7 +236,8 @@ export class Link {
       return;
     }
     const hinted = code === 1012 ? retryAfterMs(reason) : null;
-    const delay = hinted ?? backoffDelay(this.attempt++);
+    const cap = backoffCap(this.brokeAt === null ? null : Date.now() - this.brokeAt);
+    const delay = hinted ?? backoffDelay(this.attempt++, Math.random, cap);
     this.schedule(delay);
     if (!wasUp) {
       // Never got in: perhaps the login is over (the browser hides the handshake's 401 from us).

@@ -1,5 +1,7 @@
 // DOM helpers. Text only ever goes in as text nodes (append / textContent): nothing here parses HTML.
 
+import { ATTRIBUTES, ELEMENTS, renderMarkdown } from "./markdown.js";
+
 export const $ = (id) => document.getElementById(id);
 
 /** `h("li", {class: "x", "aria-label": "y"}, "text", child)`: an element; strings become text nodes. */
@@ -23,37 +25,22 @@ export function fill(el, ...children) {
   el.replaceChildren(...children.flat().filter((child) => child !== null && child !== undefined && child !== false));
 }
 
-const LINK = /\bhttps?:\/\/[^\s<>"]+/gi;
-const TRAILING = /[.,;:!?'*_~]+$/;
+/**
+ * The builder markdown.js renders with: elements made one by one, text only ever as text nodes, and nothing
+ * outside markdown.js's lists of elements and attributes, whatever it asks for.
+ */
+export const domBuilder = {
+  el(tag, attrs, children) {
+    const el = document.createElement(ELEMENTS.has(tag) ? tag : "span");
+    for (const [name, value] of Object.entries(attrs)) if (ATTRIBUTES.has(name)) el.setAttribute(name, value);
+    el.append(...children);
+    return el;
+  },
+  text: (value) => document.createTextNode(value),
+};
 
-/** Text with its http(s) URLs made into safe links: a list of strings and <a> elements. */
-export function linkify(text) {
-  const parts = [];
-  let last = 0;
-  for (const match of text.matchAll(LINK)) {
-    let raw = match[0].replace(TRAILING, "");
-    // A closing bracket at the end belongs to the sentence unless the URL opened one.
-    while (raw.endsWith(")") && count(raw, "(") < count(raw, ")")) raw = raw.slice(0, -1).replace(TRAILING, "");
-    let url;
-    try {
-      url = new URL(raw);
-    } catch {
-      continue;
-    }
-    if (url.protocol !== "http:" && url.protocol !== "https:") continue;
-    if (match.index > last) parts.push(text.slice(last, match.index));
-    const link = h("a", { href: url.href, rel: "noopener noreferrer", target: "_blank" });
-    link.textContent = raw;
-    parts.push(link);
-    last = match.index + raw.length;
-  }
-  if (last < text.length) parts.push(text.slice(last));
-  return parts;
-}
-
-function count(text, char) {
-  return text.split(char).length - 1;
-}
+/** A message's text, formatted (markdown.js), as DOM nodes; `me` is highlighted where it is mentioned. */
+export const formatted = (text, me) => renderMarkdown(text, domBuilder, { me });
 
 /**
  * Make `parent`'s children the elements of `items`, in order, touching as little as possible: an item

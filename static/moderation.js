@@ -4,7 +4,8 @@
 //
 // The server decides every action (docs/protocol.md): these rules only choose which buttons to offer.
 
-import { personKey, roomKey } from "./chatstate.js";
+import { keyOfMessage } from "./chatstate.js";
+import { mentionsMe } from "./readstate.js";
 
 export const OWNER = "owner";
 export const MODERATOR = "moderator";
@@ -92,22 +93,18 @@ export function lastEditable(conversation, me) {
   return null;
 }
 
-/** The conversation key an `edited`/`deleted` frame (or a message) belongs to, seen by `me`. */
-export function keyOf(frame, me) {
-  if (frame.room) return roomKey(frame.room);
-  return personKey(frame.from === me ? frame.to : frame.from);
-}
-
 /**
  * An `edited` or `deleted` frame: the message it names takes its new state, if this page holds it (history
  * brings the current state of the others). Its `rev` is a position, like a seq, so the cursor moves to it.
+ * An edit brings the new text's mentions (highlighted, never notified again); a tombstone mentions nobody.
+ * The unread mention count follows, as the server's does, when the message is still unread.
  * @param {import("./chatstate.js").ChatState} state
  * @returns {{key: string, changed: boolean} | null} null when the frame is not one this client can use
  */
 export function applyChange(state, frame) {
   if (!Number.isInteger(frame.seq) || !Number.isInteger(frame.rev)) return null;
   if (frame.rev > 0) state.advanceCursor(frame.rev);
-  const key = keyOf(frame, state.me);
+  const key = keyOfMessage(frame, state.me);
   const conversation = state.conversations.get(key);
   const held = conversation?.messages.get(frame.seq);
   if (!held || (held.rev ?? 0) >= frame.rev) return { key, changed: false };
@@ -116,12 +113,16 @@ export function applyChange(state, frame) {
     next.text = "";
     next.deleted = true;
     delete next.edited;
+    delete next.mentions;
   } else {
     if (typeof frame.text !== "string") return null;
     next.text = frame.text;
     if (frame.edited) next.edited = frame.edited;
+    if (Array.isArray(frame.mentions)) next.mentions = [...frame.mentions];
+    else delete next.mentions;
   }
   conversation.messages.set(frame.seq, next);
   conversation.sortedCache = null;
+  if (held.from !== state.me) state.reads.mentionChanged(key, frame.seq, mentionsMe(held, state.me), mentionsMe(next, state.me));
   return { key, changed: true };
 }

@@ -214,10 +214,13 @@ export function roomCreated(chat, frame) {
 
 // ------------------------------------------------------------ messages
 
-/** The text of a message as shown: a tombstone says so, without the text it had. */
-export function messageText(entry, linkify) {
+/**
+ * The text of a message as shown, its Markdown rendered by `render` (text → nodes), edited or not; a
+ * tombstone says so, without the text it had.
+ */
+export function messageText(entry, render) {
   if (entry.deleted) return h("p", { class: "text deleted" }, "message deleted");
-  return h("p", { class: "text" }, linkify(entry.text));
+  return h("div", { class: "text", dir: "auto" }, render(entry.text));
 }
 
 /** The "edited" marker, with when, for an edited message. */
@@ -255,7 +258,10 @@ async function deleteMessage(chat, entry) {
   }
 }
 
-/** Editing one of our messages in the composer: Up arrow or Edit starts it, Enter saves, Escape cancels. */
+/**
+ * Editing one of our messages in the composer: Up arrow or Edit starts it, Enter saves, Escape cancels. The
+ * composer counts its length as for a new message (composer.js); the draft waits aside meanwhile.
+ */
 export class Editor {
   constructor(chat) {
     this.chat = chat;
@@ -271,11 +277,12 @@ export class Editor {
     return true;
   }
 
+  /** Edit `message` in the composer; what was typed there (the draft) comes back when the edit ends. */
   start(message) {
     this.editing = { seq: message.seq, key: this.chat.openKey, text: message.text };
+    this.chat.composer.beginEdit(message.text);
     const box = $("composer-text");
-    box.value = message.text;
-    box.dispatchEvent(new Event("input"));
+    box.dispatchEvent(new Event("fit")); // the box takes the height of its new text (chat.js)
     box.focus();
     box.setSelectionRange(box.value.length, box.value.length);
     this.render();
@@ -283,9 +290,13 @@ export class Editor {
 
   cancel() {
     if (!this.editing) return;
+    this.end();
+  }
+
+  end() {
     this.editing = null;
-    $("composer-text").value = "";
-    $("composer-text").dispatchEvent(new Event("input"));
+    this.chat.composer.endEdit();
+    $("composer-text").dispatchEvent(new Event("fit"));
     this.render();
   }
 
@@ -296,9 +307,12 @@ export class Editor {
       this.cancel();
       return true;
     }
+    if (this.chat.composer.measure().over) {
+      this.chat.notice(`That text is too long: at most ${this.chat.composer.limit.toLocaleString()} characters.`);
+      return false;
+    }
     if (!sendAction(this.chat, { type: "edit", seq: editing.seq, text }, { kind: "edit" })) return false;
-    this.editing = null;
-    this.render();
+    this.end();
     return true;
   }
 

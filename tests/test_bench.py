@@ -279,3 +279,29 @@ def test_the_deflate_target_measures_idle_compressed_connections_and_runs_nothin
     skipped = document["results"]["w2"]["tornado-chat-deflate"]["runs"][0]
     assert skipped == {"not_available": "tornado-chat-deflate runs only w3"}
     assert "tornado-chat-deflate" in table
+
+
+# ---------------------------------------------------------------- W6 search over a stored history
+
+W6_MESSAGES, W6_QUERIES = 3000, 3
+
+
+@pytest.mark.timeout(90)
+def test_search_latency_over_a_built_history(tmp_path: Path) -> None:
+    document, table = run_bench(
+        tmp_path / "bench.json",
+        "--runs", "1", "--timeout", "30", "--targets", "tornado-chat,tornado-plain", "--workloads", "w6",
+        "--w6-messages", str(W6_MESSAGES), "--w6-queries", str(W6_QUERIES), "--data-root", str(tmp_path),
+    )  # fmt: skip
+    assert "W6 search, 3000 stored messages" in table
+    w6 = median(document, "w6", "tornado-chat")
+    assert w6["messages"] == W6_MESSAGES and w6["queries"] == W6_QUERIES * 8 and w6["errors"] == 0
+    assert 0 < w6["search_p50_ms"] <= w6["search_p99_ms"] <= w6["search_max_ms"]
+    assert w6["store_p99_ms"] is not None and w6["db_mib"] > 0
+    # The planted words are found, whatever the query's kind; a word that is nowhere is not.
+    assert w6["rare_word_found"] == 10
+    assert w6["chinese_3_chars_found"] >= 10 and w6["chinese_2_chars_found"] >= 10
+    assert w6["common_word_found"] == w6["in_room_found"] == 20 and w6["absent_word_found"] == 0
+    (peer,) = document["results"]["w6"]["tornado-plain"]["runs"]
+    assert "keeps no history" in peer["not_available"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("chat-bench-search")]  # built stores removed

@@ -242,9 +242,10 @@ def test_two_users_chat_in_a_room_and_directly_with_presence_and_unread_counts(
     with clients(server.base_url, "carol") as (carol,):
         carol.join("general")
         expect(alice.conversation("#general")).to_have_accessible_name(re.compile(r"^#general, 3 members"))
-        carol.send_message("I'll bring the release notes.\nAnd cake.", room="general")
+        carol.send_message("I'll bring the **release notes**.\nAnd cake, @alice.", room="general")
         alice.conversation("#general").click()
-        expect(alice.texts("I'll bring the release notes.\nAnd cake.")).to_have_count(1)
+        expect(alice.texts("I'll bring the release notes.\nAnd cake, @alice.")).to_have_count(1)
+        expect(alice.messages.locator("strong")).to_have_text("release notes")
         alice.say("Perfect, thanks Carol!")
         bob.conversation("alice").click()
         bob.say("running 5 min late")

@@ -177,7 +177,7 @@ def test_room_list_counts_members(base_url: str) -> None:
         rooms = ann.expect("rooms")["rooms"]
         public = {"private": False, "topic": ""}
         assert rooms == [
-            {"room": "alpha", "members": 2, "online": 2, "member": True, **public},
+            {"room": "alpha", "members": 2, "online": 2, "member": True, **public, "unread": 0, "mentions": 0},
             {"room": "beta", "members": 1, "online": 1, "member": False, **public},
         ]
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tornado_chat import protocol, room_frames, server_frames
+from tornado_chat import conversation_frames, protocol, room_frames, server_frames
 from tornado_chat.protocol import CLIENT_FRAME_TYPES, ProtocolError
 
 pytestmark = pytest.mark.unit
@@ -31,6 +31,9 @@ CLIENT_FRAMES = (
     room_frames.Delete,
     room_frames.Disable,
     room_frames.Audit,
+    conversation_frames.Read,
+    conversation_frames.Typing,
+    conversation_frames.Search,
 )
 
 json_values = st.recursive(
@@ -45,7 +48,7 @@ frame_like = st.fixed_dictionaries(
         key: json_values | st.text(max_size=100)
         for key in (
             *("id", "room", "to", "with", "text", "before", "limit", "since", "from"),
-            *("user", "seq", "topic", "private"),
+            *("user", "seq", "topic", "private", "q"),
         )
     },
 )
@@ -92,7 +95,9 @@ def test_any_frame_shaped_object(value: dict[str, Any]) -> None:
         assert 0 < len(result.text) <= MAX_TEXT and result.text.strip()
         result.text.encode("utf-8")
         assert "\x00" not in result.text and "\x1b" not in result.text
-        assert (result.room is None) != (result.to is None)
+        assert sum(target is not None for target in (result.room, result.to, result.group)) == 1
+    if isinstance(result, conversation_frames.Search):
+        assert result.query.strip() == result.query and 0 < len(result.query) <= 200
 
 
 names = st.from_regex(r"[A-Za-z0-9_.-]{1,32}", fullmatch=True)
@@ -108,12 +113,25 @@ texts = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=2
     client_id=texts,
     room=st.none() | st.from_regex(r"[a-z0-9_-]{1,64}", fullmatch=True),
     to=names,
+    group=st.none() | st.lists(names, min_size=3, max_size=10, unique=True),
+    mentions=st.lists(names | st.just("@room"), max_size=5, unique=True),
     own=st.booleans(),
 )
 def test_hand_built_frames_are_the_json_encoder_s_bytes(
-    seq: int, sender: str, text: str, ts: float, client_id: str, room: str | None, to: str, own: bool
+    seq: int,
+    sender: str,
+    text: str,
+    ts: float,
+    client_id: str,
+    room: str | None,
+    to: str,
+    group: list[str] | None,
+    mentions: list[str],
+    own: bool,
 ) -> None:
-    message = server_frames.Message(seq, sender, text, ts, client_id, None if room else to, room)
+    members = tuple(sorted(group)) if group is not None and room is None else None
+    recipient = None if room or members else to
+    message = server_frames.Message(seq, sender, text, ts, client_id, recipient, room, members, tuple(mentions))
     assert server_frames.message_frame(message, own) == server_frames.encode(
         {"type": "message", **server_frames.message_fields(message, own)}
     )

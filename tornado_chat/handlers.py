@@ -183,6 +183,19 @@ class MeHandler(BaseHandler):
         )
 
 
+class SessionHandler(MeHandler):
+    """``GET /api/session``: like ``/api/me``, but a visitor who is not logged in gets 200 and
+    ``{"username": null}``, so that a page asking "am I logged in?" does not log an error in the console."""
+
+    def get(self) -> None:
+        try:
+            super().get()
+        except ApiError as error:
+            if error.status_code != 401:
+                raise
+            self.write({"username": None})
+
+
 class ConfigHandler(BaseHandler):
     """``GET /api/config``: what a client needs to know before logging in."""
 
@@ -201,14 +214,15 @@ class ConfigHandler(BaseHandler):
 
 
 class HistoryHandler(BaseHandler):
-    """``GET /api/history?room=R|with=U&before=SEQ&limit=N``: a page of history, newest first."""
+    """``GET /api/history?room=R|with=U|with=U,V,...&before=SEQ&limit=N``: a page of history, newest first."""
 
     async def get(self) -> None:
         claims = self.current_claims()
         query: dict[str, object] = {"type": "history"}
         for name in ("room", "with"):
             if (value := self.get_query_argument(name, None)) is not None:
-                query[name] = value
+                # A group conversation is named by its other members: with=bob,carol
+                query[name] = value.split(",") if name == "with" and "," in value else value
         for name in ("before", "limit"):
             if (value := self.get_query_argument(name, None)) is not None:
                 number = parse_seq(value)

@@ -3,8 +3,8 @@
 Pure code: no sockets, no clock, no Tornado. Every operation returns the
 deliveries it causes, as ``Delivery(frame, recipients)`` pairs in which each
 frame is encoded once however many sessions receive it; the network layer
-writes them. Membership of rooms and direct conversations ("contacts") belong
-to the user, so every session of a user sees the same rooms.
+writes them. Membership of rooms, direct conversations ("contacts") and group
+conversations belong to the user, so every session of a user sees the same rooms.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from . import server_frames
+from .conversations import direct_key, group_key, key_of, people_of, room_key, room_of
 from .protocol import ErrorCode, ProtocolError
 from .roles import MODERATOR_RANK, actor_rank
 from .server_frames import Message
@@ -85,6 +86,10 @@ class Hub:
             other = self.users.get(contact)
             if other is not None:
                 other.contacts.discard(name)
+        for key in user.groups:
+            for member in people_of(key):
+                if (other := self.users.get(member)) is not None:
+                    other.groups.discard(key)
         return open_sessions
 
     def restore_membership(self, user_name: str, room_name: str) -> None:
@@ -115,6 +120,11 @@ class Hub:
     def restore_contact(self, a: str, b: str) -> None:
         self.add_user(a).contacts.add(b)
         self.add_user(b).contacts.add(a)
+
+    def restore_group(self, members: tuple[str, ...]) -> None:
+        key = group_key(members)
+        for name in members:
+            self.add_user(name).groups.add(key)
 
     def _create_room(self, name: str) -> Room:
         room = self.rooms[name] = Room(name)
@@ -193,6 +203,8 @@ class Hub:
         names: set[str] = set(user.contacts)
         for room_name in user.rooms:
             names.update(self.rooms[room_name].members)
+        for key in user.groups:
+            names.update(people_of(key))
         names.discard(user.name)
         users = self.users
         return [other for name in names if (other := users.get(name)) is not None]
@@ -292,7 +304,11 @@ class Hub:
 
     def room_list(self, user: User) -> bytes:
         """Every room ``user`` may see, with its member and online counts, and whether ``user`` is a member."""
-        rooms = [
+        return server_frames.encode({"type": "rooms", "rooms": self.room_entries(user)})
+
+    def room_entries(self, user: User) -> list[dict[str, str | int | bool]]:
+        """The entries of ``room_list`` (rooms ``user`` may see), by room name."""
+        return [
             {
                 "room": room.name,
                 "members": len(room.members),
@@ -304,7 +320,6 @@ class Hub:
             for room in sorted(self.rooms.values(), key=lambda r: r.name)
             if self.may_see(room, user.name)
         ]
-        return server_frames.encode({"type": "rooms", "rooms": rooms})
 
     # ------------------------------------------------------------ messages
 
@@ -317,6 +332,28 @@ class Hub:
                 raise ProtocolError(ErrorCode.NOT_MEMBER, f"you are not a member of room {room!r}")
         elif other_user not in self.users:
             raise ProtocolError(ErrorCode.UNKNOWN_USER, f"no user is called {other_user!r}")
+
+    def check_people(self, names: tuple[str, ...]) -> None:
+        """Raise ``unknown_user`` unless every one of ``names`` is a known user."""
+        for name in names:
+            if name not in self.users:
+                raise ProtocolError(ErrorCode.UNKNOWN_USER, f"no user is called {name!r}")
+
+    def readable_keys(self, user: User) -> list[str]:
+        """The keys of every conversation ``user`` may read: rooms, direct (notes to self included), groups."""
+        keys = [room_key(room) for room in sorted(user.rooms)]
+        keys.extend(direct_key(user.name, other) for other in sorted({*user.contacts, user.name}))
+        keys.extend(sorted(user.groups))
+        return keys
+
+    def sessions_in(self, key: str) -> list[Session]:
+        """Every open session of the people in a conversation (for a room: its members)."""
+        room_name = room_of(key)
+        if room_name is not None:
+            room = self.rooms.get(room_name)
+            return list(self.online_sessions(room)) if room is not None else []
+        users = self.users
+        return [session for name in people_of(key) if name in users for session in users[name].sessions.values()]
 
     def route(self, message: Message) -> tuple[list[Delivery], list[Delivery]]:
         """Who gets a committed message: every online session of the room, or of both users of a conversation.
@@ -332,6 +369,8 @@ class Hub:
             if room is None:
                 return [], []
             return [Delivery(frame, self.online_sessions(room))], []
+        if message.members is not None:
+            return self._route_group(message.members, frame)
         sender = self.users[message.sender]
         recipient = self.users.get(message.to or "")
         if recipient is None:
@@ -353,9 +392,24 @@ class Hub:
         return ([Delivery(frame, sessions)] if sessions else []), notices
 
     def audience(self, message: Message) -> list[Session]:
-        """The open sessions that see ``message`` now: its room's members', or both sides' of a conversation."""
-        if message.room is not None:
-            room = self.rooms.get(message.room)
-            return list(self.online_sessions(room)) if room is not None else []
-        names = {message.sender, message.to or ""}
-        return [session for name in names if (user := self.users.get(name)) for session in user.sessions.values()]
+        """The open sessions that see ``message`` now: its room's members', or those of its conversation's people."""
+        return self.sessions_in(key_of(message))
+
+    def _route_group(self, members: tuple[str, ...], frame: bytes) -> tuple[list[Delivery], list[Delivery]]:
+        """A group message goes to every session of every member. A new group first tells each member
+        where the others stand, as a new direct conversation does."""
+        key = group_key(members)
+        people = [user for name in members if (user := self.users.get(name)) is not None]
+        notices: list[Delivery] = []
+        for user in people:
+            if key in user.groups:
+                continue
+            user.groups.add(key)
+            if user.sessions:
+                notices.extend(
+                    Delivery(server_frames.presence_frame(other.name, other.online), tuple(user.sessions.values()))
+                    for other in people
+                    if other is not user
+                )
+        sessions = [session for user in people for session in user.sessions.values()]
+        return ([Delivery(frame, sessions)] if sessions else []), notices

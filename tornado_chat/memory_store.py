@@ -2,7 +2,11 @@
 
 Appends complete at once, on the caller's stack. It keeps the newest
 ``max_messages`` messages for replay and as many per room or conversation for
-history; older ones are dropped in chunks.
+history; older ones are dropped in chunks. Edits and deletes change the kept
+message in place. Search looks for each term as a substring of the kept
+messages as they now stand (a deleted one has no text to find), ignoring case
+and accents (no word boundaries, no index): enough for tests and demos, not
+for a big history.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import time
 from collections.abc import Sequence
 from typing import TypeVar
 
+from .conversations import is_group, people_of, thread_key
+from .search_terms import fold, split_terms
 from .server_frames import Message
 from .store import (
     PASSWORD_CHANGED,
@@ -36,9 +42,11 @@ from .store import (
     RoleChange,
     RoomSettings,
     RoomWrite,
+    SearchPage,
     Snapshot,
     StoreObserver,
 )
+from .unread import UNREAD_COUNT_CAP
 
 # The memory store keeps this many newest messages; older ones leave history.
 MEMORY_STORE_MAX_MESSAGES = 100_000
@@ -53,7 +61,7 @@ class MemoryStore:
         self.observer: StoreObserver | None = None
         self._max_messages = max_messages
         self._log: list[Message] = []
-        self._threads: dict[tuple[str, ...], list[Message]] = {}
+        self._threads: dict[str, list[Message]] = {}
         self._by_client_id: dict[tuple[str, str], Message] = {}
         self._last_seq = 0
         self._users: dict[str, int] = {}
@@ -68,6 +76,7 @@ class MemoryStore:
         self._disabled: set[str] = set()
         # (rev, message) for every change, in order; a message changed again shows its newer rev.
         self._changes: list[tuple[int, Message]] = []
+        self._read_positions: dict[tuple[str, str], int] = {}
 
     @property
     def healthy(self) -> bool:
@@ -91,13 +100,13 @@ class MemoryStore:
                 bans=sorted(self._bans),
                 disabled=set(self._disabled),
             ),
+            groups=[people_of(key) for key in self._threads if is_group(key)],
+            read_positions=[(user, key, seq) for (user, key), seq in self._read_positions.items()],
+            recent_seqs={key: [m.seq for m in thread[-UNREAD_COUNT_CAP:]] for key, thread in self._threads.items()},
+            mentions=[
+                (name, key, m.seq) for key, thread in self._threads.items() for m in thread for name in m.mentions
+            ],
         )
-
-    @staticmethod
-    def _thread_key(viewer: str, room: str | None, other: str | None) -> tuple[str, ...]:
-        if room is not None:
-            return ("room", room)
-        return ("direct", *sorted((viewer, other or "")))
 
     def _trim(self, messages: list[T]) -> list[T]:
         """Drop the oldest tenth once a list is over the cap, so trimming costs O(1) per append on average."""
@@ -115,10 +124,12 @@ class MemoryStore:
             done(AppendResult(existing, duplicate=True))
             return
         self._last_seq += 1
-        message = Message(self._last_seq, draft.sender, draft.text, draft.ts, draft.client_id, draft.to, draft.room)
+        message = draft.stored(self._last_seq)
         self._log.append(message)
         self._by_client_id[key] = message
-        thread = self._threads.setdefault(self._thread_key(draft.sender, draft.room, draft.to), [])
+        conversation = thread_key(draft.sender, draft.room, draft.to, draft.members)
+        self.set_read_position(draft.sender, conversation, message.seq)
+        thread = self._threads.setdefault(conversation, [])
         thread.append(message)
         self._trim(thread)
         for old in self._trim(self._log):
@@ -224,16 +235,17 @@ class MemoryStore:
         else:
             self._last_seq += 1
             message.rev = self._last_seq
+            previous = message.mentions
             if change.text is None:
-                message.text, message.deleted = "", True
+                message.text, message.deleted, message.mentions = "", True, ()
                 if change.moderated:
                     entry = AuditEntry(change.at, change.editor, "delete", message.room, message.sender, change.seq)
                     self._record(entry)
             else:
-                message.text, message.edited = change.text, change.at
+                message.text, message.edited, message.mentions = change.text, change.at, change.mentions
             self._changes.append((message.rev, message))
             self._trim(self._changes)
-            done(ChangeResult(message, changed=True))
+            done(ChangeResult(message, changed=True, previous_mentions=previous))
 
     async def message(self, seq: int) -> Message | None:
         return self._find(seq)
@@ -249,16 +261,28 @@ class MemoryStore:
     def set_offline_since(self, user: str, seq: int) -> None:
         self._users[user] = seq
 
+    def set_read_position(self, user: str, key: str, seq: int) -> None:
+        if seq > self._read_positions.get((user, key), 0):
+            self._read_positions[(user, key)] = seq
+
     def _visible(self, viewer: str, message: Message) -> bool:
         if message.room is not None:
             joined = self._members.get(message.room, {}).get(viewer)
             return joined is not None and message.seq > joined
+        if message.members is not None:
+            return viewer in message.members
         return viewer in (message.sender, message.to)
 
     async def history(
-        self, viewer: str, room: str | None, with_user: str | None, before: int | None, limit: int
+        self,
+        viewer: str,
+        room: str | None,
+        with_user: str | None,
+        before: int | None,
+        limit: int,
+        members: tuple[str, ...] | None = None,
     ) -> tuple[list[Message], bool]:
-        thread = self._threads.get(self._thread_key(viewer, room, with_user), [])
+        thread = self._threads.get(thread_key(viewer, room, with_user, members), [])
         end = len(thread) if before is None else bisect.bisect_left(thread, before, key=_seq)
         start = max(0, end - limit)
         return thread[start:end][::-1], start > 0
@@ -278,6 +302,20 @@ class MemoryStore:
         matched.sort(key=lambda m: m.seq if m.seq > since else m.rev)
         truncated = len(matched) > limit
         return Replay(matched[-limit:] if truncated else matched, truncated, self._last_seq)
+
+    async def search(self, keys: list[str], query: str, before: int | None, limit: int) -> SearchPage:
+        terms = split_terms(query)
+        wanted = [fold(term) for term in (*terms.words, *terms.substrings, *terms.short)]
+        if not wanted:
+            return SearchPage([], None)
+        found = [
+            message
+            for key in keys
+            for message in self._threads.get(key, [])
+            if (before is None or message.seq < before) and all(term in fold(message.text) for term in wanted)
+        ]
+        found.sort(key=_seq, reverse=True)
+        return SearchPage(found[:limit], found[limit - 1].seq if len(found) > limit else None)
 
     async def close(self) -> None:
         return None

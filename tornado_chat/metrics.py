@@ -57,7 +57,7 @@ HANDSHAKE_REJECT_REASONS = (
 )
 # Frame types as counted: the client frame types, plus frames that could not be parsed at all.
 FRAME_TYPE_LABELS = (*CLIENT_FRAME_TYPES, "invalid")
-MESSAGE_KINDS = ("direct", "room")
+MESSAGE_KINDS = ("direct", "group", "room")
 # Why an account request (register, login, logout, password change) was refused.
 AUTH_REFUSALS = (
     "bad_username",
@@ -273,6 +273,12 @@ class ChatMetrics:
             registry=registry,
         )
         self.moderation_actions = {action: moderation.labels(action) for action in MODERATION_ACTIONS}
+        self.search_seconds = Histogram(
+            "chat_search_seconds",
+            "Time the store took to answer a search frame.",
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
+        )
 
         # Heartbeat.
         self.heartbeat_pings = Counter(

@@ -6,8 +6,12 @@ answered at once; what they changed is queued for the store, in order with
 messages. Edits and deletes are stored first and only then answered and
 delivered, like messages: the acting session gets the ``edited``/``deleted``
 frame (with the frame's ``id``) in order behind any replay, every other open
-session that sees the conversation gets it live. Moderation actions are
-counted (``chat_moderation_actions_total``) and kept in the audit log.
+session that sees the conversation gets it live (in a room, a direct or a
+group conversation alike). An edit's mentions are parsed anew and carried on
+its ``edited`` frame; it notifies nobody again, but the unread mention counts
+follow the text as it now stands (a delete takes its mentions away).
+Moderation actions are counted (``chat_moderation_actions_total``) and kept
+in the audit log.
 """
 
 from __future__ import annotations
@@ -17,16 +21,18 @@ from functools import partial
 from typing import Protocol
 
 from . import server_frames
+from .addressing import mentions_in
 from .background import BackgroundTasks
 from .hub import Delivery, Hub
 from .metrics import ChatMetrics
 from .protocol import ErrorCode, FrameId, ProtocolError
+from .read_state import ReadState
 from .roles import MODERATOR_RANK, OWNER_RANK
 from .room_admin import Outcome, RoomAdmin, forbidden
 from .room_frames import Audit, CreateRoom, Delete, Disable, Edit, MemberAction, RoomFrame, SetTopic
 from .server_frames import Message
 from .session import Session, User
-from .store import AuditEntry, ChangeResult, MessageChange, MessageStore, StoreError
+from .store import AuditEntry, ChangeResult, MembershipChange, MessageChange, MessageStore, StoreError
 
 DISABLE = "disable"
 DELETE = "delete"
@@ -67,6 +73,7 @@ class Moderation:
         metrics: ChatMetrics,
         accounts: AccountControl,
         clock: Callable[[], float],
+        read_state: ReadState,
     ) -> None:
         self.writer = writer
         self.hub = hub
@@ -74,6 +81,7 @@ class Moderation:
         self.metrics = metrics
         self.accounts = accounts
         self.clock = clock
+        self.read_state = read_state
         self.rooms = RoomAdmin(hub)
 
     def handle(self, session: Session, frame: RoomFrame) -> None:
@@ -100,6 +108,9 @@ class Moderation:
             self.store.record(outcome.writes)
         for entry in outcome.audited:
             self.metrics.moderation_actions[entry.action].inc()
+        for write in outcome.writes:  # a new member (the creator, an invitee) has read what came before: as a join
+            if isinstance(write, MembershipChange) and write.member and (user := self.hub.users.get(write.user)):
+                self.read_state.joined(user, write.room)
         self.writer.send(session, outcome.answer)
         self.writer.deliver(outcome.deliveries)
 
@@ -108,7 +119,10 @@ class Moderation:
     async def _change(self, session: Session, frame: Edit | Delete) -> None:
         user = session.user
         try:
-            moderated = self._may_change(user, await self.store.message(frame.seq), frame)
+            message = await self.store.message(frame.seq)
+            if message is None or not self._sees(user, message):
+                raise ProtocolError(ErrorCode.UNKNOWN_MESSAGE, f"there is no message {frame.seq} for you")
+            moderated = self._may_change(user, message, frame)
         except StoreError:
             self._unavailable(session, "the message is unavailable; try again", frame.frame_id)
             return
@@ -116,16 +130,16 @@ class Moderation:
             self.writer.send_error(session, exc.code, exc.message, frame.frame_id)
             return
         text = frame.text if isinstance(frame, Edit) else None
-        change = MessageChange(frame.seq, user.name, text, self.clock(), moderated)
+        # An edit's mentions are parsed anew, as a new message's (they ride on the ``edited`` frame).
+        mentions = mentions_in(self.hub, user, message, text) if text is not None else ()
+        change = MessageChange(frame.seq, user.name, text, self.clock(), moderated, mentions)
         self.store.change(change, partial(self._changed, session, frame))
 
-    def _may_change(self, user: User, message: Message | None, frame: Edit | Delete) -> bool:
+    def _may_change(self, user: User, message: Message, frame: Edit | Delete) -> bool:
         """Whether ``user`` may make this change: the author may, room moderators and admins may delete.
 
         Returns whether it is a moderator's delete of someone else's message; raises ``ProtocolError``.
         """
-        if message is None or not self._sees(user, message):
-            raise ProtocolError(ErrorCode.UNKNOWN_MESSAGE, f"there is no message {frame.seq} for you")
         if message.sender == user.name:
             return False
         if isinstance(frame, Edit):
@@ -138,6 +152,8 @@ class Moderation:
     def _sees(self, user: User, message: Message) -> bool:
         if message.room is not None:
             return message.room in user.rooms or user.name in self.hub.admins
+        if message.members is not None:
+            return user.name in message.members
         return user.name in (message.sender, message.to)
 
     def _changed(self, session: Session, frame: Edit | Delete, result: ChangeResult) -> None:
@@ -152,6 +168,7 @@ class Moderation:
             return  # a resend, or a change that changes nothing: answered, delivered to nobody again
         if message.deleted and message.sender != session.user.name:
             self.metrics.moderation_actions[DELETE].inc()
+        self.read_state.changed(message, result.previous_mentions)
         delivery = Delivery(server_frames.change_frame(message), self.hub.audience(message))
         self.writer.deliver_message([delivery], message.rev, session)
 

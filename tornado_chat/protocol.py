@@ -16,61 +16,34 @@ import json.encoder
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any, ClassVar, NoReturn
 
 from . import room_frames
+from .conversation_frames import Read, Search, Typing, parse_read, parse_search, parse_typing, people_field
+from .frame_fields import CONTROL_CHARS as _CONTROL_CHARS
+from .frame_fields import MAX_CLIENT_ID_CHARS as MAX_CLIENT_ID_CHARS
+from .frame_fields import MAX_SEQ as MAX_SEQ
+from .frame_fields import ROOM_PATTERN as ROOM_PATTERN
+from .frame_fields import USERNAME_PATTERN as USERNAME_PATTERN
+from .frame_fields import ErrorCode as ErrorCode
+from .frame_fields import FrameId as FrameId
+from .frame_fields import ProtocolError as ProtocolError
+from .frame_fields import is_echoable_id as _is_echoable_id
+from .frame_fields import optional_int as _optional_int
+from .frame_fields import room_field as _room
+from .frame_fields import shorten as _shorten
+from .frame_fields import username_field as _username
 
 PROTOCOL_VERSION = 1
-ROOM_PATTERN = re.compile(r"[a-z0-9_-]{1,64}")
-USERNAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,32}")
-MAX_CLIENT_ID_CHARS = 64
 HISTORY_DEFAULT_LIMIT = 50
 HISTORY_MAX_LIMIT = 200
 # Largest history frame or page, in bytes; a page with more is cut and says ``more``.
 HISTORY_MAX_BYTES = 256 * 1024
-# Sequence numbers are SQLite integers; anything larger cannot name a message.
-MAX_SEQ = 2**63 - 1
 
 # Deepest nesting of arrays and objects a frame may have. The protocol needs two levels; the limit makes a
 # deeply nested frame a bad_json error on every Python (3.13's parser no longer hits the recursion limit).
 MAX_JSON_DEPTH = 32
 _JSON_NESTING = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
-
-# Control characters other than tab and newline are removed from message text:
-# they can rewrite terminals and logs, and no chat needs them.
-_CONTROL_CHARS = dict.fromkeys([c for c in range(0x20) if c not in (0x09, 0x0A)] + list(range(0x7F, 0xA0)))
-
-
-class ErrorCode(StrEnum):
-    """The ``code`` of an error frame."""
-
-    BAD_JSON = "bad_json"
-    BAD_FRAME = "bad_frame"
-    UNKNOWN_TYPE = "unknown_type"
-    TOO_LARGE = "too_large"
-    NOT_MEMBER = "not_member"
-    UNKNOWN_USER = "unknown_user"
-    BAD_ROOM = "bad_room"
-    BAD_TEXT = "bad_text"
-    RATE_LIMITED = "rate_limited"
-    INTERNAL = "internal"
-    # Rooms, roles and moderation (room_frames.py).
-    UNKNOWN_ROOM = "unknown_room"
-    ROOM_EXISTS = "room_exists"
-    FORBIDDEN = "forbidden"
-    BANNED = "banned"
-    UNKNOWN_MESSAGE = "unknown_message"
-
-
-class ProtocolError(Exception):
-    """A frame the server will not act on; becomes an error frame, the connection stays open."""
-
-    def __init__(self, code: ErrorCode, message: str, frame_id: FrameId = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.frame_id = frame_id
 
 
 # ---------------------------------------------------------------- client frames
@@ -79,9 +52,6 @@ class ProtocolError(Exception):
 # slotted dataclasses: a frozen one costs several times as much to build (see
 # docs/benchmarks.md). Treat them as immutable all the same. ``label`` is the
 # frame type as the metrics count it.
-
-
-FrameId = str | int | None
 
 
 @dataclass(slots=True)
@@ -100,7 +70,8 @@ class Leave:
 
 @dataclass(slots=True)
 class Send:
-    """A message to one user (``to``) or to a room (``room``); exactly one of them is set."""
+    """A message to one user (``to``), a room (``room``) or a group conversation (``group``, the other
+    members named in ``to``); exactly one of them is set."""
 
     label: ClassVar[str] = "send"
 
@@ -108,6 +79,7 @@ class Send:
     text: str
     to: str | None = None
     room: str | None = None
+    group: tuple[str, ...] | None = None
 
     @property
     def frame_id(self) -> FrameId:
@@ -122,7 +94,7 @@ class Ping:
 
 @dataclass(slots=True)
 class History:
-    """Older messages of a room or of a direct conversation, newest first."""
+    """Older messages of a room, a direct conversation or a group conversation, newest first."""
 
     label: ClassVar[str] = "history"
 
@@ -131,6 +103,7 @@ class History:
     before: int | None = None
     limit: int = HISTORY_DEFAULT_LIMIT
     frame_id: FrameId = None
+    with_group: tuple[str, ...] | None = None
 
 
 @dataclass(slots=True)
@@ -149,7 +122,7 @@ class Resume:
     frame_id: FrameId = None
 
 
-ClientFrame = Join | Leave | Send | Ping | History | ListRooms | Resume | room_frames.RoomFrame
+ClientFrame = Join | Leave | Send | Ping | History | ListRooms | Resume | Read | Typing | Search | room_frames.RoomFrame
 
 
 def parse_client_frame(data: str | bytes, max_text_chars: int) -> ClientFrame:
@@ -200,57 +173,6 @@ def _too_deep(data: str) -> bool:
     return False
 
 
-def _is_echoable_id(value: object) -> bool:
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, int):
-        return -MAX_SEQ <= value <= MAX_SEQ
-    return isinstance(value, str) and 0 < len(value) <= MAX_CLIENT_ID_CHARS and _is_clean(value)
-
-
-def _is_clean(value: str) -> bool:
-    """True when ``value`` encodes to UTF-8 (no lone surrogates) and has no control characters."""
-    if value.isascii():
-        return value.isprintable()  # for ASCII, exactly "no control characters"
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return value.translate(_CONTROL_CHARS) == value
-
-
-def _shorten(text: str, limit: int = 40) -> str:
-    text = text.encode("utf-8", "replace").decode("utf-8")
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-def _room(obj: dict[str, Any], field: str = "room") -> str:
-    room = obj.get(field)
-    if not isinstance(room, str):
-        raise ProtocolError(ErrorCode.BAD_FRAME, f"field {field!r} must be a string")
-    if not ROOM_PATTERN.fullmatch(room):
-        raise ProtocolError(ErrorCode.BAD_ROOM, "room names are 1-64 characters of a-z, 0-9, _ and -")
-    return room
-
-
-def _username(obj: dict[str, Any], field: str) -> str:
-    name = obj.get(field)
-    if not isinstance(name, str):
-        raise ProtocolError(ErrorCode.BAD_FRAME, f"field {field!r} must be a string")
-    if not USERNAME_PATTERN.fullmatch(name):
-        raise ProtocolError(ErrorCode.UNKNOWN_USER, f"no user is called {_shorten(name)!r}")
-    return name
-
-
-def _optional_int(obj: dict[str, Any], field: str, lowest: int, highest: int) -> int | None:
-    value = obj.get(field)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not lowest <= value <= highest:
-        raise ProtocolError(ErrorCode.BAD_FRAME, f"field {field!r} must be an integer from {lowest} to {highest}")
-    return value
-
-
 def _one_target(obj: dict[str, Any], user_field: str) -> None:
     if ("room" in obj) == (user_field in obj):
         raise ProtocolError(ErrorCode.BAD_FRAME, f"give exactly one of 'room' and {user_field!r}")
@@ -298,6 +220,8 @@ def _parse_send(obj: dict[str, Any], frame_id: FrameId, max_text_chars: int) -> 
     text = clean_text(text, max_text_chars)
     if "room" in obj:
         return Send(client_id, text, room=_room(obj))
+    if isinstance(obj.get("to"), list):
+        return Send(client_id, text, group=people_field(obj, "to"))
     return Send(client_id, text, to=_username(obj, "to"))
 
 
@@ -314,6 +238,8 @@ def _parse_history(obj: dict[str, Any], frame_id: FrameId, max_text_chars: int) 
     limit = HISTORY_DEFAULT_LIMIT if limit is None else limit
     if "room" in obj:
         return History(room=_room(obj), before=before, limit=limit, frame_id=frame_id)
+    if isinstance(obj.get("with"), list):
+        return History(with_group=people_field(obj, "with"), before=before, limit=limit, frame_id=frame_id)
     return History(with_user=_username(obj, "with"), before=before, limit=limit, frame_id=frame_id)
 
 
@@ -384,5 +310,8 @@ _PARSERS: dict[str, Callable[[dict[str, Any], FrameId, int], ClientFrame]] = {
     "rooms": _parse_rooms,
     "resume": _parse_resume,
     **room_frames.parsers(_Fields()),
+    "read": parse_read,
+    "typing": parse_typing,
+    "search": parse_search,
 }
 CLIENT_FRAME_TYPES = tuple(_PARSERS)

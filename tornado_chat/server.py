@@ -119,6 +119,9 @@ class ChatServer:
         for room, user in moderation.bans:
             hub.restore_ban(room, user)
         hub.admins = set(moderation.admins)
+        for members in snapshot.groups:
+            hub.restore_group(members)
+        self.chat.read_state.restore(snapshot)
 
     def make_app(self) -> tornado.web.Application:
         args = {"server": self}
@@ -133,6 +136,7 @@ class ChatServer:
                 (r"/api/logout", handlers.LogoutHandler, args),
                 (r"/api/password", handlers.PasswordHandler, args),
                 (r"/api/me", handlers.MeHandler, args),
+                (r"/api/session", handlers.SessionHandler, args),
                 (r"/api/history", handlers.HistoryHandler, args),
                 (r"/api/.*", handlers.ApiNotFoundHandler, args),
             ],

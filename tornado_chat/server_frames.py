@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import json.encoder
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,11 +21,13 @@ from .protocol import HISTORY_MAX_BYTES, ErrorCode, FrameId, History
 
 @dataclass(slots=True)
 class Message:
-    """A stored chat message. ``ts`` is seconds since the epoch; exactly one of ``to``/``room`` is set.
+    """A stored chat message. ``ts`` is seconds since the epoch; exactly one of ``to``/``room``/``members`` is set.
 
-    ``edited`` (seconds since the epoch) is set once its author changed the text; a ``deleted`` message is a
-    tombstone whose text is empty. ``rev`` is the position of its latest change in the sequence that numbers
-    messages too (0: never changed), so that a resume replays changes like messages.
+    ``members`` is the sorted member set of a group conversation; ``mentions`` the users it mentions
+    (``"@room"`` for everyone in its room), sorted. ``edited`` (seconds since the epoch) is set once its author
+    changed the text; a ``deleted`` message is a tombstone whose text is empty (and mentions nobody). ``rev`` is
+    the position of its latest change in the sequence that numbers messages too (0: never changed), so that a
+    resume replays changes like messages.
     """
 
     seq: int
@@ -34,14 +37,16 @@ class Message:
     client_id: str
     to: str | None = None
     room: str | None = None
+    members: tuple[str, ...] | None = None
+    mentions: tuple[str, ...] = ()
     edited: float | None = None
     deleted: bool = False
     rev: int = 0
 
     @property
     def kind(self) -> str:
-        """``room`` or ``direct``, the label used by metrics."""
-        return "room" if self.room is not None else "direct"
+        """``room``, ``group`` or ``direct``, the label used by metrics."""
+        return "room" if self.room is not None else "group" if self.members is not None else "direct"
 
 
 # A JSON string literal with non-ASCII kept as is: what json.dumps(ensure_ascii=False) writes for a str.
@@ -62,9 +67,12 @@ def iso_time(ts: float) -> str:
     """``ts`` (seconds since the epoch) as ISO 8601 UTC with milliseconds, e.g. 2026-11-26T02:15:40.123Z.
 
     Messages of the same second share the formatted date; only the milliseconds are new.
-    Like ``datetime``, the time is rounded to microseconds, then cut to milliseconds.
+    Like ``datetime``, the time is rounded to microseconds, then cut to milliseconds. As there, the fraction
+    is split off first (exactly): ``ts * 1e6`` would round in the multiplication and, at a half microsecond,
+    sometimes the other way.
     """
-    second, micros = divmod(round(ts * 1_000_000), 1_000_000)
+    fraction, whole = math.modf(ts)
+    second, micros = divmod(int(whole) * 1_000_000 + round(fraction * 1_000_000), 1_000_000)
     return f"{_iso_second(second)}.{micros // 1000:03d}Z"
 
 
@@ -73,10 +81,14 @@ def message_fields(message: Message, own: bool) -> dict[str, Any]:
     fields: dict[str, Any] = {"seq": message.seq, "from": message.sender}
     if message.room is not None:
         fields["room"] = message.room
+    elif message.members is not None:
+        fields["members"] = list(message.members)
     else:
         fields["to"] = message.to
     fields["text"] = message.text
     fields["ts"] = iso_time(message.ts)
+    if message.mentions:
+        fields["mentions"] = list(message.mentions)
     if own:
         fields["id"] = message.client_id
     if message.rev:
@@ -94,12 +106,22 @@ def message_frame(message: Message, own: bool) -> bytes:
     """
     if message.rev:
         return encode({"type": "message", **message_fields(message, own)})
-    target = f'"room":{_quote(message.room)}' if message.room is not None else f'"to":{_quote(message.to or "")}'
+    if message.room is not None:
+        target = f'"room":{_quote(message.room)}'
+    elif message.members is not None:
+        target = f'"members":{_names(message.members)}'
+    else:
+        target = f'"to":{_quote(message.to or "")}'
+    mentions = f',"mentions":{_names(message.mentions)}' if message.mentions else ""
     own_id = f',"id":{_quote(message.client_id)}' if own else ""
     return (
         f'{{"type":"message","seq":{message.seq},"from":{_quote(message.sender)},{target},'
-        f'"text":{_quote(message.text)},"ts":"{iso_time(message.ts)}"{own_id}}}'
+        f'"text":{_quote(message.text)},"ts":"{iso_time(message.ts)}"{mentions}{own_id}}}'
     ).encode()
+
+
+def _names(names: tuple[str, ...]) -> str:
+    return "[" + ",".join(_quote(name) for name in names) + "]"
 
 
 def ack_frame(message: Message) -> bytes:
@@ -130,10 +152,16 @@ def history_page(request: History, messages: list[Message], more: bool, viewer: 
     ``limit`` bounds the count; long texts (4000 characters of four-byte emoji
     are 16 KB) could still make one frame too large to send to a slow link.
     """
-    frame = history_frame(request, messages, more, viewer)
+    return fit_page(lambda page, page_more: history_frame(request, page, page_more, viewer), messages, more)
+
+
+def fit_page(build: Callable[[list[Message], bool], bytes], messages: list[Message], more: bool) -> bytes:
+    """``build(messages, more)``, with the oldest messages left out (and ``more`` set) until it is at most
+    ``HISTORY_MAX_BYTES`` long, or holds one message."""
+    frame = build(messages, more)
     while len(frame) > HISTORY_MAX_BYTES and len(messages) > 1:
         messages = messages[: len(messages) // 2]
-        frame = history_frame(request, messages, True, viewer)
+        frame = build(messages, True)
     return frame
 
 
@@ -141,6 +169,8 @@ def history_frame(request: History, messages: list[Message], more: bool, viewer:
     frame: dict[str, Any] = {"type": "history"}
     if request.room is not None:
         frame["room"] = request.room
+    elif request.with_group is not None:
+        frame["with"] = list(request.with_group)
     else:
         frame["with"] = request.with_user
     frame["messages"] = [message_fields(m, m.sender == viewer) for m in messages]
@@ -149,11 +179,16 @@ def history_frame(request: History, messages: list[Message], more: bool, viewer:
 
 
 def change_frame(message: Message, frame_id: FrameId = None) -> bytes:
-    """``edited`` or ``deleted``: a message's new state, at position ``rev``; ``id`` answers the change's frame."""
+    """``edited`` or ``deleted``: a message's new state, at position ``rev``; ``id`` answers the change's frame.
+
+    An edit carries the text's mentions as parsed anew; it notifies nobody again (see ``edits.py``).
+    """
     frame: dict[str, Any] = {"type": "deleted" if message.deleted else "edited", "seq": message.seq, "rev": message.rev}
     frame["from"] = message.sender
     if message.room is not None:
         frame["room"] = message.room
+    elif message.members is not None:
+        frame["members"] = list(message.members)
     else:
         frame["to"] = message.to
     if not message.deleted:
@@ -161,6 +196,8 @@ def change_frame(message: Message, frame_id: FrameId = None) -> bytes:
         frame["ts"] = iso_time(message.ts)
         if message.edited is not None:
             frame["edited"] = iso_time(message.edited)
+        if message.mentions:
+            frame["mentions"] = list(message.mentions)
     if frame_id is not None:
         frame["id"] = frame_id
     return encode(frame)

@@ -1,10 +1,12 @@
 """The chat service: sessions opened and forgotten, frames received and answered, messages delivered.
 
 It sits between the transports (``websocket.py``) and the pure core (``hub``,
-``protocol``, ``heartbeat``, ``limits``), and drives the message store. Every
-fan-out is one ``Outgoing`` per payload, written to each recipient's
-transport; a session whose replay is running holds live frames back
-(``replay.py``) so that the replay comes first.
+``protocol``, ``heartbeat``, ``limits``), and drives the message store. The
+frames of one feature are handled by its own part: rooms, moderation, edits
+and deletes (``moderation.py``), read state (``read_state.py``), typing
+notices, search, replays. Every frame reaches its sessions through the
+``Outbox`` (``outbox.py``): framed once per payload, held behind a running
+replay.
 
 A session is forgotten exactly once (``forget_session``), whatever ended it:
 its transport reports the end from the event loop, and a close the server
@@ -19,20 +21,24 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from functools import partial
 
-from . import __version__, protocol, server_frames
+from . import __version__, addressing, protocol, server_frames
 from .admission import Admitted
 from .background import BackgroundTasks
+from .conversation_frames import Read, Search, Target, Typing
+from .conversations import is_group, people_of
 from .heartbeat import HeartbeatMonitor
-from .hub import Delivery, Hub
+from .hub import Hub
 from .limits import TokenBucket
 from .metrics import ChatMetrics
 from .moderation import AccountControl, Moderation
-from .outgoing import Outgoing
-from .protocol import ErrorCode, FrameId, ProtocolError
+from .outbox import Outbox
+from .protocol import ErrorCode, ProtocolError
+from .read_state import ReadState
 from .replay import Replayer
+from .search import SearchService
 from .session import (
     CLOSE_POLICY,
     CLOSE_SERVICE_RESTART,
@@ -46,7 +52,8 @@ from .session import (
     Transport,
 )
 from .settings import Settings
-from .store import AppendResult, Draft, MessageStore, StoreError
+from .store import AppendResult, MessageStore, StoreError
+from .typing_notices import TypingNotices
 
 log = logging.getLogger("tornado_chat.service")
 
@@ -74,8 +81,12 @@ class ChatService:
         self.tasks = tasks
         self.clock = clock
         self.monotonic = monotonic
-        self.replayer = Replayer(self, store, metrics.tallies, settings.replay_limit)
-        self.moderation = Moderation(self, hub, store, metrics, accounts, clock)
+        self.outbox = outbox = Outbox(metrics, tasks, settings.max_buffered_bytes, self.transport_overflowed)
+        self.replayer = Replayer(outbox, store, metrics.tallies, settings.replay_limit)
+        self.read_state = ReadState(hub, store, outbox)
+        self.moderation = Moderation(outbox, hub, store, metrics, accounts, clock, self.read_state)
+        self.typing = TypingNotices(hub, outbox, monotonic)
+        self.searches = SearchService(hub, store, outbox, metrics.search_seconds)
         # Set while a shutdown waits for every session to go.
         self._all_gone: asyncio.Event | None = None
 
@@ -92,8 +103,8 @@ class ChatService:
         session.peer = self.heartbeat.add(session, now)
         self.metrics.connections_opened.inc()
         deliveries = self.hub.open_session(session)
-        self.send(session, self._welcome(session))
-        self.deliver(deliveries)
+        self.outbox.send(session, self._welcome(session))
+        self.outbox.deliver(deliveries)
         since = admitted.since
         if since is None and was_offline:
             since = user.offline_since_seq
@@ -111,8 +122,9 @@ class ChatService:
             self.heartbeat.remove(peer)
             peer.owner = None
         self.metrics.connections_closed[session.close_reason].inc()
+        self.typing.forget(session)
         user = session.user
-        self.deliver(self.hub.close_session(session))
+        self.outbox.deliver(self.hub.close_session(session))
         if not user.online:
             self.store.set_offline_since(user.name, user.offline_since_seq)
         if self._all_gone is not None and not self.hub.sessions:
@@ -192,7 +204,7 @@ class ChatService:
     def protocol_violated(self, session: Session, code: int) -> None:
         session.close_reason = CLOSED_PROTOCOL_ERROR
         if code == CLOSE_TOO_LARGE:
-            self.send_error(session, ErrorCode.TOO_LARGE, "message is larger than the server accepts")
+            self.outbox.send_error(session, ErrorCode.TOO_LARGE, "message is larger than the server accepts")
         log.info("closing a connection that broke the WebSocket protocol (close code %d)", code)
 
     def transport_overflowed(self, session: Session) -> None:
@@ -214,7 +226,7 @@ class ChatService:
         received_at = self._seen(session)  # monotonic seconds: also the start of the fan-out latency
         if not self._spend_token(session, received_at):
             if not session.forgotten:
-                self.send_error(session, ErrorCode.RATE_LIMITED, "slow down: too many frames")
+                self.outbox.send_error(session, ErrorCode.RATE_LIMITED, "slow down: too many frames")
             return
         tallies = self.metrics.tallies
         tallies.received_bytes += len(data) if isinstance(data, bytes) or data.isascii() else len(data.encode())
@@ -222,42 +234,49 @@ class ChatService:
             frame = protocol.parse_client_frame(data, self.settings.max_text_chars)
         except ProtocolError as exc:
             tallies.frames_received["invalid"] += 1
-            self.send_error(session, exc.code, exc.message, exc.frame_id)
+            self.outbox.send_error(session, exc.code, exc.message, exc.frame_id)
             return
         tallies.frames_received[frame.label] += 1
         try:
             self._dispatch(session, frame, received_at)
         except ProtocolError as exc:
-            self.send_error(session, exc.code, exc.message, frame.frame_id)
+            self.outbox.send_error(session, exc.code, exc.message, frame.frame_id)
         except Exception:  # a bug in handling one frame must not end the session
             log.exception("handling a %s frame failed", frame.label)
-            self.send_error(session, ErrorCode.INTERNAL, "the server failed to handle this frame", frame.frame_id)
+            failed = "the server failed to handle this frame"
+            self.outbox.send_error(session, ErrorCode.INTERNAL, failed, frame.frame_id)
 
     def _dispatch(self, session: Session, frame: protocol.ClientFrame, received_at: float) -> None:
         user = session.user
         match frame:
             case protocol.Send():
-                self.hub.check_target(user, frame.room, frame.to)
-                draft = Draft(user.name, frame.text, self.clock(), frame.client_id, frame.to, frame.room)
+                draft = addressing.draft_for(self.hub, user, frame, self.clock())
                 self.store.append(draft, partial(self._stored, session, frame.client_id, received_at))
             case protocol.Join():
                 changed, deliveries = self.hub.join(session, frame.room)
                 if changed:
                     self.store.set_membership(user.name, frame.room, True, self.hub.last_seq)
-                self.deliver(deliveries)
+                    self.read_state.joined(user, frame.room)
+                self.outbox.deliver(deliveries)
             case protocol.Leave():
                 deliveries = self.hub.leave(session, frame.room)
                 self.store.set_membership(user.name, frame.room, False, self.hub.last_seq)
-                self.deliver(deliveries)
+                self.outbox.deliver(deliveries)
             case protocol.Ping():
-                self.send(session, server_frames.pong_frame(frame.frame_id, self.clock()))
+                self.outbox.send(session, server_frames.pong_frame(frame.frame_id, self.clock()))
             case protocol.History():
-                self.hub.check_target(user, frame.room, frame.with_user)
+                addressing.key_for(self.hub, user, Target(frame.room, frame.with_user, frame.with_group))
                 self.tasks.spawn(self._answer_history(session, frame))
             case protocol.ListRooms():
-                self.send(session, self.hub.room_list(user))
+                self.outbox.send(session, self.read_state.room_list(user))
             case protocol.Resume():
                 self.replayer.start(session, frame.since)
+            case Read():
+                self.read_state.read(session, frame)
+            case Typing():
+                self.typing.typing(session, frame)
+            case Search():
+                self.searches.search(session, frame)
             case _:  # rooms, roles and moderation; edits and deletes (room_frames)
                 self.moderation.handle(session, frame)
 
@@ -265,15 +284,16 @@ class ChatService:
         """The store has the message (or failed): ack the sender, then deliver to everyone else."""
         message = result.message
         if message is None:
-            self.send_error(session, ErrorCode.INTERNAL, "the message was not stored; send it again", client_id)
+            self.outbox.send_error(session, ErrorCode.INTERNAL, "the message was not stored; send it again", client_id)
             return
-        self.send_in_order(session, server_frames.ack_frame(message))
+        self.outbox.send_in_order(session, server_frames.ack_frame(message))
         if result.duplicate:
             return
         deliveries, notices = self.hub.route(message)
+        self.read_state.stored(message)
         if notices:
-            self.deliver(notices)
-        self.deliver_message(deliveries, message.seq, session)
+            self.outbox.deliver(notices)
+        self.outbox.deliver_message(deliveries, message.seq, session)
         tallies = self.metrics.tallies
         tallies.messages[message.kind] += 1
         tallies.fanout_seconds.observe(self.monotonic() - received_at)
@@ -281,9 +301,10 @@ class ChatService:
     async def history_page(self, viewer: str, request: protocol.History) -> bytes:
         """A page of history the viewer may read; raises ``ProtocolError`` (no access) or ``StoreError``."""
         user = self.hub.users.get(viewer) or self.hub.add_user(viewer)
-        self.hub.check_target(user, request.room, request.with_user)
+        key = addressing.key_for(self.hub, user, Target(request.room, request.with_user, request.with_group))
+        members = people_of(key) if is_group(key) else None
         messages, more = await self.store.history(
-            viewer, request.room, request.with_user, request.before, request.limit
+            viewer, request.room, request.with_user, request.before, request.limit, members
         )
         return server_frames.history_page(request, messages, more, viewer)
 
@@ -291,11 +312,11 @@ class ChatService:
         try:
             page = await self.history_page(session.user.name, frame)
         except StoreError:
-            self.send_error(session, ErrorCode.INTERNAL, "history is unavailable; try again", frame.frame_id)
+            self.outbox.send_error(session, ErrorCode.INTERNAL, "history is unavailable; try again", frame.frame_id)
         except ProtocolError as exc:
-            self.send_error(session, exc.code, exc.message, frame.frame_id)
+            self.outbox.send_error(session, exc.code, exc.message, frame.frame_id)
         else:
-            self.send(session, page)
+            self.outbox.send(session, page)
 
     def _welcome(self, session: Session) -> bytes:
         user = session.user
@@ -314,74 +335,9 @@ class ChatService:
                 "protocol": protocol.PROTOCOL_VERSION,
                 "seq": self.hub.last_seq,
                 "limits": {"text_chars": settings.max_text_chars, "message_bytes": settings.max_message_bytes},
+                **self.read_state.welcome_fields(user),
             }
         )
-
-    # ------------------------------------------------------------ writing
-
-    def send(self, session: Session, payload: bytes) -> None:
-        """A reply to this session alone, written at once (errors, pongs, history pages)."""
-        frame = Outgoing(payload)
-        self.metrics.tallies.sent_bytes += len(frame.websocket)
-        session.transport.write(frame)
-
-    def send_in_order(self, session: Session, payload: bytes) -> None:
-        """A reply that must not overtake a running replay (an ack carries a seq a client resumes from)."""
-        frame = Outgoing(payload)
-        self.metrics.tallies.sent_bytes += len(frame.websocket)
-        self._write_live(session, 0, frame)
-
-    def send_error(self, session: Session, code: ErrorCode, message: str, frame_id: FrameId = None) -> None:
-        self.metrics.errors[code].inc()
-        self.send(session, server_frames.error_frame(code, message, frame_id))
-
-    def _write_live(self, session: Session, seq: int, frame: Outgoing) -> None:
-        if session.held is None:
-            if seq and not session.live_floor:
-                session.live_floor = seq
-            session.transport.write(frame)
-        elif session.hold(seq, frame) > self.settings.max_buffered_bytes:
-            # Cut off from the loop, not from inside this fan-out.
-            asyncio.get_running_loop().call_soon(self.transport_overflowed, session)
-
-    def deliver(self, deliveries: Iterable[Delivery]) -> None:
-        """Write each frame that is not a message (presence, membership), framed once, to every recipient."""
-        sent = 0
-        for payload, recipients in deliveries:
-            frame = Outgoing(payload)
-            for session in recipients:
-                self._write_live(session, 0, frame)
-            sent += len(frame.websocket) * len(recipients)
-        if sent:
-            self.metrics.tallies.sent_bytes += sent
-
-    def deliver_message(self, deliveries: Iterable[Delivery], seq: int, skip: Session | None) -> int:
-        """Write a message frame, framed once, to every recipient but ``skip`` (the sender, who gets an ack).
-
-        Returns the number of sessions it went to.
-        """
-        count = 0
-        sent = 0
-        for payload, recipients in deliveries:
-            frame = Outgoing(payload)
-            written = 0
-            for session in recipients:
-                if session is skip:
-                    continue
-                written += 1
-                if session.held is None:
-                    if not session.live_floor:
-                        session.live_floor = seq
-                    session.transport.write(frame)
-                else:
-                    self._write_live(session, seq, frame)
-            count += written
-            sent += len(frame.websocket) * written
-        if count:
-            tallies = self.metrics.tallies
-            tallies.deliveries += count
-            tallies.sent_bytes += sent
-        return count
 
     # ------------------------------------------------------------ account changes (AccountListener)
 
@@ -392,6 +348,7 @@ class ChatService:
         self.moderation.admin_changed(name, admin)
 
     def user_removed(self, name: str) -> None:
+        self.read_state.forget_user(name)
         for session in self.hub.remove_user(name):
             self.end_session(session, CLOSED_POLICY, CLOSE_POLICY, "account removed")
 

@@ -98,13 +98,15 @@ class Transport(Protocol):
 class User:
     """A known user: online while ``sessions`` is not empty."""
 
-    __slots__ = ("contacts", "name", "offline_since_seq", "rooms", "sessions")
+    __slots__ = ("contacts", "groups", "name", "offline_since_seq", "rooms", "sessions")
 
     def __init__(self, name: str, offline_since_seq: int = 0) -> None:
         self.name = name
         self.sessions: dict[str, Session] = {}
         self.rooms: set[str] = set()
         self.contacts: set[str] = set()
+        # Keys of the group conversations the user is in (``conversations.group_key``).
+        self.groups: set[str] = set()
         # The last message sequence number the user could have seen live: a
         # session opened without a resume point replays what came after it.
         self.offline_since_seq = offline_since_seq

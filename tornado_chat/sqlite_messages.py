@@ -2,7 +2,7 @@
 
 Each write function runs inside the writer's transaction; each read runs inside
 a reader's. Messages of a room or conversation share a ``thread`` key, so that
-history is one index range.
+history is one index range (see ``conversations.py`` for the keys).
 """
 
 from __future__ import annotations
@@ -11,54 +11,62 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+from . import conversations, sqlite_conversations, sqlite_search
 from .server_frames import Message
 from .store import AppendResult, Draft
 
 # Queries name the message columns in the order row_to_message reads them.
 HISTORY_SQL = """
-    SELECT seq, sender, text, ts, client_id, recipient, room FROM messages
+    SELECT seq, sender, text, ts, client_id, recipient, room, thread, mentions FROM messages
     WHERE thread = ? AND seq < ? ORDER BY seq DESC LIMIT ?
 """
-# A user's messages: direct ones either way (self-notes once), and their rooms' since they joined.
+# A user's messages: direct ones either way (self-notes once), their group conversations', and their
+# rooms' since they joined.
 REPLAY_SQL = """
-    SELECT seq, sender, text, ts, client_id, recipient, room FROM (
-        SELECT seq, sender, text, ts, client_id, recipient, room FROM messages
+    SELECT seq, sender, text, ts, client_id, recipient, room, thread, mentions FROM (
+        SELECT seq, sender, text, ts, client_id, recipient, room, thread, mentions FROM messages
             WHERE recipient = :user AND seq > :since AND seq < :upper
         UNION ALL
-        SELECT seq, sender, text, ts, client_id, recipient, room FROM messages
+        SELECT seq, sender, text, ts, client_id, recipient, room, thread, mentions FROM messages
             WHERE sender = :user AND recipient IS NOT NULL AND recipient != :user
             AND seq > :since AND seq < :upper
         UNION ALL
-        SELECT m.seq, m.sender, m.text, m.ts, m.client_id, m.recipient, m.room
+        SELECT m.seq, m.sender, m.text, m.ts, m.client_id, m.recipient, m.room, m.thread, m.mentions
             FROM memberships AS ms JOIN messages AS m
             ON m.thread = 'r:' || ms.room AND m.seq > max(:since, ms.joined_seq) AND m.seq < :upper
             WHERE ms.user = :user
+        UNION ALL
+        SELECT m.seq, m.sender, m.text, m.ts, m.client_id, m.recipient, m.room, m.thread, m.mentions
+            FROM group_members AS gm JOIN messages AS m
+            ON m.thread = gm.thread AND m.seq > :since AND m.seq < :upper
+            WHERE gm.user = :user
     ) ORDER BY seq DESC LIMIT :limit
 """
 # Filled with one "(?, ?)" per key: placeholders only, never values.
 # (A join, not "(sender, client_id) IN (VALUES ...)": SQLite plans that one as a scan of the whole index.)
 _BY_CLIENT_IDS_SQL = """
-    SELECT m.seq, m.sender, m.text, m.ts, m.client_id, m.recipient, m.room
+    SELECT m.seq, m.sender, m.text, m.ts, m.client_id, m.recipient, m.room, m.thread, m.mentions
     FROM (VALUES {pairs}) AS k JOIN messages AS m ON m.sender = k.column1 AND m.client_id = k.column2
 """
 _LOOKUP_CHUNK = 500
 _INSERT_MESSAGE_SQL = """
-    INSERT INTO messages (seq, thread, sender, recipient, room, text, ts, client_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+    INSERT INTO messages (seq, thread, sender, recipient, room, text, ts, client_id, mentions)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 
 
-def thread_key(sender: str, room: str | None, recipient: str | None) -> str:
-    """The history thread a message belongs to: its room, or the pair of users of a conversation."""
-    if room is not None:
-        return "r:" + room
-    first, second = sorted((sender, recipient or ""))
-    return f"d:{first}\x00{second}"
+def thread_key(sender: str, room: str | None, recipient: str | None, members: tuple[str, ...] | None = None) -> str:
+    """The history thread a message belongs to: its conversation's key (``conversations.thread_key``)."""
+    return conversations.thread_key(sender, room, recipient, members)
 
 
 def row_to_message(row: Sequence[Any]) -> Message:
     """A message from a row of the columns the queries above select (sqlite3 rows are untyped)."""
-    seq, sender, text, ts, client_id, recipient, room = row
-    return Message(seq, sender, text, ts, client_id, recipient, room)
+    seq, sender, text, ts, client_id, recipient, room, thread, mentions = row
+    members = conversations.people_of(thread) if conversations.is_group(thread) else None
+    return Message(
+        seq, sender, text, ts, client_id, recipient, room, members, tuple(mentions.split(",")) if mentions else ()
+    )
 
 
 def last_position(connection: sqlite3.Connection) -> int:
@@ -104,7 +112,8 @@ def insert_messages(connection: sqlite3.Connection, drafts: list[Draft]) -> list
     last_seq = last_position(connection)
     results: list[AppendResult] = []
     rows: list[tuple[object, ...]] = []
-    conversations: set[tuple[str, str]] = set()
+    stored: list[tuple[Message, str]] = []
+    contacts: set[tuple[str, str]] = set()
     for draft in drafts:
         key = (draft.sender, draft.client_id)
         found = existing.get(key)
@@ -112,15 +121,22 @@ def insert_messages(connection: sqlite3.Connection, drafts: list[Draft]) -> list
             results.append(AppendResult(found, duplicate=True))
             continue
         last_seq += 1
-        message = Message(last_seq, draft.sender, draft.text, draft.ts, draft.client_id, draft.to, draft.room)
+        message = draft.stored(last_seq)
         existing[key] = message  # a second copy in this very run is a resend of this one
         results.append(AppendResult(message))
-        thread = thread_key(draft.sender, draft.room, draft.to)
-        rows.append((last_seq, thread, draft.sender, draft.to, draft.room, draft.text, draft.ts, draft.client_id))
+        thread = thread_key(draft.sender, draft.room, draft.to, draft.members)
+        mentions = ",".join(draft.mentions) or None
+        rows.append(
+            (last_seq, thread, draft.sender, draft.to, draft.room, draft.text, draft.ts, draft.client_id, mentions)
+        )
+        stored.append((message, thread))
         if draft.to is not None and draft.to != draft.sender:
             first, second = sorted((draft.sender, draft.to))
-            conversations.add((first, second))
+            contacts.add((first, second))
     connection.executemany(_INSERT_MESSAGE_SQL, rows)
-    if conversations:
-        connection.executemany("INSERT INTO conversations (a, b) VALUES (?, ?) ON CONFLICT DO NOTHING", conversations)
+    if contacts:
+        connection.executemany("INSERT INTO conversations (a, b) VALUES (?, ?) ON CONFLICT DO NOTHING", contacts)
+    if stored:
+        sqlite_search.index_messages(connection, [(message.seq, message.text) for message, _ in stored])
+        sqlite_conversations.record_messages(connection, stored)
     return results

@@ -2,10 +2,12 @@
 
 Run by the SQLite store's threads (each write inside the writer's transaction,
 each read inside a reader's) and by the admin CLI. A change to a message
-updates the message row to its current text (empty once deleted) and records
-in ``message_changes`` when it happened and its position (``rev``) in the
-sequence shared with messages, so that history shows the current state and a
-resume replays the change.
+updates the message row to its current text (empty once deleted) and its
+mentions, and records in ``message_changes`` when it happened and its position
+(``rev``) in the sequence shared with messages, so that history shows the
+current state and a resume replays the change. In the same transaction the
+search indexes drop the old text and take the new one, and the unread
+mentions (``message_mentions``) follow the new text.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from . import sqlite_accounts, sqlite_messages
+from . import sqlite_accounts, sqlite_conversations, sqlite_messages, sqlite_search
 from .server_frames import Message
 from .sqlite_messages import last_position, row_to_message
 from .store import (
@@ -39,7 +41,12 @@ ENABLE = "enable"
 ADMIN_ON = "admin_on"
 ADMIN_OFF = "admin_off"
 
-_MESSAGE_COLUMNS = "m.seq, m.sender, m.text, m.ts, m.client_id, m.recipient, m.room, c.rev, c.edited_at, c.deleted_at"
+_MESSAGE_COLUMNS = (
+    "m.seq, m.sender, m.text, m.ts, m.client_id, m.recipient, m.room, m.thread, m.mentions, c.rev, c.edited_at,"
+    " c.deleted_at"
+)
+# How many message columns row_to_message reads, before the change's.
+_ROW_COLUMNS = 9
 _MESSAGE_SQL = f"""
     SELECT {_MESSAGE_COLUMNS} FROM messages AS m LEFT JOIN message_changes AS c ON c.seq = m.seq WHERE m.seq = ?
 """  # noqa: S608 - columns only
@@ -50,6 +57,7 @@ _CHANGED_SINCE_SQL = f"""
         m.recipient = :user
         OR (m.sender = :user AND m.recipient IS NOT NULL)
         OR EXISTS (SELECT 1 FROM memberships AS ms WHERE ms.user = :user AND ms.room = m.room AND m.seq > ms.joined_seq)
+        OR EXISTS (SELECT 1 FROM group_members AS gm WHERE gm.user = :user AND gm.thread = m.thread)
     ) ORDER BY c.rev DESC LIMIT :limit
 """  # noqa: S608 - columns only
 _AUDIT_COLUMNS = "id, at, actor, action, room, target, seq"
@@ -58,8 +66,8 @@ _LOOKUP_CHUNK = 500
 
 def _changed(row: Sequence[Any]) -> Message:
     """A message from a row of the message columns followed by its change's (rev, edited_at, deleted_at)."""
-    message = row_to_message(row[:7])
-    rev, edited_at, deleted_at = row[7:]
+    message = row_to_message(row[:_ROW_COLUMNS])
+    rev, edited_at, deleted_at = row[_ROW_COLUMNS:]
     if rev is not None:
         message.rev = rev
         message.edited = edited_at
@@ -172,26 +180,33 @@ def change_message(connection: sqlite3.Connection, change: MessageChange) -> Cha
     if change.text == current.text:
         return ChangeResult(current)
     rev = last_position(connection) + 1
+    previous = current.mentions
+    # The search indexes are told the text they hold before the row changes (sqlite_search.reindex).
+    sqlite_search.reindex(connection, change.seq, current.text, change.text)
     if change.text is None:
-        connection.execute("UPDATE messages SET text = '' WHERE seq = ?", (change.seq,))
+        connection.execute("UPDATE messages SET text = '', mentions = NULL WHERE seq = ?", (change.seq,))
         connection.execute(
             "INSERT INTO message_changes (seq, rev, deleted_at, deleted_by) VALUES (?, ?, ?, ?) ON CONFLICT (seq)"
             " DO UPDATE SET rev = excluded.rev, deleted_at = excluded.deleted_at, deleted_by = excluded.deleted_by",
             (change.seq, rev, change.at, change.editor),
         )
-        current.text, current.deleted = "", True
+        current.text, current.deleted, current.mentions = "", True, ()
         if change.moderated:
             _audit(connection, AuditEntry(change.at, change.editor, "delete", current.room, current.sender, change.seq))
     else:
-        connection.execute("UPDATE messages SET text = ? WHERE seq = ?", (change.text, change.seq))
+        connection.execute(
+            "UPDATE messages SET text = ?, mentions = ? WHERE seq = ?",
+            (change.text, ",".join(change.mentions) or None, change.seq),
+        )
         connection.execute(
             "INSERT INTO message_changes (seq, rev, edited_at) VALUES (?, ?, ?)"
             " ON CONFLICT (seq) DO UPDATE SET rev = excluded.rev, edited_at = excluded.edited_at",
             (change.seq, rev, change.at),
         )
-        current.text, current.edited = change.text, change.at
+        current.text, current.edited, current.mentions = change.text, change.at, change.mentions
+    sqlite_conversations.replace_mentions(connection, current, previous)
     current.rev = rev
-    return ChangeResult(current, changed=True)
+    return ChangeResult(current, changed=True, previous_mentions=previous)
 
 
 # ---------------------------------------------------------------- the audit log and account flags

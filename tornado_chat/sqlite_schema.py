@@ -150,6 +150,52 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         ALTER TABLE users ADD COLUMN disabled_at REAL;
         """,
     ),
+    (
+        6,
+        # Day-one chat: group conversations (their member sets), read positions, mentions, and search.
+        # Search has two full-text indexes over messages.text (external content, so the text is stored once):
+        # words (unicode61, case and accents folded) for every message, and trigrams for the messages holding
+        # a script written without spaces (the GLOB below; search_terms.NO_SPACE_RANGES). Conversations that
+        # exist now start read up to where each user went offline.
+        """
+        CREATE TABLE group_members (
+            thread TEXT NOT NULL,
+            user TEXT NOT NULL,
+            PRIMARY KEY (user, thread)
+        ) WITHOUT ROWID;
+        CREATE TABLE read_positions (
+            user TEXT NOT NULL,
+            thread TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            PRIMARY KEY (user, thread)
+        ) WITHOUT ROWID;
+        CREATE TABLE message_mentions (
+            user TEXT NOT NULL,
+            thread TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            PRIMARY KEY (user, thread, seq)
+        ) WITHOUT ROWID;
+        ALTER TABLE messages ADD COLUMN mentions TEXT;
+        CREATE VIRTUAL TABLE messages_words USING fts5(
+            text, content='messages', content_rowid='seq', tokenize='unicode61 remove_diacritics 2'
+        );
+        CREATE VIRTUAL TABLE messages_trigrams USING fts5(
+            text, content='messages', content_rowid='seq', tokenize='trigram'
+        );
+        INSERT INTO messages_words (messages_words) VALUES ('rebuild');
+        INSERT INTO messages_trigrams (rowid, text)
+            SELECT seq, text FROM messages WHERE text GLOB '*[฀-໿က-႟ក-៿぀-ヿ㐀-䶿一-鿿가-힯豈-﫿ｦ-ﾟ𠀀-𯿿]*';
+        INSERT INTO read_positions (user, thread, seq)
+            SELECT ms.user, 'r:' || ms.room, max(ms.joined_seq, coalesce(u.offline_since_seq, 0))
+            FROM memberships AS ms LEFT JOIN users AS u ON u.name = ms.user;
+        INSERT INTO read_positions (user, thread, seq)
+            SELECT c.a, 'd:' || c.a || char(0) || c.b, coalesce(u.offline_since_seq, 0)
+            FROM conversations AS c LEFT JOIN users AS u ON u.name = c.a;
+        INSERT INTO read_positions (user, thread, seq)
+            SELECT c.b, 'd:' || c.a || char(0) || c.b, coalesce(u.offline_since_seq, 0)
+            FROM conversations AS c LEFT JOIN users AS u ON u.name = c.b
+        """,
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

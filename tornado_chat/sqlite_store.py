@@ -1,6 +1,7 @@
 """The durable store: SQLite in the data directory, written by one thread with group commit.
 
-Writes (messages, memberships, accounts) go to a queue as typed operations.
+Writes (messages, memberships, accounts, room changes, edits and deletes, read
+positions) go to a queue as typed operations.
 One writer thread owns the write connection: it takes everything queued (up to
 ``max_batch`` operations), applies it in one transaction and commits; whatever
 arrives while a commit runs goes into the next one. Only after the commit does
@@ -9,7 +10,7 @@ senders and delivers messages. So an ack always means the message is on disk
 (with ``synchronous=FULL``, through power loss too), and a message is never
 delivered that a crash could take back.
 
-Reads (history, replay) run on a small thread pool with their own connections;
+Reads (history, replay, search) run on a small thread pool with their own connections;
 WAL mode lets them read while the writer writes. Nothing here blocks the event
 loop.
 """
@@ -28,7 +29,7 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
-from . import sqlite_accounts, sqlite_messages, sqlite_rooms
+from . import sqlite_accounts, sqlite_conversations, sqlite_messages, sqlite_rooms, sqlite_search
 from .protocol import MAX_SEQ
 from .server_frames import Message
 from .sqlite_schema import DB_FILE, connect, migrate
@@ -44,10 +45,12 @@ from .store import (
     MessageChange,
     Replay,
     RoomWrite,
+    SearchPage,
     Snapshot,
     StoreError,
     StoreObserver,
 )
+from .unread import UNREAD_COUNT_CAP
 
 log = logging.getLogger("tornado_chat.store")
 
@@ -150,6 +153,7 @@ class SqliteStore:
         snapshot.memberships = list(connection.execute("SELECT user, room FROM memberships"))
         snapshot.contacts = list(connection.execute("SELECT a, b FROM conversations"))
         snapshot.moderation = sqlite_rooms.load(connection)
+        sqlite_conversations.load(connection, snapshot, UNREAD_COUNT_CAP)
         return snapshot
 
     async def close(self) -> None:
@@ -230,6 +234,9 @@ class SqliteStore:
 
     def set_offline_since(self, user: str, seq: int) -> None:
         self._enqueue(_Call(partial(sqlite_messages.set_offline_since, user=user, seq=seq)))
+
+    def set_read_position(self, user: str, key: str, seq: int) -> None:
+        self._enqueue(_Call(partial(sqlite_conversations.set_read_position, user=user, key=key, seq=seq)))
 
     def record(self, writes: Sequence[RoomWrite]) -> None:
         self._enqueue(_Call(partial(sqlite_rooms.record, writes=tuple(writes), now=time.time())))
@@ -338,9 +345,15 @@ class SqliteStore:
             raise StoreError(str(exc)) from exc
 
     async def history(
-        self, viewer: str, room: str | None, with_user: str | None, before: int | None, limit: int
+        self,
+        viewer: str,
+        room: str | None,
+        with_user: str | None,
+        before: int | None,
+        limit: int,
+        members: tuple[str, ...] | None = None,
     ) -> tuple[list[Message], bool]:
-        thread = sqlite_messages.thread_key(viewer, room, with_user)
+        thread = sqlite_messages.thread_key(viewer, room, with_user, members)
         upper = before if before is not None else MAX_SEQ
 
         def query(connection: sqlite3.Connection) -> tuple[list[Message], bool]:
@@ -382,6 +395,17 @@ class SqliteStore:
             return Replay(messages[-limit:] if truncated else messages, truncated, last_seq)
 
         return await self._read(query)
+
+    async def search(self, keys: list[str], query: str, before: int | None, limit: int) -> SearchPage:
+        upper = before if before is not None else MAX_SEQ
+
+        def run(connection: sqlite3.Connection) -> SearchPage:
+            rows, following = sqlite_search.search(connection, keys, query, upper, limit)
+            messages = [sqlite_messages.row_to_message(row) for row in rows]
+            sqlite_rooms.annotate(connection, messages)  # the "edited" marks of results edited since sent
+            return SearchPage(messages, following)
+
+        return await self._read(run)
 
 
 def _run_outcomes(outcomes: list[Callable[[], None]]) -> None:

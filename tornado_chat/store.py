@@ -39,7 +39,10 @@ class StoreError(Exception):
 
 @dataclass(slots=True)
 class Draft:
-    """A message accepted from a client but not yet stored. ``ts`` is seconds since the epoch."""
+    """A message accepted from a client but not yet stored. ``ts`` is seconds since the epoch.
+
+    ``members`` is set for a group conversation (its sorted member set); ``mentions`` as on ``Message``.
+    """
 
     sender: str
     text: str
@@ -47,6 +50,14 @@ class Draft:
     client_id: str
     to: str | None = None
     room: str | None = None
+    members: tuple[str, ...] | None = None
+    mentions: tuple[str, ...] = ()
+
+    def stored(self, seq: int) -> Message:
+        """The message this draft becomes once stored as ``seq``."""
+        return Message(
+            seq, self.sender, self.text, self.ts, self.client_id, self.to, self.room, self.members, self.mentions
+        )
 
 
 @dataclass(slots=True)
@@ -65,6 +76,14 @@ class Replay:
     messages: list[Message]
     truncated: bool
     last_seq: int
+
+
+@dataclass(slots=True)
+class SearchPage:
+    """Search results, newest first. ``next`` is what to pass as ``before`` for older ones (None: no more)."""
+
+    messages: list[Message]
+    next: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +178,8 @@ RoomWrite = RoomSettings | RoleChange | BanChange | AuditEntry | MembershipChang
 class MessageChange:
     """An edit (``text``) or a delete (``text`` None) of message ``seq`` by ``editor``, at ``at`` (epoch s).
 
-    A ``moderated`` change (someone else's message deleted) is recorded in the audit log with it.
+    A ``moderated`` change (someone else's message deleted) is recorded in the audit log with it. ``mentions``
+    are those of the new text (``Message.mentions``); a delete mentions nobody.
     """
 
     seq: int
@@ -167,6 +187,7 @@ class MessageChange:
     text: str | None
     at: float
     moderated: bool = False
+    mentions: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -174,13 +195,15 @@ class ChangeResult:
     """What became of a change: the message as it now stands, whether the change did anything, or why not.
 
     ``refused`` is ``missing`` (no such message) or ``deleted`` (an edit of a deleted message); ``error`` means
-    the store failed and nothing was changed.
+    the store failed and nothing was changed. ``previous_mentions`` are the mentions the message had before
+    the change (for the unread counts).
     """
 
     message: Message | None
     changed: bool = False
     refused: str | None = None
     error: str | None = None
+    previous_mentions: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -196,7 +219,8 @@ class ModerationSnapshot:
 
 @dataclass(slots=True)
 class Snapshot:
-    """What the server loads at start: users, rooms, memberships, direct-conversation partners, accounts."""
+    """What the server loads at start: users, rooms, memberships, direct-conversation partners, accounts, room
+    settings and roles (``moderation``), group conversations, read positions and what unread counts need."""
 
     last_seq: int = 0
     users: dict[str, int] = field(default_factory=dict)  # name -> offline_since_seq
@@ -207,6 +231,10 @@ class Snapshot:
     logins: list[LoginRow] = field(default_factory=list)
     last_auth_event: int = 0
     moderation: ModerationSnapshot = field(default_factory=ModerationSnapshot)
+    groups: list[tuple[str, ...]] = field(default_factory=list)  # member sets of group conversations
+    read_positions: list[tuple[str, str, int]] = field(default_factory=list)  # (user, conversation key, seq)
+    recent_seqs: dict[str, list[int]] = field(default_factory=dict)  # key -> its newest seqs, ascending
+    mentions: list[tuple[str, str, int]] = field(default_factory=list)  # (user or "@room", key, seq), by seq
 
 
 AppendCallback = Callable[[AppendResult], None]
@@ -261,13 +289,28 @@ class MessageStore(RoomStore, Protocol):
         ...
 
     async def history(
-        self, viewer: str, room: str | None, with_user: str | None, before: int | None, limit: int
+        self,
+        viewer: str,
+        room: str | None,
+        with_user: str | None,
+        before: int | None,
+        limit: int,
+        members: tuple[str, ...] | None = None,
     ) -> tuple[list[Message], bool]:
-        """Messages of a room or conversation older than ``before``, newest first, and whether more exist."""
+        """Messages of a room or conversation (``members``: a group conversation) older than ``before``,
+        newest first, and whether more exist."""
         ...
 
     async def replay(self, user: str, since: int, below: int | None, limit: int) -> Replay:
         """Messages addressed to ``user`` with ``since < seq`` (and ``seq < below`` when given)."""
+        ...
+
+    def set_read_position(self, user: str, key: str, seq: int) -> None:
+        """Record that ``user`` has read conversation ``key`` up to ``seq`` (a position never moves back)."""
+        ...
+
+    async def search(self, keys: list[str], query: str, before: int | None, limit: int) -> SearchPage:
+        """Messages of the conversations ``keys`` matching ``query``, newest first, below ``before``."""
         ...
 
 

@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { makeState, message } from "./support.mjs";
+import { makeState, message, recorder } from "./support.mjs";
 
 const ROOM = "room:desk";
 const seen = { visible: true };
@@ -86,7 +86,7 @@ test("a replay cut short forgets every conversation, so history is fetched again
   assert.equal(state.cursor, 2000);
 });
 
-test("unread: counted per conversation unless it is open in a page in view; opening reads it", (t) => {
+test("unread: counted per conversation unless it is open in a page in view; reading says how far", (t) => {
   const { state } = makeState(t);
   state.select(ROOM);
   state.receive(message(1), { visible: true });
@@ -94,20 +94,66 @@ test("unread: counted per conversation unless it is open in a page in view; open
   state.receive(message(2), { visible: false });
   assert.equal(state.unreadIn(ROOM), 1, "open, but the tab is in the background");
   state.receive(message(3, { room: undefined, to: "alice" }), { visible: true });
-  state.receive(message(4, { room: undefined, to: "alice" }), { visible: true });
+  state.receive(message(4, { room: undefined, to: "alice", mentions: ["alice"] }), { visible: true });
   assert.equal(state.unreadIn("dm:bob"), 2);
+  assert.equal(state.reads.mentionsIn("dm:bob"), 1);
   assert.ok(state.people.has("bob"), "a direct message starts a conversation with its sender");
   state.receive(message(5, { from: "alice", room: undefined, to: "carol" }), { visible: true });
   assert.equal(state.unreadIn("dm:carol"), 0, "what we sent from another tab is not unread");
   assert.ok(state.people.has("carol"));
   assert.equal(state.totalUnread(), 3);
+  assert.equal(state.totalUnread((key) => key === "dm:bob"), 1, "muted conversations can be left out");
 
   state.select("dm:bob");
+  assert.equal(state.unreadIn("dm:bob"), 2, "opening is not reading: the page says when it has shown them");
+  assert.deepEqual(state.markRead("dm:bob"), { seq: 4 }, "tell the server: read up to 4");
+  assert.equal(state.markRead("dm:bob"), null, "nothing new to tell");
   assert.equal(state.unreadIn("dm:bob"), 0);
-  assert.equal(state.markRead(ROOM), true);
-  assert.equal(state.markRead(ROOM), false, "nothing left to read");
-  assert.equal(state.totalUnread(), 0);
-  assert.deepEqual([...state.unread.keys()], [], "no zero entries kept");
+  assert.equal(state.totalUnread(), 1);
+});
+
+test("unread: the server's counts win, from welcome and from read frames sent by any tab", (t) => {
+  const { state } = makeState(t);
+  state.welcome(
+    {
+      seq: 40,
+      contacts: ["bob"],
+      groups: [["carol", "bob"]],
+      unread: [
+        { room: "desk", seq: 30, unread: 3, mentions: 1, last: 33 },
+        { with: "bob", seq: 12, unread: 0, mentions: 0, last: 12 },
+        { with: ["bob", "carol"], seq: 0, unread: 2, mentions: 0, last: 40 },
+      ],
+    },
+    20,
+  );
+  assert.equal(state.unreadIn(ROOM), 3);
+  assert.equal(state.unreadIn("group:bob,carol"), 2);
+  assert.ok(state.groups.has("group:bob,carol"));
+  // The replay brings messages the server had counted already: not counted twice.
+  state.receive(message(33), { visible: true });
+  assert.equal(state.unreadIn(ROOM), 3);
+  state.receive(message(41), { visible: true });
+  assert.equal(state.unreadIn(ROOM), 4, "a message after the welcome is news");
+  // Another tab read #desk up to 33.
+  assert.equal(state.readFrame({ type: "read", room: "desk", seq: 33, unread: 1, mentions: 0, last: 41 }), ROOM);
+  assert.equal(state.unreadIn(ROOM), 1);
+  assert.equal(state.reads.position(ROOM), 33);
+  state.readFrame({ type: "read", room: "desk", seq: 20, unread: 9, mentions: 0, last: 41 });
+  assert.equal(state.reads.position(ROOM), 33, "a position never goes back");
+});
+
+test("group conversations: keyed by the other members, sent to them as a list", (t) => {
+  const { state } = makeState(t);
+  const outcome = state.receive(message(7, { room: undefined, members: ["carol", "alice", "bob"] }), seen);
+  assert.equal(outcome.key, "group:bob,carol");
+  assert.deepEqual(state.conversation("group:bob,carol").frameTarget, { with: ["bob", "carol"] });
+  assert.deepEqual(state.conversation("group:bob,carol").target, { with: "bob,carol" });
+  state.enqueue("group:bob,carol", "hi both");
+  state.queueUnsent(false);
+  const send = recorder();
+  state.sendQueued(send);
+  assert.deepEqual(send.frames[0], { type: "send", id: "id-1", text: "hi both", to: ["bob", "carol"] });
 });
 
 test("welcome: contacts become conversations; a `since` means a replay runs until `resumed`", (t) => {
