@@ -473,7 +473,13 @@ def scrape(ops_url: str) -> dict[Sample, float]:
 
 
 def metric(samples: dict[Sample, float], name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+    """The sample of ``name`` with exactly ``labels``; else the sum of those whose labels include them (so
+    ``chat_connections`` is every transport's, and ``reason="client"`` of a close counts every transport)."""
+    exact = samples.get((name, tuple(sorted(labels.items()))))
+    if exact is not None:
+        return exact
+    wanted = set(labels.items())
+    return sum(value for (key, have), value in samples.items() if key == name and wanted <= set(have))
 
 
 def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
