@@ -137,12 +137,18 @@ class EventStreamClient(HttpClient):
     """``GET /events``, read line by line on a thread; ``events`` keeps each event's fields as sent."""
 
     def __init__(
-        self, base_url: str, username: str, token: str, *, headers: dict[str, str] | None = None, **params: str
+        self,
+        base_url: str,
+        username: str,
+        token: str,
+        *,
+        headers: dict[str, str] | None = None,
+        since: str | None = None,
     ) -> None:
         super().__init__(base_url, username, token)
         host, port = _split(base_url)
         self.connection = http.client.HTTPConnection(host, port, timeout=WAIT_S * 3)
-        query = urllib.parse.urlencode({**params, "token": token})
+        query = urllib.parse.urlencode({**({"since": since} if since is not None else {}), "token": token})
         self.connection.request("GET", f"/events?{query}", headers=headers or {})
         self.response = self.connection.getresponse()
         self.status = self.response.status
@@ -201,13 +207,15 @@ class EventStreamClient(HttpClient):
 class PollClient(HttpClient):
     """``GET /poll`` in a loop on a thread, acknowledging each answer with its cursor in the next poll."""
 
-    def __init__(self, base_url: str, username: str, token: str, *, wait: float = 5.0, **params: str) -> None:
+    def __init__(
+        self, base_url: str, username: str, token: str, *, wait: float = 5.0, since: str | None = None
+    ) -> None:
         super().__init__(base_url, username, token)
         self.wait = wait
         self.cursor = 0
         self.polls = 0
         self.stopped = threading.Event()
-        query = urllib.parse.urlencode({**params, "token": token})
+        query = urllib.parse.urlencode({**({"since": since} if since is not None else {}), "token": token})
         self.status, _, answer = request("GET", f"{base_url}poll?{query}")
         if self.status != 200:
             self.error = answer

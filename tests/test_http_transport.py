@@ -41,14 +41,16 @@ def fast_server(tmp_path: Path) -> Iterator[ServerThread]:
         running.stop()
 
 
-def events(base_url: str, name: str, **params: str) -> EventStreamClient:
-    client = EventStreamClient(base_url, name, login(base_url, name), **params)
+def events(
+    base_url: str, name: str, *, headers: dict[str, str] | None = None, since: str | None = None
+) -> EventStreamClient:
+    client = EventStreamClient(base_url, name, login(base_url, name), headers=headers, since=since)
     assert client.status == 200, getattr(client, "error", None)
     return client
 
 
-def poller(base_url: str, name: str, **params: str) -> PollClient:
-    client = PollClient(base_url, name, login(base_url, name), **params)
+def poller(base_url: str, name: str, *, wait: float = 5.0, since: str | None = None) -> PollClient:
+    client = PollClient(base_url, name, login(base_url, name), wait=wait, since=since)
     assert client.status == 200, getattr(client, "error", None)
     return client
 
