@@ -125,7 +125,7 @@ def split_frames(body: bytes, max_frames: int) -> list[tuple[str, str | None]]:
                 break
             if separator != ",":
                 raise HttpRefused(400, "bad_json", "the body is not valid JSON")
-    if position != len(text):
+    if _JSON_SPACE.match(text, position).end() != len(text):  # type: ignore[union-attr]
         raise HttpRefused(400, "bad_json", "the body is not valid JSON")
     return frames
 
