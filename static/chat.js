@@ -459,13 +459,16 @@ class Chat {
 
   // ------------------------------------------------------------ account
 
-  /** "in": the server answered and we are logged in; "out": the login is over; "unknown": no answer. */
+  /**
+   * "in": the server answered and we are logged in; "out": the login is over; "unknown": the server did not
+   * answer (no network, or a proxy's 502/503/504 while it restarts).
+   */
   async loginState() {
     try {
       const who = await api.me();
       return who.username === this.me ? "in" : "out";
     } catch (problem) {
-      if (!(problem instanceof ApiError)) return "unknown";
+      if (!(problem instanceof ApiError) || problem.status >= 500) return "unknown";
       return problem.status === 401 ? "out" : "in";
     }
   }
