@@ -94,7 +94,11 @@ class WSClient(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.transport.write(
+        self.transport.write(self._request())
+
+    def _request(self) -> bytes:
+        """The opening request: a WebSocket upgrade."""
+        return (
             b"GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             b"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n"
             % (self.path.encode(), self.host.encode(), self.port, self._key)
