@@ -21,7 +21,7 @@ import socket
 import urllib.parse
 from time import perf_counter
 
-from .wsclient import TextHandler, WSClient, setup_text
+from .wsclient import TextHandler, WSClient, post_json, setup_text
 
 
 def events_path(ws_path: str) -> str:
@@ -175,19 +175,7 @@ class SseClient(WSClient):
             self._poster = (reader, writer)
         reader, writer = self._poster
         query = urllib.parse.urlencode({"session": self.session, "token": self.token})
-        writer.write(
-            b"POST /api/frames?%s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (query.encode(), self.host.encode(), self.port, len(body), body)
-        )
-        head = await reader.readuntil(b"\r\n\r\n")
-        lines = head.split(b"\r\n")
-        status = int(lines[0].split(b" ", 2)[1])
-        length = 0
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        payload = await reader.readexactly(length)
+        status, payload = await post_json(reader, writer, f"{self.host}:{self.port}", f"/api/frames?{query}", body)
         return status, json.loads(payload) if payload else None
 
     def abort(self) -> None:

@@ -17,7 +17,7 @@ import time
 import urllib.parse
 from typing import Any
 
-from .support import WAIT_S
+from .support import WAIT_S, ChatCalls
 from .support import http as request
 
 
@@ -27,8 +27,11 @@ def _split(base_url: str) -> tuple[str, int]:
     return parts.hostname, parts.port
 
 
-class HttpClient:
-    """What an event-stream client and a long-poll client share: the frames, the waits, the POSTs."""
+class HttpClient(ChatCalls):
+    """What an event-stream client and a long-poll client share: the frames, the waits, the POSTs.
+
+    ``barrier`` is a ping whose pong comes down the stream: every frame written before it has arrived.
+    """
 
     def __init__(self, base_url: str, username: str, token: str) -> None:
         self.base_url = base_url
@@ -111,23 +114,6 @@ class HttpClient:
         status, body = self.post([frame])
         assert status == 200, body
         return list(body)
-
-    def send_message(self, text: str, *, room: str | None = None, to: str | None = None) -> dict[str, Any]:
-        frame_id = self.new_id()
-        frame: dict[str, Any] = {"type": "send", "id": frame_id, "text": text}
-        frame.update({"room": room} if room is not None else {"to": to})
-        self.send(frame)
-        return self.expect("ack", id=frame_id)
-
-    def join(self, room: str) -> dict[str, Any]:
-        self.send({"type": "join", "room": room})
-        return self.expect("joined", room=room)
-
-    def barrier(self) -> None:
-        """A ping whose pong comes down the stream: every frame written before it has arrived."""
-        ping_id = self.new_id()
-        self.send({"type": "ping", "id": ping_id})
-        self.expect("pong", id=ping_id)
 
     def close(self) -> None:
         raise NotImplementedError
