@@ -17,6 +17,7 @@ from .conftest import make_settings
 from .http_support import EventStreamClient, PollClient
 from .support import (
     WAIT_S,
+    Recorder,
     ServerThread,
     clients,
     connect,
@@ -30,6 +31,8 @@ from .support import (
 pytestmark = pytest.mark.integration
 
 FAST_HEARTBEAT = {"ping_interval_s": 0.5, "ping_timeout_s": 0.5, "heartbeat_tick_s": 0.05}
+# Messages sent between two looks at whether a slow reader has been cut off yet.
+BATCH = 20
 
 
 @pytest.fixture
@@ -358,12 +361,19 @@ def test_an_event_stream_reader_that_stops_reading_is_cut_off(tmp_path: Path) ->
         sock.connect(("127.0.0.1", server.port))
         sock.sendall(f"GET /events?token={token} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n\r\n".encode())
         wait_until(lambda: metric(scrape(server.ops_url), "chat_connections", transport="sse") == 1, "the stream")
-        server.call(lambda: server.chat.hub.add_user("pat"))
-        with clients(server.base_url, "quinn") as (quinn,):
+        # The sender reads on a thread of its own; it sends in batches and waits for each batch's acks.
+        sender = Recorder(server.base_url, "quinn", login(server.base_url, "quinn"))
+        try:
             n = 0
-            while metric(scrape(server.ops_url), "chat_connections", transport="sse") == 1:
-                n += 1
-                quinn.send_message(f"{n:04d} " + "z" * 3900, to="pat")
+            while server.call(lambda: "pat" in server.chat.hub.users and server.chat.hub.users["pat"].online):
+                for _ in range(BATCH):
+                    n += 1
+                    sender.ws.send(json.dumps({"type": "send", "id": f"q{n}", "to": "pat", "text": "z" * 3900}))
+                for _ in range(BATCH):
+                    assert sender.acks.acquire(timeout=WAIT_S)
+                assert n < 10_000, "the stream was never cut off"
+        finally:
+            sender.ws.close()
         samples = scrape(server.ops_url)
         assert metric(samples, "chat_connections_closed_total", reason="slow_consumer", transport="sse") == 1
         sock.close()

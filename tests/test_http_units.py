@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
+from collections.abc import Coroutine
 from typing import Any
 
 import pytest
@@ -16,6 +17,8 @@ from tornado_chat.outgoing import SSE_PING, Outgoing
 from tornado_chat.protocol import ErrorCode
 from tornado_chat.server_frames import Message
 from tornado_chat.sse import close_event, peer_acknowledging
+
+from .support import run_async
 
 pytestmark = pytest.mark.unit
 
@@ -36,8 +39,9 @@ class Owner:
         self.reports.append(("alive", transport))
 
 
-def run(coro: Any) -> Any:
-    return asyncio.run(coro)
+def run(coro: Coroutine[Any, Any, None]) -> None:
+    """On a loop of its own in a thread: the browser tests keep one running in this one."""
+    run_async(lambda: coro)
 
 
 async def settle() -> None:
