@@ -90,7 +90,7 @@ class ChatService:
         bucket = TokenBucket(settings.rate_limit_per_s, settings.rate_limit_burst, now)
         session = Session(secrets.token_urlsafe(9), user, transport, now, admitted.claims.login_id, bucket)
         session.peer = self.heartbeat.add(session, now)
-        self.metrics.connections_opened.inc()
+        self.metrics.connections_opened[transport.kind].inc()
         deliveries = self.hub.open_session(session)
         self.send(session, self._welcome(session))
         self.deliver(deliveries)
@@ -110,7 +110,7 @@ class ChatService:
         if peer is not None:
             self.heartbeat.remove(peer)
             peer.owner = None
-        self.metrics.connections_closed[session.close_reason].inc()
+        self.metrics.connections_closed[(session.close_reason, session.transport.kind)].inc()
         user = session.user
         self.deliver(self.hub.close_session(session))
         if not user.online:
