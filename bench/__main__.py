@@ -46,9 +46,21 @@ from .targets import (
     make_targets,
     peer_versions,
 )
-from .workloads import W5_VARIANTS, Bench, Config, Result, w1_fanout, w2_direct, w3_memory, w4_heartbeat, w5_durable
+from .workloads import (
+    W5_VARIANTS,
+    Bench,
+    Config,
+    Result,
+    w1_fanout,
+    w2_direct,
+    w2_direct_sse,
+    w3_memory,
+    w4_heartbeat,
+    w5_durable,
+)
 
-WORKLOADS = ("w1", "w2", "w3", "w4", "w5", "w6")
+# w2_sse: W2 with every session on tornado-chat's HTTP fallback (an event stream in, POSTed frames out).
+WORKLOADS = ("w1", "w2", "w2_sse", "w3", "w4", "w5", "w6")
 PROG = "python -m bench"
 
 
@@ -81,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="also run tornado-chat as of commit REV, checked out into a temporary git worktree, as target "
         "tornado-chat@SHORT-HASH; may be given more than once",
     )
-    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated workloads (w1..w6)")
+    parser.add_argument(
+        "--workloads", default=",".join(WORKLOADS), help=f"comma-separated workloads ({', '.join(WORKLOADS)})"
+    )
     parser.add_argument("--runs", type=int, default=1, help="runs of everything; tables show medians")
     parser.add_argument("--json", type=Path, help="write every figure, the machine and the command line here")
     parser.add_argument("--markdown", type=Path, help="write the tables as Markdown here")
@@ -212,6 +226,8 @@ def plan(config: Config, workloads: Sequence[str]) -> list[tuple[str, Callable[[
                 steps.append((f"w1_{size}", lambda b, t, size=size: w1_fanout(b, t, size)))  # type: ignore[misc]
         elif name == "w2":
             steps.append(("w2", w2_direct))
+        elif name == "w2_sse":
+            steps.append(("w2_sse", w2_direct_sse))
         elif name == "w3":
             steps.append(("w3", w3_memory))
         elif name == "w4":

@@ -116,7 +116,8 @@ def title(key: str, entry: dict[str, Any]) -> str:
             f"window {_n(median.get('window', '?'))}"
         )
     if family(key) == "w2":
-        return f"{base}, {_n(median.get('idle_connections', '?'))} idle + {_n(median.get('pairs', '?'))} pairs"
+        over = ", over an event stream + POST (HTTP fallback)" if key == "w2_sse" else ""
+        return f"{base}, {_n(median.get('idle_connections', '?'))} idle + {_n(median.get('pairs', '?'))} pairs{over}"
     if family(key) == "w3":
         return f"{base}, {_n(median.get('connections', '?'))} idle connections"
     if family(key) == "w4":

@@ -97,6 +97,7 @@ class Target:
     needs_login: bool = False
     sends_welcome: bool = False
     durable_store: bool = False
+    http_fallback: bool = False  # serves sessions over GET /events and POST /api/frames (tornado-chat)
     python: bool = True  # a Python server, on the bench's --server-loop (else Node, on libuv)
     loop_flag: bool = True  # whether it is told which loop to run on (a commit older than --event-loop is not)
     cwd: Path | None = None  # the server's working directory (None: the bench's)
@@ -200,6 +201,7 @@ def make_targets(deps: PeerDeps) -> dict[str, Target]:
             needs_login=True,
             sends_welcome=True,
             durable_store=True,
+            http_fallback=True,
         ),
         TORNADO_CHAT_MEMORY: Target(
             TORNADO_CHAT_MEMORY,
@@ -207,6 +209,7 @@ def make_targets(deps: PeerDeps) -> dict[str, Target]:
             has_metrics=True,
             needs_login=True,
             sends_welcome=True,
+            http_fallback=True,
         ),
         TORNADO_CHAT_DEFLATE: Target(
             TORNADO_CHAT_DEFLATE,
@@ -248,6 +251,7 @@ def baseline_target(baseline: Baseline) -> Target:
         needs_login=True,
         sends_welcome=True,
         durable_store=True,
+        http_fallback=True,  # tried; a commit from before it is reported as not available
         loop_flag=baseline.event_loop_flag,
         cwd=baseline.path,
         source=baseline.path,

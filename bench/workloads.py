@@ -23,6 +23,7 @@ from pathlib import Path
 from time import perf_counter
 from typing import Any
 
+from .sseclient import SseClient
 from .sysinfo import (
     CpuWindow,
     bucket_delta,
@@ -110,9 +111,14 @@ class Bench:
             await http.close()
 
     async def connect(
-        self, server: ServerProcess, names: list[str], paths: list[tuple[str, str]] | None = None
+        self,
+        server: ServerProcess,
+        names: list[str],
+        paths: list[tuple[str, str]] | None = None,
+        client_class: type[WSClient] = WSClient,
     ) -> list[WSClient]:
-        """Open one WebSocket per name and wait until each is open (and greeted, where the server greets)."""
+        """Open one WebSocket (or ``client_class`` session) per name and wait until each is open (and greeted,
+        where the server greets)."""
         if paths is None:
             paths = await self.ws_paths(server, names)
         loop = asyncio.get_running_loop()
@@ -122,7 +128,7 @@ class Bench:
 
         async def open_one(name: str, path_and_user: tuple[str, str]) -> WSClient:
             path, user = path_and_user
-            client = WSClient(name, HOST, server.port, path)
+            client = client_class(name, HOST, server.port, path)
             client.user = user
             client.offer_deflate = server.target.offers_deflate
             if server.target.sends_welcome:
@@ -426,15 +432,15 @@ class PingPong:
         await self.done.wait(timeout)
 
 
-async def w2_direct(bench: Bench, target: Target) -> Result:
-    """Many idle connections, and pairs ping-ponging direct messages among them."""
+async def w2_direct(bench: Bench, target: Target, client_class: type[WSClient] = WSClient) -> Result:
+    """Many idle connections, and pairs ping-ponging direct messages among them (over ``client_class``)."""
     cfg = bench.cfg
     async with bench.server(target, ServerOptions()) as server:
-        idle = await bench.connect(server, [f"i{n}" for n in range(cfg.w2_idle)])
+        idle = await bench.connect(server, [f"i{n}" for n in range(cfg.w2_idle)], client_class=client_class)
         for client in idle:
             client.on_text = ignore_text
-        a_side = await bench.connect(server, [f"a{k}" for k in range(cfg.w2_pairs)])
-        b_side = await bench.connect(server, [f"b{k}" for k in range(cfg.w2_pairs)])
+        a_side = await bench.connect(server, [f"a{k}" for k in range(cfg.w2_pairs)], client_class=client_class)
+        b_side = await bench.connect(server, [f"b{k}" for k in range(cfg.w2_pairs)], client_class=client_class)
         # Each pair joins its own room: the joined frame proves the server has registered both ends.
         await bench.join(a_side + b_side, lambda c: "p" + c.name[1:])
         game = PingPong(list(zip(a_side, b_side, strict=True)))
@@ -450,6 +456,7 @@ async def w2_direct(bench: Bench, target: Target) -> Result:
         received_by_b = sum(b.count for b in b_side)
         received_by_a = sum(a.count for a in a_side)
         return {
+            "transport": "sse+post" if client_class is SseClient else "websocket",
             "idle_connections": cfg.w2_idle,
             "pairs": cfg.w2_pairs,
             "roundtrips_per_pair": cfg.w2_roundtrips,
@@ -462,6 +469,18 @@ async def w2_direct(bench: Bench, target: Target) -> Result:
             "acks": game.acks,
             **cpu.fields(),
         }
+
+
+async def w2_direct_sse(bench: Bench, target: Target) -> Result:
+    """W2 with every session on the HTTP fallback: an event stream in, POSTed frames out."""
+    if not target.http_fallback:
+        raise NotAvailable(f"{target.name} has no HTTP fallback")
+    try:
+        return await w2_direct(bench, target, SseClient)
+    except ConnectionError as exc:
+        if "404" in str(exc):  # a commit from before the fallback
+            raise NotAvailable(f"{target.name} has no /events") from None
+        raise
 
 
 # ---------------------------------------------------------------- W3 memory

@@ -95,8 +95,12 @@ class WSClient(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.transport.write(self._request())
+
+    def _request(self) -> bytes:
+        """The opening request: a WebSocket upgrade (offering permessage-deflate when asked to)."""
         extensions = b"Sec-WebSocket-Extensions: permessage-deflate\r\n" if self.offer_deflate else b""
-        self.transport.write(
+        return (
             b"GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             b"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n%s\r\n"
             % (self.path.encode(), self.host.encode(), self.port, self._key, extensions)
@@ -277,20 +281,7 @@ class HttpPool:
         self, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], path: str, body: dict[str, Any]
     ) -> tuple[int, Any]:
         reader, writer = conn
-        data = json.dumps(body).encode()
-        writer.write(
-            b"POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-            % (path.encode(), self.host.encode(), self.port, len(data), data)
-        )
-        head = await reader.readuntil(b"\r\n\r\n")
-        lines = head.split(b"\r\n")
-        status = int(lines[0].split(b" ", 2)[1])
-        length = 0
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        payload = await reader.readexactly(length)
+        status, payload = await post_json(reader, writer, f"{self.host}:{self.port}", path, json.dumps(body).encode())
         try:
             return status, json.loads(payload) if payload else None
         except ValueError:
@@ -301,6 +292,26 @@ class HttpPool:
             conn = self._idle.get_nowait()
             if conn is not None:
                 conn[1].close()
+
+
+async def post_json(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, path: str, body: bytes
+) -> tuple[int, bytes]:
+    """One POST of a JSON body on a keep-alive connection (``host`` as for the Host header); the answer's
+    status and body (read by its Content-Length)."""
+    writer.write(
+        b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+        % (path.encode(), host.encode(), len(body), body)
+    )
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split(b" ", 2)[1])
+    length = 0
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return status, await reader.readexactly(length)
 
 
 async def http_get(host: str, port: int, path: str, timeout: float = 10.0) -> tuple[int, bytes]:

@@ -11,6 +11,7 @@ import { ChatState, groupKey, keyOfMessage, keyOfTarget, parseKey, personKey, ro
 import { Composer } from "./composer.js";
 import { backoffDelay, Link } from "./connection.js";
 import { $, avatar, dayKey, dayLabel, fill, formatFull, formatTime, formatted, h, patchChildren } from "./dom.js";
+import { TRANSPORT_NAMES, WEBSOCKET } from "./fallback.js";
 import { applyChange, applyMemberEvent, applyRoomState, newRoom } from "./moderation.js";
 import { Notifier } from "./notify.js";
 import { Prefs } from "./prefs.js";
@@ -98,14 +99,15 @@ class Chat {
     this.link = new Link(
       {
         since: () => this.state.cursor,
-        frame: (frame) => this.onFrame(frame),
+        frame: (frame, ordered) => this.onFrame(frame, ordered),
         up: () => this.onUp(),
         down: () => this.onDown(),
         status: () => this.renderStatus(),
         sessionEnded: (reason) => this.sessionEnded(reason),
-        stillLoggedIn: () => this.stillLoggedIn(),
+        loginState: () => this.loginState(),
       },
       config.heartbeat,
+      { websocketRetryMs: (config.fallback?.websocket_retry_s ?? 0) * 1000 },
     );
     this.timers = [
       setInterval(() => this.checkAcks(), 1000),
@@ -201,14 +203,15 @@ class Chat {
 
   // ------------------------------------------------------------ frames
 
-  onFrame(frame) {
+  /** `ordered`: false for a POST's replies over HTTP, which may overtake the stream (chatstate.settleByAck). */
+  onFrame(frame, ordered = true) {
     switch (frame.type) {
       case "welcome":
         return this.onWelcome(frame);
       case "message":
         return this.onMessage(frame, !this.state.replaying);
       case "ack":
-        return this.onAck(frame);
+        return this.onAck(frame, ordered);
       case "resumed":
         return this.onResumed(frame);
       case "joined":
@@ -314,8 +317,8 @@ class Chat {
     this.renderSidebar();
   }
 
-  onAck(ack) {
-    const settled = this.state.settleByAck(ack);
+  onAck(ack, ordered) {
+    const settled = this.state.settleByAck(ack, { ordered });
     if (settled && settled.key === this.openKey) this.renderMessages({ arrived: settled.added, own: true });
   }
 
@@ -697,12 +700,17 @@ class Chat {
 
   // ------------------------------------------------------------ account
 
-  async stillLoggedIn() {
+  /**
+   * "in": the server answered and we are logged in; "out": the login is over; "unknown": the server did not
+   * answer (no network, or a proxy's 502/503/504 while it restarts).
+   */
+  async loginState() {
     try {
       const who = await api.me();
-      return who.username === this.me;
+      return who.username === this.me ? "in" : "out";
     } catch (problem) {
-      return !(problem instanceof ApiError && problem.status === 401);
+      if (!(problem instanceof ApiError) || problem.status >= 500) return "unknown";
+      return problem.status === 401 ? "out" : "in";
     }
   }
 
@@ -784,6 +792,7 @@ class Chat {
     } else if (link.state === "up") {
       state = "connected";
       text = "Connected";
+      if (link.kind !== WEBSOCKET) detail = ` · via ${TRANSPORT_NAMES[link.kind]}`;
     } else if (link.state === "waiting") {
       state = "reconnecting";
       text = "Reconnecting";
@@ -795,6 +804,8 @@ class Chat {
     const element = $("connection");
     element.dataset.state = state;
     element.dataset.link = link.state;
+    element.dataset.transport = link.kind;
+    element.title = `Connection to the server: ${TRANSPORT_NAMES[link.kind]}`;
     if ($("connection-text").textContent !== text) $("connection-text").textContent = text;
     $("connection-detail").textContent = detail;
     $("retry-now").hidden = !(link.state === "waiting" && navigator.onLine);

@@ -386,12 +386,15 @@ export class ChatState {
    * An `ack`: the server has stored the message with that id. It leaves `pending` and joins its conversation
    * under the seq the server gave it.
    * @param {{id: string, seq: number, ts: string}} ack
+   * @param {{ordered?: boolean}} [how] ordered: it came in order with everything else (a WebSocket, an event
+   *   stream); false for the answer to a POST over HTTP, which can arrive before messages with smaller seqs
+   *   still on their way down the stream
    * @returns {{key: string, added: boolean} | null} null when no pending message has that id (settled already)
    */
-  settleByAck(ack) {
-    // During a replay the cursor waits for `resumed`: moving it past messages still to be replayed would
-    // skip them if the connection broke now.
-    if (!this.replaying) this.advanceCursor(ack.seq);
+  settleByAck(ack, { ordered = true } = {}) {
+    // During a replay the cursor waits for `resumed`, and an ack that may have overtaken the stream never
+    // moves it: moving it past messages not received yet would skip them if the connection broke now.
+    if (!this.replaying && ordered) this.advanceCursor(ack.seq);
     const item = this.takePending(ack.id);
     if (!item) return null;
     const { kind, name } = parseKey(item.key);

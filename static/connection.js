@@ -1,5 +1,7 @@
-// The WebSocket link to the server: connect, keep it alive, notice when it dies, come back.
+// The link to the server: connect, keep it alive, notice when it dies, come back, and find a way through.
 //
+// - Transport: WebSocket first; where a network will not carry one, an event stream, then long polling
+//   (fallback.js decides, transports.js speaks each). The protocol is the same on all three.
 // - Application heartbeat: after `welcome`, a `ping` every heartbeat.interval seconds. When nothing at all
 //   has arrived for interval + timeout seconds (and a ping of ours has gone unanswered for `timeout`), the
 //   link is dead: it is dropped without waiting for a close handshake, and a new one is opened.
@@ -9,6 +11,12 @@
 //   that a page comes back within seconds of the server, not half a minute later.
 // - The `online` event and a tab coming back into view reconnect at once.
 // - Close code 1008 "logged out" / "account removed" ends the link: the login session is over.
+// - On a fallback, a WebSocket is tried in the background every few minutes; once it delivers its
+//   `welcome` (having resumed from the cursor, like any new connection) the link moves to it and the HTTP
+//   session is closed. Messages that came both ways are the same seqs, kept once by the page's state.
+
+import { TransportChooser, WEBSOCKET, WEBSOCKET_CONNECT_MS } from "./fallback.js";
+import { openTransport } from "./transports.js";
 
 const FIRST_DELAY_MS = 1_000;
 const MAX_DELAY_MS = 30_000;
@@ -39,30 +47,27 @@ export function retryAfterMs(reason) {
   return null;
 }
 
-/** `ws` next to the page (so a path prefix is kept), `wss:` when the page came over HTTPS. */
-export function socketUrl(since) {
-  const url = new URL("ws", document.baseURI);
-  url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
-  if (since !== null && since !== undefined) url.searchParams.set("since", String(since));
-  return url.href;
-}
-
 export class Link {
   /**
    * @param {object} hooks
-   *   since(): the resume point to put in the URL (null for none)
-   *   frame(frame): every frame from the server, `welcome` included
+   *   since(): the resume point to connect with (null for none)
+   *   frame(frame, ordered): every frame from the server, `welcome` included; `ordered` is false for replies
+   *     that may overtake the stream (a POST's acks: no resume point)
    *   up(): the link is usable (after `welcome`); down(): it is not any more
-   *   status(): the state shown to the user changed (read `state`, `retryAt`, `everUp`)
+   *   status(): the state shown to the user changed (read `state`, `retryAt`, `everUp`, `kind`)
    *   sessionEnded(reason): closed with 1008 logged out / account removed, or the login has expired
-   *   stillLoggedIn(): resolves false when the login is known to be over (a refused handshake looks like any
-   *     network failure in a browser, so the app asks the HTTP API)
+   *   loginState(): resolves "in" (the server answered: still logged in), "out" (the login is over) or
+   *     "unknown" (the server cannot be reached). A refused handshake looks like any network failure in a
+   *     browser, so the app asks the HTTP API; its answer also tells a blocked transport from a server that
+   *     is down
    * @param {{interval: number, timeout: number}} heartbeat seconds, from api/config until `welcome` says
+   * @param {{websocketRetryMs?: number}} [options] how often to try WebSocket again while on a fallback
    */
-  constructor(hooks, heartbeat) {
+  constructor(hooks, heartbeat, { websocketRetryMs } = {}) {
     this.hooks = hooks;
     this.heartbeat = heartbeat;
-    this.ws = null;
+    this.chooser = new TransportChooser(websocketRetryMs ? { retryMs: websocketRetryMs } : {});
+    this.tx = null;
     // idle | connecting | up | waiting | stopped
     this.state = "idle";
     this.attempt = 0;
@@ -78,6 +83,9 @@ export class Link {
     this.pingTimer = null;
     this.watchdog = null;
     this.countdown = null;
+    this.probe = null;
+    this.probeTimer = null;
+    this.probeGiveUp = null;
     this.hiddenAt = document.hidden ? Date.now() : null;
     this.listeners = {
       online: () => this.onOnline(),
@@ -93,6 +101,11 @@ export class Link {
     return this.state === "up";
   }
 
+  /** What carries the link now (or will, on the next attempt): websocket, sse or poll. */
+  get kind() {
+    return this.tx?.kind ?? this.chooser.current;
+  }
+
   get limitMs() {
     return (this.heartbeat.interval + this.heartbeat.timeout) * 1000;
   }
@@ -104,15 +117,13 @@ export class Link {
 
   /** Close for good (logout, or the page is leaving the chat). */
   stop() {
-    const ws = this.ws;
+    const tx = this.tx;
     const wasUp = this.state === "up";
     this.state = "stopped";
     this.teardown();
     this.clearRetry();
-    if (ws) {
-      detach(ws);
-      ws.close(1000, "bye");
-    }
+    this.dropProbe();
+    tx?.close();
     if (wasUp) this.hooks.down();
   }
 
@@ -130,64 +141,69 @@ export class Link {
 
   /** Send a frame when the link is up; false when it is not (the caller keeps the frame for later). */
   send(frame) {
-    if (this.state !== "up" || this.ws === null || this.ws.readyState !== WebSocket.OPEN) return false;
-    this.ws.send(JSON.stringify(frame));
-    return true;
+    return this.state === "up" && this.tx !== null && this.tx.send(frame);
   }
 
   connect() {
     if (this.state === "stopped") return;
     this.clearRetry();
-    if (this.ws !== null) return;
+    if (this.tx !== null) return;
     this.sinceUsed = this.hooks.since();
-    let ws;
+    const kind = this.chooser.current;
+    let tx;
     try {
-      ws = new WebSocket(socketUrl(this.sinceUsed));
+      tx = openTransport(kind, this.sinceUsed, null, { pollWaitS: this.heartbeat.interval });
     } catch {
-      this.lost(null, "");
+      this.lost(kind, null, "");
       return;
     }
-    this.ws = ws;
+    this.attach(tx);
     this.state = "connecting";
     this.connectStarted = Date.now();
     this.lastHeard = this.connectStarted;
     this.unansweredSince = null;
-    ws.onmessage = (event) => this.received(ws, event);
-    ws.onclose = (event) => {
-      if (ws === this.ws) this.lost(event.code, event.reason);
-    };
     this.watchdog = setInterval(() => this.check(), WATCHDOG_MS);
     this.hooks.status();
   }
 
-  received(ws, event) {
-    if (ws !== this.ws) return;
+  /** Make `tx` the link's transport: its events are the link's from now on. */
+  attach(tx) {
+    this.tx = tx;
+    tx.handlers = {
+      frame: (frame, ordered) => this.received(tx, frame, ordered),
+      heard: () => {
+        if (tx === this.tx) this.lastHeard = Date.now();
+      },
+      closed: (code, reason) => {
+        if (tx === this.tx) this.lost(tx.kind, code, reason);
+      },
+    };
+  }
+
+  received(tx, frame, ordered) {
+    if (tx !== this.tx) return;
     this.lastHeard = Date.now();
     this.unansweredSince = null;
-    let frame;
-    try {
-      frame = JSON.parse(event.data);
-    } catch {
-      return;
-    }
     if (frame.type === "welcome") {
       if (frame.heartbeat) this.heartbeat = frame.heartbeat;
       this.state = "up";
       this.attempt = 0;
       this.everUp = true;
+      this.chooser.succeeded(tx.kind);
       clearInterval(this.pingTimer);
       this.pingTimer = setInterval(() => this.ping(), this.heartbeat.interval * 1000);
-      this.hooks.frame(frame);
+      this.hooks.frame(frame, true);
       this.hooks.up();
       this.hooks.status();
+      this.scheduleProbe();
       return;
     }
-    this.hooks.frame(frame);
+    this.hooks.frame(frame, ordered);
   }
 
   ping() {
     if (this.state !== "up") return;
-    this.ws.send(JSON.stringify({ type: "ping", id: this.nextPingId++ }));
+    this.tx.send({ type: "ping", id: this.nextPingId++ });
     if (this.unansweredSince === null) this.unansweredSince = Date.now();
   }
 
@@ -195,7 +211,7 @@ export class Link {
   check() {
     const now = Date.now();
     if (this.state === "connecting") {
-      if (now - this.connectStarted > this.limitMs) this.kill("connect timeout");
+      if (now - this.connectStarted > this.chooser.connectTimeoutMs(this.limitMs)) this.kill("connect timeout", true);
       return;
     }
     if (this.state !== "up" || now - this.lastHeard <= this.limitMs) return;
@@ -204,26 +220,22 @@ export class Link {
       // slept). Ask now and judge by the answer.
       this.ping();
     } else if (now - this.unansweredSince >= this.heartbeat.timeout * 1000) {
-      this.kill("heartbeat");
+      this.kill("heartbeat", false);
     }
   }
 
   /** Drop a link that is not answering, without waiting for a close handshake that would never come. */
-  kill(why) {
-    const ws = this.ws;
-    if (ws === null) return;
-    detach(ws);
-    try {
-      ws.close(4000, why);
-    } catch {
-      // already closing
-    }
-    this.lost(null, why);
+  kill(why, timedOut) {
+    const tx = this.tx;
+    if (tx === null) return;
+    tx.abort(why);
+    this.lost(tx.kind, null, why, timedOut);
   }
 
-  lost(code, reason) {
+  lost(kind, code, reason, timedOut = false) {
     const wasUp = this.state === "up";
     this.teardown();
+    this.dropProbe();
     if (wasUp) {
       this.brokeAt = Date.now();
       this.hooks.down();
@@ -239,16 +251,37 @@ export class Link {
     const cap = backoffCap(this.brokeAt === null ? null : Date.now() - this.brokeAt);
     const delay = hinted ?? backoffDelay(this.attempt++, Math.random, cap);
     this.schedule(delay);
-    if (!wasUp) {
-      // Never got in: perhaps the login is over (the browser hides the handshake's 401 from us).
-      this.hooks.stillLoggedIn().then((ok) => {
-        if (!ok && this.state !== "stopped" && this.state !== "up") {
-          this.clearRetry();
-          this.state = "idle";
-          this.hooks.sessionEnded("expired");
-        }
-      });
-    }
+    if (!wasUp) this.neverGotIn(kind, code, timedOut);
+  }
+
+  /**
+   * An attempt ended before its `welcome`. Perhaps the login is over (the browser hides the handshake's 401
+   * from us); perhaps this transport cannot get through while the server answers over HTTP: then the
+   * chooser may move to the next one, and it is tried at once.
+   */
+  neverGotIn(kind, code, timedOut) {
+    this.hooks.loginState().then((login) => {
+      if (this.state === "stopped" || this.state === "up") return;
+      if (login === "out") {
+        this.clearRetry();
+        this.dropAttempt();
+        this.state = "idle";
+        this.hooks.sessionEnded("expired");
+        return;
+      }
+      if (!this.chooser.failed(kind, { code, timedOut, reachable: login === "in" })) return;
+      this.dropAttempt();
+      this.attempt = 0;
+      this.connect();
+    });
+  }
+
+  /** Give up an attempt that is still connecting (it is on a transport the chooser has left). */
+  dropAttempt() {
+    if (this.state !== "connecting" || this.tx === null) return;
+    this.tx.abort("giving up");
+    this.teardown();
+    this.state = "waiting";
   }
 
   schedule(delay) {
@@ -272,16 +305,87 @@ export class Link {
     clearInterval(this.watchdog);
     this.pingTimer = null;
     this.watchdog = null;
-    this.ws = null;
+    this.tx = null;
     this.unansweredSince = null;
   }
+
+  // ------------------------------------------------------------ back to WebSocket from a fallback
+
+  scheduleProbe() {
+    clearTimeout(this.probeTimer);
+    this.probeTimer = null;
+    if (this.state !== "up" || !this.chooser.onFallback || this.probe !== null) return;
+    this.probeTimer = setTimeout(() => this.tryWebSocket(), this.chooser.probeDelayMs());
+  }
+
+  /** A WebSocket beside the fallback, resuming from the cursor; if it gets its `welcome`, the link moves. */
+  tryWebSocket() {
+    this.probeTimer = null;
+    if (this.state !== "up" || this.probe !== null) return;
+    const since = this.hooks.since();
+    let probe;
+    try {
+      probe = openTransport(WEBSOCKET, since, null, {});
+    } catch {
+      this.scheduleProbe();
+      return;
+    }
+    const failed = () => {
+      if (this.probe !== probe) return;
+      this.dropProbe();
+      this.scheduleProbe();
+    };
+    probe.handlers = {
+      frame: (frame) => {
+        if (this.probe === probe && frame.type === "welcome") this.moveTo(probe, since, frame);
+      },
+      heard: () => {},
+      closed: failed,
+    };
+    this.probe = probe;
+    this.probeGiveUp = setTimeout(() => {
+      probe.abort("probe timeout");
+      failed();
+    }, WEBSOCKET_CONNECT_MS);
+  }
+
+  dropProbe() {
+    clearTimeout(this.probeTimer);
+    clearTimeout(this.probeGiveUp);
+    this.probeTimer = null;
+    const probe = this.probe;
+    this.probe = null;
+    probe?.abort("not needed");
+  }
+
+  /** The background WebSocket works: it becomes the link (with its own replay since `since`). */
+  moveTo(probe, since, welcome) {
+    clearTimeout(this.probeGiveUp);
+    this.probe = null;
+    const old = this.tx;
+    this.teardown();
+    old?.close();
+    this.hooks.down();
+    this.chooser.backToWebSocket();
+    this.attach(probe);
+    this.sinceUsed = since;
+    this.state = "connecting";
+    this.connectStarted = Date.now();
+    this.watchdog = setInterval(() => this.check(), WATCHDOG_MS);
+    this.received(probe, welcome, true);
+  }
+
+  // ------------------------------------------------------------ the browser's hints
 
   onOnline() {
     if (this.state === "waiting") {
       this.connect();
     } else if (this.state === "connecting" && Date.now() - this.connectStarted > 1000) {
       // An attempt started while the network was down may hang until its timeout: start afresh.
-      this.kill("network back");
+      const tx = this.tx;
+      tx?.abort("network back");
+      this.teardown();
+      this.state = "waiting";
       this.connect();
     } else if (this.state === "up") {
       this.ping(); // is the old link still good? The watchdog will know.
@@ -299,11 +403,4 @@ export class Link {
     if (this.state === "waiting") this.connect();
     else if (this.state === "up") this.ping();
   }
-}
-
-function detach(ws) {
-  ws.onmessage = null;
-  ws.onclose = null;
-  ws.onerror = null;
-  ws.onopen = null;
 }

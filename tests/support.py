@@ -254,7 +254,38 @@ def login(base_url: str, username: str) -> str:
     return str(answer["token"])
 
 
-class Client:
+class ChatCalls:
+    """The protocol's round trips, on any client that can ``send`` a frame and ``expect`` one."""
+
+    def send(self, frame: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def expect(self, kind: str, timeout: float = WAIT_S, **fields: Any) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def new_id(self) -> str:
+        raise NotImplementedError
+
+    def send_message(self, text: str, *, room: str | None = None, to: str | None = None) -> dict[str, Any]:
+        """Send and wait for the ack; returns it."""
+        frame_id = self.new_id()
+        frame: dict[str, Any] = {"type": "send", "id": frame_id, "text": text}
+        frame.update({"room": room} if room is not None else {"to": to})
+        self.send(frame)
+        return self.expect("ack", id=frame_id)
+
+    def join(self, room: str) -> dict[str, Any]:
+        self.send({"type": "join", "room": room})
+        return self.expect("joined", room=room)
+
+    def barrier(self) -> None:
+        """Round trip through the server: every frame written to us before it has arrived when this returns."""
+        ping_id = self.new_id()
+        self.send({"type": "ping", "id": ping_id})
+        self.expect("pong", id=ping_id)
+
+
+class Client(ChatCalls):
     """A real WebSocket client speaking the chat protocol, with frame-by-frame waits."""
 
     def __init__(self, ws: ClientConnection, username: str) -> None:
@@ -316,24 +347,6 @@ class Client:
             frames.append(frame)
             if frame.get("type") == kind and all(frame.get(k) == v for k, v in fields.items()):
                 return frames
-
-    def send_message(self, text: str, *, room: str | None = None, to: str | None = None) -> dict[str, Any]:
-        """Send and wait for the ack; returns it."""
-        frame_id = self.new_id()
-        frame: dict[str, Any] = {"type": "send", "id": frame_id, "text": text}
-        frame.update({"room": room} if room is not None else {"to": to})
-        self.send(frame)
-        return self.expect("ack", id=frame_id)
-
-    def join(self, room: str) -> dict[str, Any]:
-        self.send({"type": "join", "room": room})
-        return self.expect("joined", room=room)
-
-    def barrier(self) -> None:
-        """Round trip through the server: every frame written to us before it has arrived when this returns."""
-        ping_id = self.new_id()
-        self.send({"type": "ping", "id": ping_id})
-        self.expect("pong", id=ping_id)
 
     def close_code(self, timeout: float = WAIT_S) -> int | None:
         """Read until the server closes; the close code it sent."""
@@ -473,7 +486,13 @@ def scrape(ops_url: str) -> dict[Sample, float]:
 
 
 def metric(samples: dict[Sample, float], name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+    """The sample of ``name`` with exactly ``labels``; else the sum of those whose labels include them (so
+    ``chat_connections`` is every transport's, and ``reason="client"`` of a close counts every transport)."""
+    exact = samples.get((name, tuple(sorted(labels.items()))))
+    if exact is not None:
+        return exact
+    wanted = set(labels.items())
+    return sum(value for (key, have), value in samples.items() if key == name and wanted <= set(have))
 
 
 def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:

@@ -48,7 +48,7 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str
     return run_bench(
         tmp_path_factory.mktemp("bench") / "bench.json",
         "--runs", "1", "--timeout", "20",
-        "--targets", ",".join(TARGETS), "--workloads", "w1,w2,w3,w4,w5",
+        "--targets", ",".join(TARGETS), "--workloads", "w1,w2,w2_sse,w3,w4,w5",
         "--w1-clients", str(W1_CLIENTS), "--w1-messages", str(W1_MESSAGES),
         "--w2-idle", str(W2_IDLE), "--w2-pairs", str(W2_PAIRS), "--w2-roundtrips", str(W2_ROUNDTRIPS),
         "--w3-connections", str(W3_CONNECTIONS),
@@ -72,9 +72,10 @@ def test_the_report_names_the_machine_the_command_and_every_workload(bench: tupl
     assert machine["cpus"] >= 1 and machine["cpu_model"] and machine["python"] and machine["tornado"]
     assert document["command"].startswith("python -m bench ") and "--w1-clients 20" in document["command"]
     assert document["targets"] == list(TARGETS)
-    assert set(document["results"]) == {f"w1_{W1_CLIENTS}", "w2", "w3", "w4", "w5_group", "w5_batch1"}
+    assert set(document["results"]) == {f"w1_{W1_CLIENTS}", "w2", "w2_sse", "w3", "w4", "w5_group", "w5_batch1"}
     for heading in ("W1 room fan-out", "W2 direct messages", "W3 memory", "W4 heartbeat", "W5 durable sends"):
         assert heading in table
+    assert "over an event stream + POST (HTTP fallback)" in table
     assert document["ratios"][f"w1_{W1_CLIENTS}"]["tornado-plain"] > 0
 
 
@@ -100,6 +101,20 @@ def test_direct_messages_round_trip_exactly(bench: tuple[dict[str, Any], str], t
     assert w2["rtt_samples"] == W2_PAIRS * W2_ROUNDTRIPS
     assert 0 < w2["rtt_p50_ms"] <= w2["rtt_p99_ms"]
     assert w2["messages_per_s"] > 0
+
+
+def test_direct_messages_over_the_http_fallback_round_trip_exactly(bench: tuple[dict[str, Any], str]) -> None:
+    document = bench[0]
+    w2 = median(document, "w2_sse", "tornado-chat")
+    assert w2["transport"] == "sse+post" and median(document, "w2", "tornado-chat")["transport"] == "websocket"
+    assert w2["idle_connections"] == W2_IDLE and w2["pairs"] == W2_PAIRS
+    assert w2["messages"] == w2["delivered"] == 2 * W2_PAIRS * W2_ROUNDTRIPS
+    # Every send was answered with its ack in the POST's reply.
+    assert w2["acks"] == w2["sends"] == 2 * W2_PAIRS * (W2_ROUNDTRIPS + w2["warmup_roundtrips_per_pair"])
+    assert w2["rtt_samples"] == W2_PAIRS * W2_ROUNDTRIPS
+    assert 0 < w2["rtt_p50_ms"] <= w2["rtt_p99_ms"] and w2["messages_per_s"] > 0
+    (peer,) = document["results"]["w2_sse"]["tornado-plain"]["runs"]
+    assert "no HTTP fallback" in peer["not_available"]
 
 
 @pytest.mark.parametrize("target", TARGETS)

@@ -141,6 +141,9 @@ def test_retries_stay_a_few_seconds_apart_early_in_an_outage(open_page: OpenPage
         ws.connect_to_server()
 
     alice.page.route_web_socket(re.compile(r"/ws(\?|$)"), route)
+    # Down means down for every path: were the HTTP API to answer, the page would rightly take its HTTP
+    # fallback (an event stream) instead of waiting for the WebSocket to come back.
+    alice.page.route(re.compile(r"/api/session$"), lambda api: api.abort() if down["value"] else api.continue_())
     alice.page.reload()
     expect(alice.status).to_have_text("Connected")
     # The server goes away (a restart, say) and every attempt fails for a while: each new one is made at once
@@ -160,6 +163,7 @@ def test_retries_stay_a_few_seconds_apart_early_in_an_outage(open_page: OpenPage
         )
         waits.extend(int(n) for n in re.findall(r"in (\d+) s", shown))
     assert max(waits) <= 4, waits  # a backoff that doubles would be waiting up to 30 s by now
+    assert alice.page.locator("#connection").get_attribute("data-transport") == "websocket"
     down["value"] = False
     expect(alice.status).to_have_text("Connected", timeout=15_000)
 

@@ -78,8 +78,15 @@ def test_a_scripted_session_moves_each_counter_by_exactly_what_happened(server: 
 @pytest.mark.integration
 def test_every_labelled_series_exists_before_its_first_event(server: ServerThread) -> None:
     samples = scrape(server.ops_url)
+    transports = ("websocket", "sse", "poll")
     for reason in ("client", "reaped", "slow_consumer", "shutdown", "protocol_error", "policy"):
-        assert ("chat_connections_closed_total", (("reason", reason),)) in samples
+        for transport in transports:
+            assert ("chat_connections_closed_total", (("reason", reason), ("transport", transport))) in samples
+    for transport in transports:
+        assert ("chat_connections", (("transport", transport),)) in samples
+        assert ("chat_connections_opened_total", (("transport", transport),)) in samples
+    for code in ("unknown_session", "session_closed", "bad_cursor"):
+        assert ("chat_http_refused_total", (("code", code),)) in samples
     for code in ("bad_json", "bad_frame", "unknown_type", "too_large", "not_member", "internal"):
         assert ("chat_errors_total", (("code", code),)) in samples
     assert ("chat_messages_total", (("kind", "direct"),)) in samples
@@ -139,7 +146,7 @@ def test_a_real_prometheus_scrapes_the_ops_port(server: ServerThread, tmp_path: 
         with clients(server.base_url, "p1", "p2", "p3"):
 
             def prometheus_sees_three() -> bool:
-                query = urllib.parse.quote("chat_connections")
+                query = urllib.parse.quote("sum(chat_connections)")
                 try:
                     status, _, body = http("GET", f"http://127.0.0.1:{port}/api/v1/query?query={query}")
                 except OSError:

@@ -1,25 +1,29 @@
 """ops/nginx/tornado-chat.conf in a real nginx on loopback, with a self-signed certificate from openssl:
 a Python client chats over wss:// through it, and Chromium loads the page over https:// and talks through
-the WebSocket from the page's own origin."""
+the WebSocket from the page's own origin; with the WebSocket refused, two pages chat over the event stream
+through it across a server restart."""
 
 from __future__ import annotations
 
 import json
 import re
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser
+from playwright.sync_api import Browser, Locator, Page, expect
 from websockets.sync.client import connect as ws_connect
 
+from tornado_chat.http_sessions import POST_BODY_MESSAGES
 from tornado_chat.memory_store import MemoryStore
 from tornado_chat.settings import Settings
 
@@ -27,6 +31,7 @@ from .conftest import make_settings
 from .support import (
     WAIT_S,
     Client,
+    ServerProcess,
     ServerThread,
     clients,
     metric,
@@ -42,6 +47,10 @@ ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "ops" / "nginx" / "tornado-chat.conf"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 TIMEOUT_MS = 10_000
+# Two refused WebSocket attempts (with backoff between them) before the page moves to the event stream.
+FALLBACK_MS = 15_000
+COMEBACK_MS = 25_000
+VIA_SSE = "Connected · via server-sent events"
 
 
 def free_port() -> int:
@@ -87,15 +96,16 @@ class Proxy:
         return ssl.create_default_context(cafile=str(self.cert))
 
 
-@pytest.fixture
-def proxy(tmp_path: Path) -> Iterator[Proxy]:
-    """The chat server behind nginx running the shipped file, ports and certificate paths substituted."""
+@contextmanager
+def nginx_in_front(
+    tmp_path: Path, upstream_port: int, edit: Callable[[str], str] = str
+) -> Iterator[tuple[int, int, Path]]:
+    """A real nginx running the shipped file (after ``edit``), ports and certificate paths substituted, in
+    front of a chat server on ``upstream_port``; yields its HTTPS and HTTP ports and the certificate."""
     cert, key = self_signed_certificate(tmp_path)
-    settings = make_settings(tmp_path, trust_proxy_headers=True)
-    server = ServerThread(settings, store=MemoryStore()).start()
     https_port, http_port = free_port(), free_port()
-    text = CONF.read_text()
-    text = substitute(text, "server 127.0.0.1:8888;", f"server 127.0.0.1:{server.port};")
+    text = edit(CONF.read_text())
+    text = substitute(text, "server 127.0.0.1:8888;", f"server 127.0.0.1:{upstream_port};")
     text = substitute(text, "listen 443 ssl;", f"listen 127.0.0.1:{https_port} ssl;")
     text = substitute(text, "listen 80;", f"listen 127.0.0.1:{http_port};")
     text = substitute(text, "/etc/letsencrypt/live/chat.example.org/fullchain.pem", str(cert))
@@ -119,21 +129,22 @@ def proxy(tmp_path: Path) -> Iterator[Proxy]:
     checked = subprocess.run([NGINX, "-t", *args], capture_output=True, text=True, timeout=30)
     assert checked.returncode == 0, checked.stderr
     nginx = subprocess.Popen([NGINX, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    result = Proxy(https_port, http_port, cert, server)
     try:
+        origin = f"https://127.0.0.1:{https_port}"
+        tls = ssl.create_default_context(cafile=str(cert))
 
-        def answering() -> bool:
+        def listening() -> bool:
             try:
-                urllib.request.urlopen(result.origin + "/api/me", context=result.tls(), timeout=WAIT_S)
-            except urllib.error.HTTPError as exc:
-                return exc.code == 401
+                urllib.request.urlopen(origin + "/static/favicon.svg", context=tls, timeout=WAIT_S)
+            except urllib.error.HTTPError:
+                return True  # nginx answered (the upstream may not be up yet)
             except OSError:
                 assert nginx.poll() is None, (tmp_path / "error.log").read_text()
                 return False
-            return False
+            return True
 
-        wait_until(answering, "nginx to proxy the API")
-        yield result
+        wait_until(listening, "nginx to listen")
+        yield https_port, http_port, cert
     finally:
         nginx.send_signal(3)  # SIGQUIT: graceful stop
         try:
@@ -141,6 +152,29 @@ def proxy(tmp_path: Path) -> Iterator[Proxy]:
         except subprocess.TimeoutExpired:
             nginx.kill()
             nginx.wait(WAIT_S)
+
+
+@pytest.fixture
+def proxy(tmp_path: Path) -> Iterator[Proxy]:
+    """The chat server behind nginx running the shipped file."""
+    settings = make_settings(tmp_path, trust_proxy_headers=True)
+    server = ServerThread(settings, store=MemoryStore()).start()
+    try:
+        with nginx_in_front(tmp_path, server.port) as (https_port, http_port, cert):
+            result = Proxy(https_port, http_port, cert, server)
+
+            def answering() -> bool:
+                try:
+                    urllib.request.urlopen(result.origin + "/api/me", context=result.tls(), timeout=WAIT_S)
+                except urllib.error.HTTPError as exc:
+                    return exc.code == 401
+                except OSError:
+                    return False
+                return False
+
+            wait_until(answering, "nginx to proxy the API")
+            yield result
+    finally:
         server.stop()
 
 
@@ -261,3 +295,115 @@ def test_chromium_loads_the_page_over_https_and_chats_through_the_websocket(brow
         assert metric(samples, "chat_handshakes_rejected_total", reason="origin") == 0
     finally:
         context.close()
+
+
+# ---------------------------------------------------------------- the HTTP fallback through nginx
+
+
+def test_the_conf_streams_events_unbuffered_for_hours_and_lets_polls_and_posts_through() -> None:
+    text = CONF.read_text()
+    settings = Settings()
+    events = location_block(text, "= /events")
+    assert directives(events, "proxy_buffering") == ["off"]
+    (read_timeout,) = directives(events, "proxy_read_timeout")
+    assert seconds(read_timeout) >= 3600  # the stream lives for hours; the server pings it all the while
+    (poll_timeout,) = directives(location_block(text, "= /poll"), "proxy_read_timeout")
+    assert seconds(poll_timeout) > settings.ping_interval_s  # a poll waits at most a ping interval
+    (body_size,) = directives(location_block(text, "= /api/frames"), "client_max_body_size")
+    assert int(body_size.removesuffix("k")) * 1024 >= POST_BODY_MESSAGES * settings.max_message_bytes
+    for head in ("= /events", "= /poll", "= /api/frames"):
+        assert "proxy_set_header" not in location_block(text, head), head
+
+
+def refuse_websockets(text: str) -> str:
+    """The test copy of the conf: /ws answers 403, as a proxy that strips Upgrade or blocks WebSocket would."""
+    block = re.search(r"    location = /ws \{.*?\n    \}", text, re.S)
+    assert block is not None
+    return text.replace(block.group(0), "    location = /ws {\n        return 403;\n    }")
+
+
+def test_with_websockets_refused_two_browsers_chat_through_nginx_across_a_restart(
+    browser: Browser, tmp_path: Path
+) -> None:
+    args = (
+        "--data-dir", str(tmp_path / "data"), "--ping-interval", "1", "--ping-timeout", "1",
+        "--trust-proxy-headers",
+    )  # fmt: skip
+    server = ServerProcess(*args, "--reconnect-spread", "1").start()
+    restarted: ServerProcess | None = None
+    contexts = []
+    try:
+        with nginx_in_front(tmp_path, server.port, refuse_websockets) as (https_port, _, _):
+            origin = f"https://127.0.0.1:{https_port}/"
+            pages = {}
+            for name in ("alice", "bob"):
+                context = browser.new_context(ignore_https_errors=True)
+                contexts.append(context)
+                page = context.new_page()
+                page.set_default_timeout(TIMEOUT_MS)
+                page.goto(origin)
+                page.get_by_label("Name", exact=True).fill(name)
+                page.get_by_label("Password", exact=True).fill(password_for(name))
+                page.get_by_role("button", name="Create account", exact=True).click()
+                pages[name] = page
+            for page in pages.values():
+                # Two refused upgrades, while the API answers: the page moves to the event stream.
+                expect(page.locator("#connection")).to_have_text(VIA_SSE, timeout=FALLBACK_MS)
+                expect(page.locator("#connection")).to_have_attribute("data-transport", "sse")
+                page.get_by_role("textbox", name="Room to join or create").fill("proxied")
+                page.get_by_role("button", name="Join", exact=True).click()
+                expect(page.locator("#conv-title")).to_have_text("#proxied")
+            alice, bob = pages["alice"], pages["bob"]
+            say(alice, "through nginx, without a websocket")
+            expect(texts(bob, "through nginx, without a websocket")).to_have_count(1)
+
+            # A restart: both are told when to come back; what they type meanwhile waits, then goes once.
+            server.signal(signal.SIGTERM)
+            assert server.wait() == 0
+            for page in pages.values():
+                expect(page.locator("#connection")).to_contain_text("Reconnecting", timeout=FALLBACK_MS)
+            say(alice, "alice, while it restarted")
+            say(bob, "bob, while it restarted")
+            restarted = ServerProcess(*args, "--port", str(server.port)).start()
+            for page in pages.values():
+                expect(page.locator("#connection")).to_have_text(VIA_SSE, timeout=COMEBACK_MS)
+                expect(page.locator("#messages li.pending")).to_have_count(0)
+            say(bob, "and after it")
+            everything = [
+                "through nginx, without a websocket",
+                "alice, while it restarted",
+                "bob, while it restarted",
+                "and after it",
+            ]
+            for page in pages.values():
+                for text in everything:
+                    expect(texts(page, text)).to_have_count(1)
+                expect(page.locator("#connection")).to_have_text(VIA_SSE)
+            with clients(restarted.base_url, "auditor") as (auditor,):
+                auditor.join("proxied")
+                auditor.send({"type": "history", "room": "proxied", "limit": 50})
+                page_of = auditor.expect("history", room="proxied")
+            stored = [m["text"] for m in reversed(page_of["messages"])]
+            assert sorted(stored) == sorted(everything) and len(stored) == len(everything), stored
+            # Every session went through nginx's event stream; none got a WebSocket.
+            samples = scrape(restarted.ops_url)
+            assert metric(samples, "chat_connections_opened_total", transport="sse") >= 2
+            assert metric(samples, "chat_connections_opened_total", transport="websocket") == 1  # the auditor
+    finally:
+        for context in contexts:
+            context.close()
+        server.stop()
+        if restarted is not None:
+            restarted.stop()
+
+
+def say(page: Page, text: str) -> None:
+    box = page.get_by_role("textbox", name="Message", exact=True)
+    box.fill(text)
+    box.press("Enter")
+    expect(box).to_have_value("")
+
+
+def texts(page: Page, text: str) -> Locator:
+    messages = page.get_by_role("list", name="Messages")
+    return messages.locator(".text").filter(has_text=re.compile(f"^{re.escape(text)}$"))

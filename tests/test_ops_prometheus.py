@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from .http_support import EventStreamClient
 from .support import RawClient, ServerProcess, clients, http, login, metric, scrape, wait_until
 
 pytestmark = pytest.mark.system
@@ -184,11 +185,16 @@ def prometheus(live_server: ServerProcess, tmp_path: Path) -> Iterator[Prometheu
 
 def generate_traffic(server: ServerProcess) -> None:
     """Something for every panel: joins, room and direct messages, a bad frame, a refused handshake,
-    a client that closes and one that goes silent and is reaped."""
+    a client that closes and one that goes silent and is reaped, and a client on the event stream."""
     before = scrape(server.ops_url)
     with clients(server.base_url, "alice", "bob", "carol") as (alice, bob, carol):
         for client in (alice, bob, carol):
             client.join("ops")
+        stream = EventStreamClient(server.base_url, "frank", login(server.base_url, "frank"))
+        stream.join("ops")
+        alice.send_message("to the stream too", room="ops")
+        stream.expect("message", text="to the stream too")
+        stream.close()
         for i in range(10):
             alice.send_message(f"room {i}", room="ops")
         bob.send_message("just for alice", to="alice")
@@ -208,6 +214,10 @@ def generate_traffic(server: ServerProcess) -> None:
             lambda: metric(scrape(server.ops_url), "chat_heartbeat_pongs_total") >= 3,
             "pongs from the live clients",
         )
+    wait_until(
+        lambda: metric(scrape(server.ops_url), "chat_connections_closed_total", reason="client", transport="sse") == 1,
+        "the event stream to be counted closed",
+    )
     after = scrape(server.ops_url)
     assert metric(after, "chat_heartbeat_reaped_total") - metric(before, "chat_heartbeat_reaped_total") == 1
     # Alice and Bob stay for the rest of the test with a new connection each.

@@ -1,9 +1,11 @@
-"""Who may open a WebSocket session: one decision, made before the upgrade.
+"""Who may open a session: one decision, made before the upgrade (or before an event stream or a poll opens).
 
 ``Admission.admit`` takes what the handshake request says (``Handshake``) and
 returns either a ``Refusal`` (an HTTP status and a stable error code, answered
 with a JSON body) or an ``Admitted`` session-to-be, in this order of checks:
 server state, upgrade headers, origin, token, connection limits, resume point.
+``Admission.admit_http`` makes the same checks for the HTTP transports, less
+the upgrade headers.
 It does no I/O: the identity check is an in-memory lookup, and the counts come
 from the session registry.
 """
@@ -54,6 +56,9 @@ class Admitted:
     claims: Claims
     since: int | None
     remote_ip: str
+
+
+SHUTTING_DOWN = Refusal(503, "shutting_down", "the server is restarting; reconnect in a few seconds")
 
 
 class Authenticator(Protocol):
@@ -122,9 +127,10 @@ class Admission:
         return "*" in allowed or origin.rstrip("/") in allowed
 
     def admit(self, handshake: Handshake) -> Refusal | Admitted:
+        """A WebSocket upgrade: the server's state, the upgrade headers, then what every transport checks."""
         headers = handshake.headers
         if not self.ready():
-            return Refusal(503, "shutting_down", "the server is restarting; reconnect in a few seconds")
+            return SHUTTING_DOWN
         connection_tokens = {part.strip().lower() for part in headers.get("Connection", "").split(",")}
         if headers.get("Upgrade", "").lower() != "websocket" or "upgrade" not in connection_tokens:
             return Refusal(400, "bad_handshake", "this endpoint speaks WebSocket only")
@@ -132,6 +138,16 @@ class Admission:
             return Refusal(426, "bad_handshake", "WebSocket version 13 is required", (("Sec-WebSocket-Version", "13"),))
         if not valid_client_key(headers.get("Sec-WebSocket-Key", "")):
             return Refusal(400, "bad_handshake", "Sec-WebSocket-Key must be 16 bytes in base64")
+        return self._admit(handshake)
+
+    def admit_http(self, handshake: Handshake) -> Refusal | Admitted:
+        """A session opened over HTTP (an event stream, a first long poll): the same checks, without an upgrade."""
+        if not self.ready():
+            return SHUTTING_DOWN
+        return self._admit(handshake)
+
+    def _admit(self, handshake: Handshake) -> Refusal | Admitted:
+        headers = handshake.headers
         if not same_origin(headers) and not self.origin_allowed(headers.get("Origin", "")):
             return Refusal(403, "origin", "this origin may not open a WebSocket here")
         try:

@@ -209,6 +209,7 @@ class ConfigHandler(BaseHandler):
                 "guests": settings.allow_guests,
                 "heartbeat": {"interval": settings.ping_interval_s, "timeout": settings.ping_timeout_s},
                 "limits": {"text_chars": settings.max_text_chars, "message_bytes": settings.max_message_bytes},
+                "fallback": {"websocket_retry_s": settings.websocket_retry_s},
             }
         )
 

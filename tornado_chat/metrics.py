@@ -41,6 +41,23 @@ from . import __version__
 from .protocol import CLIENT_FRAME_TYPES, ErrorCode
 from .session import CLOSE_REASONS
 
+# What carries a session (``session.Transport.kind``): a WebSocket, an event stream, long polls.
+TRANSPORTS = ("websocket", "sse", "poll")
+# Why a request about an HTTP-transport session (a poll, a POST of frames) was refused.
+HTTP_REFUSALS = (
+    "no_token",
+    "bad_token",
+    "bad_signature",
+    "expired_token",
+    "revoked_token",
+    "unknown_session",
+    "session_closed",
+    "bad_request",
+    "bad_json",
+    "bad_cursor",
+    "too_large",
+    "unsupported_media_type",
+)
 # Why a WebSocket handshake was refused before the upgrade.
 HANDSHAKE_REJECT_REASONS = (
     "no_token",
@@ -82,29 +99,42 @@ LOOP_LAG_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
 # Detection time is judged against the configured deadline (ping interval + timeout),
 # so its buckets are fractions and multiples of that deadline.
 DETECTION_BUCKET_FRACTIONS = (0.25, 0.5, 0.75, 0.9, 1.0, 1.02, 1.05, 1.1, 1.25, 1.5, 2.0, 3.0)
-# Gauges read from the server at scrape time: (name, help).
+# Gauges read from the server at scrape time: (name, help). ``chat_connections`` (by transport) is read apart.
 STATE_GAUGES = (
-    ("chat_connections", "Open WebSocket connections (sessions)."),
     ("chat_users_online", "Users with at least one open session."),
     ("chat_rooms", "Rooms that exist."),
     ("chat_heartbeat_monitored", "Connections the heartbeat is watching."),
     ("chat_store_queue_depth", "Store writes waiting for their transaction."),
-    ("chat_connections_max", "Most WebSocket connections the server accepts (--max-connections)."),
+    ("chat_connections_max", "Most connections (sessions, any transport) the server accepts (--max-connections)."),
 )
 COMMIT_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 
 
+CONNECTIONS_HELP = "Open connections (sessions), by transport."
+
+
 class StateCollector(Collector):
     """Gauges read from live server state at scrape time."""
 
-    def __init__(self, read_state: Callable[[], Mapping[str, float]]) -> None:
+    def __init__(
+        self, read_state: Callable[[], Mapping[str, float]], read_connections: Callable[[], Mapping[str, int]]
+    ) -> None:
         self._read_state = read_state
+        self._read_connections = read_connections
 
     def describe(self) -> Iterable[Metric]:
-        return [GaugeMetricFamily(name, text) for name, text in STATE_GAUGES]
+        return [
+            GaugeMetricFamily("chat_connections", CONNECTIONS_HELP, labels=["transport"]),
+            *(GaugeMetricFamily(name, text) for name, text in STATE_GAUGES),
+        ]
 
     def collect(self) -> Iterable[Metric]:
+        connections = GaugeMetricFamily("chat_connections", CONNECTIONS_HELP, labels=["transport"])
+        counts = self._read_connections()
+        for kind in TRANSPORTS:
+            connections.add_metric([kind], counts.get(kind, 0))
+        yield connections
         state = self._read_state()
         for name, text in STATE_GAUGES:
             yield GaugeMetricFamily(name, text, value=state[name])
@@ -211,7 +241,8 @@ class TallyCollector(Collector):
 
 
 class ChatMetrics:
-    """The server's metrics on one registry. ``read_state`` supplies the scrape-time gauges."""
+    """The server's metrics on one registry. ``read_state`` supplies the scrape-time gauges, and
+    ``read_connections`` the open sessions by transport."""
 
     def __init__(
         self,
@@ -220,9 +251,10 @@ class ChatMetrics:
         dead_after_s: float,
         *,
         process_metrics: bool = True,
+        read_connections: Callable[[], Mapping[str, int]] = dict,
     ) -> None:
         self.registry = registry
-        registry.register(StateCollector(read_state))
+        registry.register(StateCollector(read_state, read_connections))
         if process_metrics:
             ProcessCollector(registry=registry)
             PlatformCollector(registry=registry)
@@ -237,20 +269,36 @@ class ChatMetrics:
         build.labels(__version__, platform.python_version(), tornado.version).set(1)
 
         # Connections and handshakes.
-        self.connections_opened = Counter(
-            "chat_connections_opened", "WebSocket connections accepted.", registry=registry
+        opened = Counter(
+            "chat_connections_opened",
+            "Connections (sessions) accepted, by transport.",
+            ["transport"],
+            registry=registry,
         )
+        self.connections_opened = {kind: opened.labels(kind) for kind in TRANSPORTS}
         closed = Counter(
-            "chat_connections_closed", "WebSocket connections ended, by why they ended.", ["reason"], registry=registry
+            "chat_connections_closed",
+            "Connections (sessions) ended, by why they ended and by transport.",
+            ["reason", "transport"],
+            registry=registry,
         )
-        self.connections_closed = {reason: closed.labels(reason) for reason in CLOSE_REASONS}
+        self.connections_closed = {
+            (reason, kind): closed.labels(reason, kind) for reason in CLOSE_REASONS for kind in TRANSPORTS
+        }
         rejected = Counter(
             "chat_handshakes_rejected",
-            "WebSocket handshakes refused before the upgrade, by why.",
+            "Sessions refused before they opened (WebSocket upgrades, event streams, first polls), by why.",
             ["reason"],
             registry=registry,
         )
         self.handshakes_rejected = {reason: rejected.labels(reason) for reason in HANDSHAKE_REJECT_REASONS}
+        http_refused = Counter(
+            "chat_http_refused",
+            "Requests about an HTTP-transport session (polls, POSTs of frames) refused, by why.",
+            ["code"],
+            registry=registry,
+        )
+        self.http_refused = {code: http_refused.labels(code) for code in HTTP_REFUSALS}
 
         refused = Counter(
             "chat_auth_refused",
@@ -282,7 +330,9 @@ class ChatMetrics:
 
         # Heartbeat.
         self.heartbeat_pings = Counter(
-            "chat_heartbeat_pings", "WebSocket ping frames sent by the heartbeat.", registry=registry
+            "chat_heartbeat_pings",
+            "Pings sent by the heartbeat (WebSocket ping frames, event-stream comment lines).",
+            registry=registry,
         )
         self.heartbeat_reaped = Counter(
             "chat_heartbeat_reaped", "Connections closed by the heartbeat for silence.", registry=registry

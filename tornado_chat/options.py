@@ -285,6 +285,14 @@ OPTIONS: tuple[Option, ...] = (
         "MODE",
     ),
     Option(
+        "websocket_retry_s",
+        "how often a page that fell back to HTTP (event stream or long polling) tries WebSocket again in the"
+        " background, in seconds",
+        float,
+        _min(1),
+        "SECONDS",
+    ),
+    Option(
         "trust_proxy_headers",
         "trust the client address and scheme a reverse proxy reports (X-Forwarded-For, X-Real-IP,"
         " X-Forwarded-Proto, X-Scheme); set only behind a proxy that overwrites all four",

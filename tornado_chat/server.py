@@ -21,12 +21,13 @@ import tornado.netutil
 import tornado.web
 from prometheus_client import CollectorRegistry
 
-from . import handlers, liveness
+from . import handlers, http_handlers, liveness
 from .account_service import AccountService
 from .admission import Admission, Admitted, Handshake, Refusal
 from .assets import Assets
 from .background import BackgroundTasks
 from .heartbeat import HeartbeatMonitor
+from .http_sessions import HttpSessions
 from .hub import Hub
 from .liveness import Liveness, Report
 from .metrics import ChatMetrics
@@ -74,7 +75,12 @@ class ChatServer:
         self.ssl_context = ssl_context
         self.state = STARTING
         self.registry = registry if registry is not None else CollectorRegistry()
-        self.metrics = ChatMetrics(self.registry, self.scrape_state, settings.ping_interval_s + settings.ping_timeout_s)
+        self.metrics = ChatMetrics(
+            self.registry,
+            self.scrape_state,
+            settings.ping_interval_s + settings.ping_timeout_s,
+            read_connections=self.connections_by_transport,
+        )
         self.hub = Hub()
         self.tasks = BackgroundTasks()
         self.heartbeat: HeartbeatMonitor[Session] = HeartbeatMonitor(
@@ -86,6 +92,8 @@ class ChatServer:
         self.accounts = AccountService(settings, store, TokenSigner(secret), self.chat, clock, monotonic)
         self.admission = Admission(settings, self.accounts, self.chat, lambda: self.state == READY)
         self.liveness = Liveness(settings, self.heartbeat, self.metrics, self.chat, clock, monotonic)
+        # Sessions carried over plain HTTP (event streams, long polls) where a WebSocket cannot go.
+        self.http_sessions = HttpSessions(settings, self.admission, self.accounts, self.chat, self.metrics, monotonic)
         self.assets = Assets(static_dir())
         self.auth_sync_timer = tornado.ioloop.PeriodicCallback(self._sync_accounts, AUTH_SYNC_INTERVAL_S * 1000)
         self._syncing = False
@@ -125,6 +133,7 @@ class ChatServer:
 
     def make_app(self) -> tornado.web.Application:
         args = {"server": self}
+        http_args = {"sessions": self.http_sessions}
         return tornado.web.Application(
             [
                 (r"/", handlers.PageHandler, args),
@@ -138,6 +147,9 @@ class ChatServer:
                 (r"/api/me", handlers.MeHandler, args),
                 (r"/api/session", handlers.SessionHandler, args),
                 (r"/api/history", handlers.HistoryHandler, args),
+                (r"/events", http_handlers.EventStreamHandler, http_args),
+                (r"/poll", http_handlers.PollHandler, http_args),
+                (r"/api/frames", http_handlers.FramesHandler, http_args),
                 (r"/api/.*", handlers.ApiNotFoundHandler, args),
             ],
             default_handler_class=handlers.ApiNotFoundHandler,
@@ -253,6 +265,14 @@ class ChatServer:
             "chat_store_queue_depth": self.store.queue_depth,
             "chat_connections_max": self.settings.max_connections,
         }
+
+    def connections_by_transport(self) -> dict[str, int]:
+        """Open sessions by what carries them, counted at scrape time."""
+        counts: dict[str, int] = {}
+        for session in self.hub.sessions.values():
+            kind = session.transport.kind
+            counts[kind] = counts.get(kind, 0) + 1
+        return counts
 
     def health(self) -> Report:
         return self.liveness.health(len(self.hub.sessions))

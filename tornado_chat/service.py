@@ -35,7 +35,7 @@ from .limits import TokenBucket
 from .metrics import ChatMetrics
 from .moderation import AccountControl, Moderation
 from .outbox import Outbox
-from .protocol import ErrorCode, ProtocolError
+from .protocol import ErrorCode, FrameId, ProtocolError
 from .read_state import ReadState
 from .replay import Replayer
 from .search import SearchService
@@ -101,7 +101,7 @@ class ChatService:
         bucket = TokenBucket(settings.rate_limit_per_s, settings.rate_limit_burst, now)
         session = Session(secrets.token_urlsafe(9), user, transport, now, admitted.claims.login_id, bucket)
         session.peer = self.heartbeat.add(session, now)
-        self.metrics.connections_opened.inc()
+        self.metrics.connections_opened[transport.kind].inc()
         deliveries = self.hub.open_session(session)
         self.outbox.send(session, self._welcome(session))
         self.outbox.deliver(deliveries)
@@ -121,7 +121,7 @@ class ChatService:
         if peer is not None:
             self.heartbeat.remove(peer)
             peer.owner = None
-        self.metrics.connections_closed[session.close_reason].inc()
+        self.metrics.connections_closed[(session.close_reason, session.transport.kind)].inc()
         self.typing.forget(session)
         user = session.user
         self.outbox.deliver(self.hub.close_session(session))
@@ -163,6 +163,10 @@ class ChatService:
         for session in list(self.hub.sessions.values()):
             session.transport.abort()
             self.forget_session(session)
+
+    def send_error(self, session: Session, code: ErrorCode, message: str, frame_id: FrameId = None) -> None:
+        """An error frame to one session, for a transport that refuses a frame itself (a POST's oversize one)."""
+        self.outbox.send_error(session, code, message, frame_id)
 
     # ------------------------------------------------------------ what the transport reports
 

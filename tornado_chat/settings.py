@@ -64,6 +64,7 @@ class Settings:
     certfile: Path | None = None
     keyfile: Path | None = None
     compression: str = "off"
+    websocket_retry_s: float = 180.0
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied (still validated by the caller if needed)."""

@@ -1,0 +1,260 @@
+"""The pure parts of the HTTP transports: event framing, POST bodies, poll cursors, POST replies, TCP liveness."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+from collections.abc import Coroutine
+from typing import Any
+
+import pytest
+
+from tornado_chat import server_frames
+from tornado_chat.http_sessions import HttpRefused, split_frames
+from tornado_chat.http_transport import HttpTransport, PollTransport, poll_answer
+from tornado_chat.outgoing import SSE_PING, Outgoing
+from tornado_chat.protocol import ErrorCode
+from tornado_chat.server_frames import Message
+from tornado_chat.sse import close_event, peer_acknowledging
+
+from .support import run_async
+
+pytestmark = pytest.mark.unit
+
+
+class Owner:
+    """Records what a transport reports (from the loop)."""
+
+    def __init__(self) -> None:
+        self.reports: list[tuple[str, HttpTransport]] = []
+
+    def overflowed(self, transport: HttpTransport) -> None:
+        self.reports.append(("overflowed", transport))
+
+    def ended(self, transport: HttpTransport) -> None:
+        self.reports.append(("ended", transport))
+
+    def alive(self, transport: HttpTransport) -> None:
+        self.reports.append(("alive", transport))
+
+
+def run(coro: Coroutine[Any, Any, None]) -> None:
+    """On a loop of its own in a thread: the browser tests keep one running in this one."""
+    run_async(lambda: coro)
+
+
+async def settle() -> None:
+    """Let callbacks scheduled with call_soon run."""
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
+# ---------------------------------------------------------------- event framing
+
+
+def test_a_message_or_an_ack_is_an_event_with_its_seq_as_id_and_other_frames_have_none() -> None:
+    message = Message(42, "alice", "hi\nthere", 1_700_000_000.0, "c-1", room="general")
+    event = Outgoing(server_frames.message_frame(message, own=False)).sse
+    assert event.startswith(b'id: 42\ndata: {"type":"message","seq":42,') and event.endswith(b"}\n\n")
+    assert event.count(b"\n") == 3  # the text's line break is escaped inside the JSON
+    # A client id that looks like a seq field cannot fool it: its quotes are escaped.
+    sneaky = Message(7, "bob", "x", 1_700_000_000.0, '","seq":99,"', to="alice")
+    assert Outgoing(server_frames.ack_frame(sneaky)).sse.startswith(b"id: 7\n")
+    error = Outgoing(server_frames.error_frame(ErrorCode.BAD_FRAME, "no", "a")).sse
+    assert error.startswith(b"data: ") and b"id:" not in error
+    welcome = Outgoing(server_frames.encode({"type": "welcome", "seq": 5})).sse
+    assert not welcome.startswith(b"id:")
+    assert Outgoing.ping(b"12345678").sse == SSE_PING == b": ping\n\n"
+
+
+def test_the_event_is_built_once_and_shared_by_every_recipient() -> None:
+    frame = Outgoing(b'{"type":"presence","user":"a","status":"online"}')
+    assert frame.sse is frame.sse
+    assert Outgoing(b'{"x":1}\n{"y":2}').sse == b'data: {"x":1}\ndata: {"y":2}\n\n'
+
+
+def test_a_restart_close_event_carries_its_retry_hint() -> None:
+    assert close_event(1012, '{"retry_after_ms":1500}') == (
+        b'retry: 1500\nevent: close\ndata: {"code":1012,"reason":"{\\"retry_after_ms\\":1500}"}\n\n'
+    )
+    assert close_event(1008, "logged out") == b'event: close\ndata: {"code":1008,"reason":"logged out"}\n\n'
+    assert close_event(1012, "not json").startswith(b"event: close\n")
+
+
+# ---------------------------------------------------------------- POST bodies
+
+
+def test_a_post_body_splits_into_the_frames_as_written() -> None:
+    body = b' [ {"type":"send","id":"a1","room":"r","text":"\\u00e9 [x]"} ,\n"str", 5,{"type":"send","id":7} ] '
+    frames = split_frames(body, 64)
+    assert frames == [
+        ('{"type":"send","id":"a1","room":"r","text":"\\u00e9 [x]"}', "a1"),
+        ('"str"', None),
+        ("5", None),
+        ('{"type":"send","id":7}', None),  # not a usable client id: the parser answers it
+    ]
+    assert split_frames(b"[]", 64) == [] and split_frames(b" [ ] ", 64) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b"", "bad_request"),
+        (b'{"type": "ping"}', "bad_request"),
+        (b"[", "bad_json"),
+        (b"[1,]", "bad_json"),
+        (b"[1 2]", "bad_json"),
+        (b"[1] [2]", "bad_json"),
+        (b"\xc3\x28", "bad_json"),
+        (b"[" + b"[" * 100_000 + b"]" * 100_000 + b"]", "bad_json"),
+        (b"[" + b",".join([b"1"] * 4) + b"]", "bad_request"),
+    ],
+)
+def test_a_bad_post_body_is_refused_with_a_code(body: bytes, code: str) -> None:
+    with pytest.raises(HttpRefused) as refused:
+        split_frames(body, 3)
+    assert refused.value.status == 400 and refused.value.code == code
+
+
+# ---------------------------------------------------------------- long polls
+
+
+def test_poll_frames_are_numbered_kept_until_acknowledged_and_pings_are_not_kept() -> None:
+    async def scenario() -> None:
+        owner = Owner()
+        poll = PollTransport(owner, "192.0.2.1", 1 << 20, b"digest")
+        for n in range(3):
+            poll.write(Outgoing(b'{"type":"pong","id":%d}' % n))
+        poll.write(Outgoing.ping(b"\x00" * 8))
+        assert poll.last_number == 3 and poll.buffered_bytes == 3 * len(b'{"type":"pong","id":0}')
+        assert poll.acknowledge(0) and len(poll.pending()) == 3
+        assert poll.acknowledge(2) and poll.pending() == [b'{"type":"pong","id":2}']
+        assert poll.acknowledge(1) and len(poll.pending()) == 1  # an older cursor drops nothing more
+        assert not poll.acknowledge(4) and not poll.acknowledge(-1)
+        assert poll_answer("sid", 3, poll.pending(), None) == (
+            b'{"session":"sid","cursor":3,"frames":[{"type":"pong","id":2}]}'
+        )
+        poll.close(1012, '{"retry_after_ms":10}')
+        poll.write(Outgoing(b'{"type":"late"}'))
+        assert poll.last_number == 3
+        assert json.loads(poll_answer("sid", 3, [], poll.notice))["close"] == {
+            "code": 1012,
+            "reason": '{"retry_after_ms":10}',
+        }
+        await settle()
+        assert owner.reports == [("ended", poll)]
+
+    run(scenario())
+
+
+def test_a_parked_poll_wakes_for_a_frame_and_a_newer_poll_answers_the_older_one() -> None:
+    async def scenario() -> None:
+        poll = PollTransport(Owner(), "192.0.2.1", 1 << 20, b"digest")
+        first = asyncio.ensure_future(poll.wait(30))
+        await settle()
+        assert poll.parked
+        second = asyncio.ensure_future(poll.wait(30))
+        await settle()
+        assert first.done() and not second.done()
+        poll.write(Outgoing(b'{"type":"pong"}'))
+        await asyncio.wait_for(second, 1)
+        assert not poll.parked
+        await poll.wait(30)  # a frame is waiting already: no wait at all
+        poll.acknowledge(1)
+        await asyncio.wait_for(poll.wait(0.01), 1)  # nothing comes: the wait ends by itself
+
+    run(scenario())
+
+
+def test_a_poll_backlog_past_the_cap_is_reported_once_and_drain_waits_for_acknowledgements() -> None:
+    async def scenario() -> None:
+        owner = Owner()
+        poll = PollTransport(owner, "192.0.2.1", 100, b"digest")
+        for _ in range(5):
+            poll.write(Outgoing(b'{"type":"x","pad":"' + b"p" * 20 + b'"}'))
+        await settle()
+        assert owner.reports == [("overflowed", poll)]
+        drained = asyncio.ensure_future(poll.drain())
+        await settle()
+        assert not drained.done()
+        poll.acknowledge(5)
+        await asyncio.wait_for(drained, 1)
+
+    run(scenario())
+
+
+# ---------------------------------------------------------------- POST replies
+
+
+def test_replies_are_captured_per_frame_in_frame_order_and_the_rest_goes_on() -> None:
+    async def scenario() -> None:
+        poll = PollTransport(Owner(), "192.0.2.1", 1 << 20, b"digest")
+        capture = poll.begin_capture()
+        # Frame 1, a send handed to the store; frame 2 refused at once; frame 3 the same id again.
+        for immediate in (None, b'{"type":"error","code":"bad_text","message":"no","id":"b"}', None):
+            capture.begin_frame()
+            poll.receiving = capture
+            poll.write(Outgoing(b'{"type":"joined","room":"r"}'))  # not a reply: down the stream
+            if immediate is not None:
+                poll.write(Outgoing(immediate))
+            poll.receiving = None
+            if immediate is None:
+                capture.wait_for("a")
+        waiting = asyncio.ensure_future(capture.wait(5))
+        poll.write(Outgoing(b'{"type":"ack","id":"zzz","seq":1,"ts":"t"}'))  # another POST's: down the stream
+        poll.write(Outgoing(b'{"type":"ack","id":"a","seq":2,"ts":"t"}'))
+        await settle()
+        assert not waiting.done()
+        poll.write(Outgoing(b'{"type":"ack","id":"a","seq":2,"ts":"t"}'))
+        await asyncio.wait_for(waiting, 1)
+        poll.end_capture(capture)
+        assert [json.loads(r)["type"] for r in capture.replies] == ["ack", "error", "ack"]
+        assert [json.loads(p)["type"] for p in poll.pending()] == ["joined", "joined", "joined", "ack"]
+        poll.write(Outgoing(b'{"type":"error","code":"internal","message":"x","id":"a"}'))
+        assert json.loads(poll.pending()[-1])["type"] == "error"  # nobody waits now
+
+    run(scenario())
+
+
+def test_a_capture_stops_waiting_when_the_session_ends() -> None:
+    async def scenario() -> None:
+        poll = PollTransport(Owner(), "192.0.2.1", 1 << 20, b"digest")
+        capture = poll.begin_capture()
+        capture.begin_frame()
+        capture.wait_for("a")
+        waiting = asyncio.ensure_future(capture.wait(30))
+        await settle()
+        poll.abort()
+        await asyncio.wait_for(waiting, 1)
+        assert capture.replies == [] and poll.closing and poll.aborted
+
+    run(scenario())
+
+
+# ---------------------------------------------------------------- TCP liveness of an event stream
+
+
+class FakeSocket:
+    def __init__(self, info: bytes | None) -> None:
+        self.info = info
+
+    def getsockopt(self, level: int, option: int, size: int) -> bytes:
+        if self.info is None:
+            raise OSError("not a TCP socket")
+        return self.info
+
+
+def tcp_info(unacked: int, last_ack_ms: int) -> bytes:
+    info = bytearray(104)
+    struct.pack_into("=I", info, 24, unacked)
+    struct.pack_into("=I", info, 56, last_ack_ms)
+    return bytes(info)
+
+
+def test_a_peer_is_acknowledging_when_nothing_is_outstanding_or_it_acked_lately() -> None:
+    assert peer_acknowledging(FakeSocket(tcp_info(0, 3_600_000)), 25.0) is True  # type: ignore[arg-type]
+    assert peer_acknowledging(FakeSocket(tcp_info(3, 1_000)), 25.0) is True  # type: ignore[arg-type]
+    assert peer_acknowledging(FakeSocket(tcp_info(3, 26_000)), 25.0) is False  # type: ignore[arg-type]
+    assert peer_acknowledging(FakeSocket(None), 25.0) is None  # type: ignore[arg-type]
+    assert peer_acknowledging(FakeSocket(b"\x00" * 16), 25.0) is None  # type: ignore[arg-type]
