@@ -16,9 +16,11 @@ from typing import TextIO
 
 from . import sqlite_accounts
 from .accounts import GUEST_PREFIX
+from .names import NEW_NAME_PATTERN, NEW_NAME_RULE, name_key
 from .passwords import hash_password, password_problem
 from .protocol import USERNAME_PATTERN
-from .sqlite_schema import DB_FILE, connect, migrate
+from .sqlite_schema import DB_FILE, NameCollisions, connect, migrate
+from .store import StoreError
 
 
 class AdminError(Exception):
@@ -57,7 +59,14 @@ def run_user_command(args: argparse.Namespace, data_dir: Path, sync: str, out: T
     data_dir.mkdir(parents=True, exist_ok=True)
     connection = connect(data_dir / DB_FILE, sync)
     try:
-        migrate(connection)
+        try:
+            migrate(connection)
+        except NameCollisions as exc:
+            # The way out of this is "user remove", which the schema before the migration supports.
+            if args.action not in ("list", "remove"):
+                raise AdminError(str(exc)) from None
+        except StoreError as exc:
+            raise AdminError(str(exc)) from None
         now = time.time()
         if args.action == "list":
             for row in sqlite_accounts.accounts(connection):
@@ -73,10 +82,12 @@ def run_user_command(args: argparse.Namespace, data_dir: Path, sync: str, out: T
         connection.execute("BEGIN IMMEDIATE")
         try:
             if args.action == "add":
-                if name.startswith(GUEST_PREFIX):
+                if not NEW_NAME_PATTERN.fullmatch(name):
+                    raise AdminError(f"{name!r} is not a valid new user name: {NEW_NAME_RULE}")
+                if name_key(name).startswith(GUEST_PREFIX):
                     raise AdminError(f"names starting with {GUEST_PREFIX!r} are for guests")
                 if not sqlite_accounts.create_user(connection, name, password_hash, guest=False, now=now):
-                    raise AdminError(f"{name} exists (or existed: names are never reused)")
+                    raise AdminError(f"{name} exists in some case (or existed: names are never reused)")
             elif args.action == "passwd":
                 if not sqlite_accounts.set_password(connection, name, password_hash, now):
                     raise AdminError(f"no account called {name} that has a password")

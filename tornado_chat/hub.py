@@ -14,18 +14,24 @@ from typing import NamedTuple
 
 from . import server_frames
 from .protocol import ErrorCode, ProtocolError
+from .room_pages import RoomIndex, room_page_frame
 from .server_frames import Message
 from .session import Session, User
 
 
 class Room:
-    """A room and its members (user names). The tuple of online member sessions is cached for fan-out."""
+    """A room and its members (user names). The tuple of online member sessions is cached for fan-out.
 
-    __slots__ = ("_online", "members", "name")
+    ``online`` counts the members with an open session, kept as sessions come and go, so that a page of the
+    room list costs nothing per member.
+    """
+
+    __slots__ = ("_online", "members", "name", "online")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.members: set[str] = set()
+        self.online = 0
         self._online: tuple[Session, ...] | None = None
 
 
@@ -42,6 +48,7 @@ class Hub:
     def __init__(self) -> None:
         self.users: dict[str, User] = {}
         self.rooms: dict[str, Room] = {}
+        self.room_index = RoomIndex()
         self.sessions: dict[str, Session] = {}
         self.users_online = 0
         # Highest sequence number handed out so far (committed by the store).
@@ -87,6 +94,7 @@ class Hub:
 
     def _create_room(self, name: str) -> Room:
         room = self.rooms[name] = Room(name)
+        self.room_index.add(name)
         return room
 
     def online_sessions(self, room: Room) -> tuple[Session, ...]:
@@ -112,6 +120,7 @@ class Hub:
         deliveries: list[Delivery] = []
         if first:
             self.users_online += 1
+            self._count_online(user, 1)
             watchers = self._watchers(user)
             if watchers:
                 deliveries.append(Delivery(server_frames.presence_frame(user.name, True), watchers))
@@ -127,9 +136,15 @@ class Hub:
         if user.sessions:
             return []
         self.users_online -= 1
+        self._count_online(user, -1)
         user.offline_since_seq = self.last_seq
         watchers = self._watchers(user)
         return [Delivery(server_frames.presence_frame(user.name, False), watchers)] if watchers else []
+
+    def _count_online(self, user: User, change: int) -> None:
+        rooms = self.rooms
+        for room_name in user.rooms:
+            rooms[room_name].online += change
 
     def _invalidate_rooms_of(self, user: User) -> None:
         rooms = self.rooms
@@ -170,6 +185,7 @@ class Hub:
             others = self.online_sessions(room)
             room.members.add(user.name)
             user.rooms.add(room_name)
+            room.online += user.online
             room._online = None
             if others:
                 deliveries.append(Delivery(self._member_frame(room, user.name, "joined"), others))
@@ -190,9 +206,15 @@ class Hub:
         return deliveries
 
     def _drop_member(self, user: User, room: Room) -> None:
+        """End a membership; a room left empty is gone (a later join creates it afresh)."""
+        if user.name in room.members:
+            room.online -= user.online
         room.members.discard(user.name)
         user.rooms.discard(room.name)
         room._online = None
+        if not room.members and self.rooms.get(room.name) is room:
+            del self.rooms[room.name]
+            self.room_index.remove(room.name)
 
     def _membership_frame(self, kind: str, room: Room) -> bytes:
         members = sorted(room.members)
@@ -205,18 +227,9 @@ class Hub:
             {"type": "member", "room": room.name, "user": user_name, "event": event, "count": len(room.members)}
         )
 
-    def room_list(self, user: User) -> bytes:
-        """Every room with its member and online counts, and whether ``user`` is a member."""
-        rooms = [
-            {
-                "room": room.name,
-                "members": len(room.members),
-                "online": sum(1 for m in room.members if self.users[m].online),
-                "member": room.name in user.rooms,
-            }
-            for room in sorted(self.rooms.values(), key=lambda r: r.name)
-        ]
-        return server_frames.encode({"type": "rooms", "rooms": rooms})
+    def room_list(self, user: User, after: str | None, limit: int) -> bytes:
+        """A page of the rooms after ``after`` in name order, with counts, and whether ``user`` is a member."""
+        return room_page_frame(self.room_index, self.rooms, user.rooms, after, limit)
 
     # ------------------------------------------------------------ messages
 

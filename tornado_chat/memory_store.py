@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import bisect
 
-from .server_frames import Message
+from .names import name_key
+from .server_frames import HISTORY_BUDGET_BYTES, Message, history_entry_bytes
 from .store import (
     PASSWORD_CHANGED,
     USER_ADDED,
@@ -40,6 +41,8 @@ class MemoryStore:
         self._last_seq = 0
         self._users: dict[str, int] = {}
         self._accounts: dict[str, AccountRow] = {}
+        # Every name ever taken, by its key: a name is never given out again, in any case.
+        self._name_keys: set[str] = set()
         self._events: list[AuthEvent] = []
         # room -> {user: seq at join}; a member's replay covers room messages after that seq.
         self._members: dict[str, dict[str, int]] = {}
@@ -98,8 +101,9 @@ class MemoryStore:
         self._events.append(AuthEvent(len(self._events) + 1, kind, user, login_id))
 
     async def create_user(self, name: str, password_hash: str | None, guest: bool) -> bool:
-        if name in self._accounts:
+        if name_key(name) in self._name_keys:
             return False
+        self._name_keys.add(name_key(name))
         self._accounts[name] = AccountRow(name, password_hash, guest, removed=False)
         self._users[name] = self._last_seq
         self._event(USER_ADDED, name)
@@ -118,8 +122,10 @@ class MemoryStore:
         if account is None or account.removed:
             return False
         self._accounts[name] = AccountRow(name, None, account.guest, removed=True)
-        for members in self._members.values():
+        for room, members in list(self._members.items()):
             members.pop(name, None)
+            if not members:
+                del self._members[room]
         self._event(USER_REMOVED, name)
         return True
 
@@ -141,6 +147,8 @@ class MemoryStore:
             members.setdefault(user, seq)
         else:
             members.pop(user, None)
+            if not members:
+                del self._members[room]  # a room goes with its last member
 
     def set_offline_since(self, user: str, seq: int) -> None:
         self._users[user] = seq
@@ -156,8 +164,14 @@ class MemoryStore:
     ) -> tuple[list[Message], bool]:
         thread = self._threads.get(self._thread_key(viewer, room, with_user), [])
         end = len(thread) if before is None else bisect.bisect_left(thread, before, key=_seq)
-        start = max(0, end - limit)
-        return thread[start:end][::-1], start > 0
+        page: list[Message] = []
+        used = 0
+        for message in reversed(thread[max(0, end - limit) : end]):
+            used += history_entry_bytes(message)
+            if page and used > HISTORY_BUDGET_BYTES:
+                break
+            page.append(message)
+        return page, end - len(page) > 0
 
     async def replay(self, user: str, since: int, below: int | None, limit: int) -> Replay:
         start = bisect.bisect_right(self._log, since, key=_seq)

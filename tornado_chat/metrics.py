@@ -70,6 +70,7 @@ AUTH_REFUSALS = (
     "password_required",
     "no_password",
     "unavailable",
+    "busy",
 )
 ERROR_CODES = tuple(code.value for code in ErrorCode)
 
@@ -249,6 +250,11 @@ class ChatMetrics:
             registry=registry,
         )
         self.handshakes_rejected = {reason: rejected.labels(reason) for reason in HANDSHAKE_REJECT_REASONS}
+        self.accept_errors = Counter(
+            "chat_accept_errors",
+            "Connections that could not be accepted (out of file descriptors or memory); accepts then back off.",
+            registry=registry,
+        )
 
         refused = Counter(
             "chat_auth_refused",

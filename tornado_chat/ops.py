@@ -2,10 +2,17 @@
 
 Kept off the chat listener so that chat users cannot read metrics or probe
 health by default; ``--ops-address``/``--ops-port`` choose where it listens.
+It answers only requests whose ``Host`` is a loopback address, its own
+address, or one of ``--ops-allowed-hosts``: a page on another site that
+rebinds its DNS name to this address still sends its own name, so it cannot
+read the status page's user names and addresses.
 """
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Iterable
+from types import TracebackType
 from typing import Any, Protocol
 
 import tornado.web
@@ -13,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from . import server_frames
+from .httpbase import log_failure, request_summary
 from .status import CONTENT_SECURITY_POLICY, StatusPage, StatusSource, load_assets
 
 Report = tuple[bool, dict[str, object]]
@@ -33,11 +41,42 @@ class OpsSource(StatusSource, Protocol):
         ...
 
 
+def host_allowed(host_header: str, allowed: frozenset[str]) -> bool:
+    """Whether a ``Host`` header (``name``, ``name:port``, ``[v6]:port``) names loopback or an allowed host."""
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        host = host[1 : host.find("]")] if "]" in host else host
+    elif host.count(":") == 1:
+        host = host.partition(":")[0]
+    if host in allowed:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def allowed_hosts(ops_address: str, configured: Iterable[str]) -> frozenset[str]:
+    """The host names the ops listener answers to besides loopback: ``localhost``, its address, the configured."""
+    hosts = {"localhost", *configured}
+    try:
+        unspecified = ipaddress.ip_address(ops_address).is_unspecified  # 0.0.0.0 names no host
+    except ValueError:
+        unspecified = not ops_address
+    if not unspecified:
+        hosts.add(ops_address.lower())
+    return frozenset(hosts)
+
+
 class OpsHandler(tornado.web.RequestHandler):
     server: OpsSource
 
     def initialize(self, server: OpsSource) -> None:
         self.server = server
+
+    def prepare(self) -> None:
+        if not host_allowed(self.request.host, self.settings["ops_hosts"]):
+            raise tornado.web.HTTPError(403, reason="Bad Host")
 
     def set_default_headers(self) -> None:
         self.set_header("Cache-Control", "no-store")
@@ -52,10 +91,14 @@ class OpsHandler(tornado.web.RequestHandler):
         self.set_header("Content-Type", "application/json")
         self.finish(server_frames.encode({"error": self._reason.lower().replace(" ", "_"), "message": self._reason}))
 
-    def log_exception(self, *args: Any) -> None:
+    def log_exception(
+        self, typ: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
         # Probes are polled every few seconds; their 404s and 503s are not worth a log line each.
-        if not isinstance(args[1], tornado.web.HTTPError):
-            super().log_exception(*args)
+        log_failure(self.request, typ, value, tb)
+
+    def _request_summary(self) -> str:
+        return request_summary(self.request)
 
 
 class MetricsHandler(OpsHandler):
@@ -112,10 +155,12 @@ class StatusAssetHandler(OpsHandler):
 
 class OpsNotFoundHandler(OpsHandler):
     def prepare(self) -> None:
+        super().prepare()
         raise tornado.web.HTTPError(404)
 
 
-def make_ops_app(server: OpsSource) -> tornado.web.Application:
+def make_ops_app(server: OpsSource, hosts: frozenset[str]) -> tornado.web.Application:
+    """The ops listener's application; ``hosts`` are the names it answers to besides loopback addresses."""
     args = {"server": server}
     status_page = StatusPage(server)
     assets = [
@@ -133,4 +178,5 @@ def make_ops_app(server: OpsSource) -> tornado.web.Application:
         default_handler_class=OpsNotFoundHandler,
         default_handler_args=args,
         log_function=lambda handler: None,
+        ops_hosts=hosts,
     )

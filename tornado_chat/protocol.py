@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import json.encoder
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -27,6 +28,9 @@ HISTORY_DEFAULT_LIMIT = 50
 HISTORY_MAX_LIMIT = 200
 # Largest history frame or page, in bytes; a page with more is cut and says ``more``.
 HISTORY_MAX_BYTES = 256 * 1024
+# Rooms in a page of the room list, when the client does not say, and at most.
+ROOM_PAGE_DEFAULT = 100
+ROOM_PAGE_MAX = 500
 # Sequence numbers are SQLite integers; anything larger cannot name a message.
 MAX_SEQ = 2**63 - 1
 
@@ -38,6 +42,10 @@ _JSON_NESTING = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
 # Control characters other than tab and newline are removed from message text:
 # they can rewrite terminals and logs, and no chat needs them.
 _CONTROL_CHARS = dict.fromkeys([c for c in range(0x20) if c not in (0x09, 0x0A)] + list(range(0x7F, 0xA0)))
+# Invisible format characters (Unicode category Cf: bidi overrides such as U+202E, zero-width spaces, ...) are
+# removed too, except a joiner between two characters it joins: ZWJ inside an emoji sequence (a family, a
+# rainbow flag), and ZWJ or ZWNJ between letters, which Persian and Indic scripts need to be spelled right.
+_ZWJ, _ZWNJ, _EMOJI_PRESENTATION = "\u200d", "\u200c", "\ufe0f"
 
 
 class ErrorCode(StrEnum):
@@ -52,6 +60,7 @@ class ErrorCode(StrEnum):
     BAD_ROOM = "bad_room"
     BAD_TEXT = "bad_text"
     RATE_LIMITED = "rate_limited"
+    TOO_MANY_ROOMS = "too_many_rooms"
     INTERNAL = "internal"
 
 
@@ -127,7 +136,11 @@ class History:
 
 @dataclass(slots=True)
 class ListRooms:
+    """A page of the room list: up to ``limit`` rooms after the name ``after``, in name order."""
+
     label: ClassVar[str] = "rooms"
+    after: str | None = None
+    limit: int = ROOM_PAGE_DEFAULT
     frame_id: FrameId = None
 
 
@@ -256,12 +269,35 @@ def clean_text(text: str, max_text_chars: int) -> str:
         text.encode("utf-8")
     except UnicodeEncodeError:
         raise ProtocolError(ErrorCode.BAD_TEXT, "text is not valid Unicode") from None
-    cleaned = text.translate(_CONTROL_CHARS)
+    cleaned = _without_format_chars(text.translate(_CONTROL_CHARS))
     if not cleaned.strip():
         raise ProtocolError(ErrorCode.BAD_TEXT, "text is empty")
     if len(cleaned) > max_text_chars:
         raise ProtocolError(ErrorCode.BAD_TEXT, f"text is longer than {max_text_chars} characters")
     return cleaned
+
+
+def _without_format_chars(text: str) -> str:
+    """``text`` less its category Cf characters, but for joiners that join (see ``_ZWJ``)."""
+    if text.isascii():
+        return text
+    category = unicodedata.category
+    formats = {c for c in set(text) if category(c) == "Cf"}
+    if not formats:
+        return text
+    last = len(text) - 1
+    kept = []
+    for index, char in enumerate(text):
+        if char not in formats:
+            kept.append(char)
+        elif char in (_ZWJ, _ZWNJ) and 0 < index < last:
+            previous = text[index - 1]
+            before, after = category(previous), category(text[index + 1])
+            emoji = char == _ZWJ and (before in ("So", "Sk") or previous == _EMOJI_PRESENTATION) and after == "So"
+            letters = before[0] in "LM" and after[0] in "LM"
+            if emoji or letters:
+                kept.append(char)
+    return "".join(kept)
 
 
 def _parse_join(obj: dict[str, Any], frame_id: FrameId, max_text_chars: int) -> Join:
@@ -310,7 +346,9 @@ def parse_history(query: dict[str, Any]) -> History:
 
 
 def _parse_rooms(obj: dict[str, Any], frame_id: FrameId, max_text_chars: int) -> ListRooms:
-    return ListRooms(frame_id)
+    after = _room(obj, "after") if obj.get("after") is not None else None
+    limit = _optional_int(obj, "limit", 1, ROOM_PAGE_MAX)
+    return ListRooms(after, ROOM_PAGE_DEFAULT if limit is None else limit, frame_id)
 
 
 def _parse_resume(obj: dict[str, Any], frame_id: FrameId, max_text_chars: int) -> Resume:

@@ -27,11 +27,13 @@ from .admission import Admitted
 from .background import BackgroundTasks
 from .heartbeat import HeartbeatMonitor
 from .hub import Delivery, Hub
+from .inflight import InFlight
 from .limits import TokenBucket
 from .metrics import ChatMetrics
 from .outgoing import Outgoing
 from .protocol import ErrorCode, FrameId, ProtocolError
 from .replay import Replayer
+from .room_limits import RoomLimits
 from .session import (
     CLOSED_POLICY,
     CLOSED_PROTOCOL_ERROR,
@@ -74,6 +76,9 @@ class ChatService:
         self.clock = clock
         self.monotonic = monotonic
         self.replayer = Replayer(self, store, metrics.tallies, settings.replay_limit)
+        self.room_limits = RoomLimits(settings.max_rooms_per_user, settings.room_creations_per_hour)
+        # Sessions with a history request running: one at a time each.
+        self.history_running = InFlight(waiting=0)
         # Set while a shutdown waits for every session to go.
         self._all_gone: asyncio.Event | None = None
 
@@ -239,6 +244,7 @@ class ChatService:
                 draft = Draft(user.name, frame.text, self.clock(), frame.client_id, frame.to, frame.room)
                 self.store.append(draft, partial(self._stored, session, frame.client_id, received_at))
             case protocol.Join():
+                self.room_limits.admit_join(self.hub.rooms, user, frame.room, self.monotonic())
                 changed, deliveries = self.hub.join(session, frame.room)
                 if changed:
                     self.store.set_membership(user.name, frame.room, True, self.hub.last_seq)
@@ -251,9 +257,11 @@ class ChatService:
                 self.send(session, server_frames.pong_frame(frame.frame_id, self.clock()))
             case protocol.History():
                 self.hub.check_target(user, frame.room, frame.with_user)
+                if not self.history_running.try_enter(session.sid):
+                    raise ProtocolError(ErrorCode.RATE_LIMITED, "one history request at a time: wait for its answer")
                 self.tasks.spawn(self._answer_history(session, frame))
             case protocol.ListRooms():
-                self.send(session, self.hub.room_list(user))
+                self.send(session, self.hub.room_list(user, frame.after, frame.limit))
             case protocol.Resume():
                 self.replayer.start(session, frame.since)
 
@@ -292,6 +300,8 @@ class ChatService:
             self.send_error(session, exc.code, exc.message, frame.frame_id)
         else:
             self.send(session, page)
+        finally:
+            self.history_running.leave(session.sid)
 
     def _welcome(self, session: Session) -> bytes:
         user = session.user

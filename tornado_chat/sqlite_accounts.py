@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 
+from .names import name_key
 from .store import LOGIN_REVOKED, PASSWORD_CHANGED, USER_ADDED, USER_REMOVED, AccountRow, AuthEvent, LoginRow
 
 
@@ -20,11 +21,11 @@ def _event(connection: sqlite3.Connection, kind: str, user: str, login_id: str |
 
 
 def create_user(connection: sqlite3.Connection, name: str, password_hash: str | None, guest: bool, now: float) -> bool:
-    """Add an account; False (and no change) when the name exists or ever existed."""
+    """Add an account; False (and no change) when the name, in any case, exists or ever existed."""
     row = connection.execute(
-        "INSERT INTO users (name, created_at, offline_since_seq, password_hash, guest)"
-        " VALUES (?, ?, (SELECT coalesce(max(seq), 0) FROM messages), ?, ?) ON CONFLICT DO NOTHING RETURNING name",
-        (name, now, password_hash, int(guest)),
+        "INSERT INTO users (name, name_key, created_at, offline_since_seq, password_hash, guest)"
+        " VALUES (?, ?, ?, (SELECT coalesce(max(seq), 0) FROM messages), ?, ?) ON CONFLICT DO NOTHING RETURNING name",
+        (name, name_key(name), now, password_hash, int(guest)),
     ).fetchone()
     if row is None:
         return False

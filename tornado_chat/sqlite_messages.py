@@ -15,9 +15,21 @@ from .server_frames import Message
 from .store import AppendResult, Draft
 
 # Queries name the message columns in the order row_to_message reads them.
+# A page of history: at most :fetch rows (the limit and one to tell whether there are more), cut where their
+# running size passes :budget (the first always comes), so that a page of long texts is never loaded whole.
+# A row's size is server_frames.history_entry_bytes, computed here: a character JSON escapes counts twice.
 HISTORY_SQL = """
-    SELECT seq, sender, text, ts, client_id, recipient, room FROM messages
-    WHERE thread = ? AND seq < ? ORDER BY seq DESC LIMIT ?
+    SELECT seq, sender, text, ts, client_id, recipient, room, fetched FROM (
+        SELECT *, sum(size) OVER (ORDER BY seq DESC ROWS UNBOUNDED PRECEDING) AS used, count(*) OVER () AS fetched
+        FROM (
+            SELECT seq, sender, text, ts, client_id, recipient, room,
+                length(CAST(text AS BLOB)) + length(text)
+                    - length(replace(replace(replace(replace(text, '"', ''), '\\', ''), char(10), ''), char(9), ''))
+                    + 2 * length(CAST(client_id AS BLOB)) + length(sender) + length(coalesce(room, recipient, ''))
+                    + :overhead AS size
+            FROM messages WHERE thread = :thread AND seq < :upper ORDER BY seq DESC LIMIT :fetch
+        )
+    ) WHERE used <= :budget OR used = size ORDER BY seq DESC
 """
 # A user's messages: direct ones either way (self-notes once), and their rooms' since they joined.
 REPLAY_SQL = """
@@ -69,7 +81,18 @@ def join_room(connection: sqlite3.Connection, *, user: str, room: str, seq: int,
 
 
 def leave_room(connection: sqlite3.Connection, *, user: str, room: str) -> None:
+    """End a membership; a room left without members goes too (its messages stay in history)."""
     connection.execute("DELETE FROM memberships WHERE user = ? AND room = ?", (user, room))
+    connection.execute(
+        "DELETE FROM rooms WHERE name = ? AND NOT EXISTS (SELECT 1 FROM memberships WHERE room = ?)", (room, room)
+    )
+
+
+def drop_empty_rooms(connection: sqlite3.Connection) -> int:
+    """Delete every room without members (left so by an account's removal, or by an older version)."""
+    return connection.execute(
+        "DELETE FROM rooms WHERE NOT EXISTS (SELECT 1 FROM memberships WHERE memberships.room = rooms.name)"
+    ).rowcount
 
 
 def set_offline_since(connection: sqlite3.Connection, *, user: str, seq: int) -> None:

@@ -11,12 +11,16 @@ import logging
 import sqlite3
 from pathlib import Path
 
+from .names import name_collisions, name_key
 from .store import StoreError
 
 log = logging.getLogger("tornado_chat.store")
 
 DB_FILE = "chat.sqlite3"
 BUSY_TIMEOUT_S = 5.0
+
+# The version that makes user names unique whatever their case (see migrate).
+NAME_KEY_VERSION = 4
 
 # Each migration takes the schema from the previous version to its own; applied in order at start.
 MIGRATIONS: tuple[tuple[int, str], ...] = (
@@ -108,13 +112,42 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         CREATE INDEX messages_by_direct_sender ON messages (sender, seq) WHERE recipient IS NOT NULL;
         """,
     ),
+    (
+        NAME_KEY_VERSION,
+        # User names are unique whatever their case: name_key is NFKC + casefold (the SQL function of that
+        # name, registered by connect), under a unique index. A removed account keeps its key, so its name
+        # stays taken in every spelling, unless another account already holds that key (case variants made
+        # before this version, all but one closed by the administrator): then the removed one gives it up.
+        # migrate() refuses to apply this while two open accounts share a key.
+        """
+        ALTER TABLE users ADD COLUMN name_key TEXT;
+        UPDATE users SET name_key = name_key(name);
+        UPDATE users SET name_key = NULL WHERE removed_at IS NOT NULL AND EXISTS (
+            SELECT 1 FROM users AS other WHERE other.name_key = users.name_key AND other.name != users.name
+            AND (other.removed_at IS NULL OR other.name < users.name));
+        CREATE UNIQUE INDEX users_by_name_key ON users (name_key);
+        """,
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+class NameCollisions(StoreError):
+    """Open accounts whose names differ only in case: the schema cannot move to ``NAME_KEY_VERSION``."""
+
+    def __init__(self, groups: list[list[str]]) -> None:
+        listed = "; ".join(", ".join(group) for group in groups)
+        super().__init__(
+            f"user names that differ only in case: {listed}; keep one of each and close the others with"
+            " 'tornado-chat user remove NAME', then start again"
+        )
+        self.groups = groups
 
 
 def connect(path: Path, sync: str) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit), WAL journal, the chosen sync level."""
     connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S)
+    connection.create_function("name_key", 1, name_key, deterministic=True)
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
     connection.execute("PRAGMA foreign_keys=ON")
@@ -129,6 +162,10 @@ def migrate(connection: sqlite3.Connection) -> int:
     for version, script in MIGRATIONS:
         if version <= found:
             continue
+        if version == NAME_KEY_VERSION:
+            open_names = [name for (name,) in connection.execute("SELECT name FROM users WHERE removed_at IS NULL")]
+            if groups := name_collisions(open_names):
+                raise NameCollisions(groups)
         connection.execute("BEGIN IMMEDIATE")
         try:
             for statement in script.split(";"):

@@ -30,7 +30,7 @@ from typing import TypeVar
 
 from . import sqlite_accounts, sqlite_messages
 from .protocol import MAX_SEQ
-from .server_frames import Message
+from .server_frames import HISTORY_BUDGET_BYTES, HISTORY_ENTRY_OVERHEAD_BYTES, Message
 from .sqlite_schema import DB_FILE, connect, migrate
 from .store import (
     AccountRow,
@@ -120,15 +120,21 @@ class SqliteStore:
     def load(self) -> Snapshot:
         """Open (creating and migrating as needed), read the start-up snapshot, start the writer thread.
 
-        Called once, on the event loop that will receive append results.
+        Called once, on the event loop that will receive append results. Raises ``StoreError`` naming the
+        file and the cause when the database cannot be used.
         """
         self._loop = asyncio.get_running_loop()
-        connection = connect(self.path, self.sync)
         try:
-            migrate(connection)
-            snapshot = self._read_snapshot(connection)
-        finally:
-            connection.close()
+            connection = connect(self.path, self.sync)
+            try:
+                migrate(connection)
+                sqlite_messages.drop_empty_rooms(connection)
+                snapshot = self._read_snapshot(connection)
+            finally:
+                connection.close()
+        except (sqlite3.Error, StoreError) as exc:
+            # One line naming the file and the cause (corrupt, read-only, a newer schema, name collisions).
+            raise StoreError(f"{self.path}: {exc}") from None
         self._writer = threading.Thread(target=self._write_loop, name="chat-store-writer", daemon=True)
         self._writer.start()
         return snapshot
@@ -321,8 +327,17 @@ class SqliteStore:
         upper = before if before is not None else MAX_SEQ
 
         def query(connection: sqlite3.Connection) -> tuple[list[Message], bool]:
-            rows = connection.execute(sqlite_messages.HISTORY_SQL, (thread, upper, limit + 1)).fetchall()
-            return [sqlite_messages.row_to_message(row) for row in rows[:limit]], len(rows) > limit
+            parameters = {
+                "thread": thread,
+                "upper": upper,
+                "fetch": limit + 1,
+                "budget": HISTORY_BUDGET_BYTES,
+                "overhead": HISTORY_ENTRY_OVERHEAD_BYTES,
+            }
+            rows = connection.execute(sqlite_messages.HISTORY_SQL, parameters).fetchall()
+            fetched = rows[0][-1] if rows else 0
+            page = [sqlite_messages.row_to_message(row[:-1]) for row in rows[:limit]]
+            return page, fetched > len(page)
 
         return await self._read(query)
 

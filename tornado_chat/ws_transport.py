@@ -9,6 +9,13 @@ Every byte queued in the stream (ours and the frames Tornado writes itself)
 is counted until its write future resolves: the count decides the direct
 path, paces replays (``drain``) and cuts off a client that stops reading
 (past ``--max-buffered-bytes``, reported to the owner from the loop).
+
+A peer that reads slower than it is written to gets at most
+``STREAM_WINDOW_BYTES`` queued in the stream; the frames after them wait
+whole in the transport's backlog. So when such a peer is cut off (close code
+1013) the backlog is dropped and the close frame goes out right after the
+frame in progress, without waiting behind a megabyte the peer was not
+reading; and the memory goes at once.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import select
+from collections import deque
 from functools import partial
 from typing import Protocol
 
@@ -27,6 +35,10 @@ from .outgoing import Outgoing
 
 # RFC 6455 section 5.5: a close frame's reason fits in 123 bytes after the two-byte code.
 MAX_CLOSE_REASON_BYTES = 123
+# Most of our frames' bytes queued in the stream at once; more wait in the transport's backlog.
+STREAM_WINDOW_BYTES = 64 * 1024
+# The close code of a slow consumer: its backlog is dropped, not sent first.
+CLOSE_TRY_AGAIN_LATER = 1013
 
 
 class TransportOwner(Protocol):
@@ -45,8 +57,11 @@ class WebSocketTransport:
     """The network side of one WebSocket session (``session.Transport``)."""
 
     __slots__ = (
+        "_backlog",
+        "_backlog_bytes",
         "_closing",
         "_direct",
+        "_in_stream",
         "_last_write",
         "_sock",
         "compressed",
@@ -70,9 +85,13 @@ class WebSocketTransport:
         self.compressed = compressed
         # Frames may go straight to the socket (while nothing is queued): plain TCP, no compression, not closing.
         self._direct = not compressed and not isinstance(stream, SSLIOStream)
-        # Bytes handed to IOStream.write (ours and Tornado's own frames) and not yet reported written. While it
-        # is above zero every write goes through the stream, so that no frame overtakes another.
+        # Bytes handed to IOStream.write (ours and Tornado's own frames) and not yet reported written, and frames
+        # waiting in the backlog: all the bytes the peer has still to take. While it is above zero every write
+        # goes through the stream, so that no frame overtakes another.
         self.queued_bytes = 0
+        self._in_stream = 0
+        self._backlog: deque[bytes] = deque()
+        self._backlog_bytes = 0
         self._last_write: asyncio.Future[None] | None = None
         self._closing = False
         if stream.writing():  # the 101 response is still on its way
@@ -108,7 +127,13 @@ class WebSocketTransport:
             with contextlib.suppress(tornado.websocket.WebSocketClosedError):
                 handler.write_message(frame.payload)
             return
-        self._queue(frame.websocket)
+        data = frame.websocket
+        if self._backlog or self._in_stream >= STREAM_WINDOW_BYTES:
+            self._backlog.append(data)
+            self._backlog_bytes += len(data)
+            self._count(len(data))
+            return
+        self._queue(data)
 
     def _queue(self, data: bytes | memoryview) -> None:
         try:
@@ -120,16 +145,39 @@ class WebSocketTransport:
 
     def track(self, future: asyncio.Future[None], size: int) -> None:
         """Count ``size`` bytes as queued until ``future`` (an IOStream write) resolves."""
-        self.queued_bytes += size
+        self._in_stream += size
         self._last_write = future
         future.add_done_callback(partial(self._written, size))
+        self._count(size)
+
+    def _count(self, size: int) -> None:
+        self.queued_bytes += size
         if self.queued_bytes > self.max_buffered and self.handler is not None:
             tornado.ioloop.IOLoop.current().add_callback(self.handler.overflowed)
 
     def _written(self, size: int, future: asyncio.Future[None]) -> None:
         self.queued_bytes -= size
+        self._in_stream -= size
         if future is self._last_write:
             self._last_write = None
+        if self._backlog and self._in_stream < STREAM_WINDOW_BYTES and not self._closing:
+            self._feed(STREAM_WINDOW_BYTES)
+
+    def _feed(self, window: float) -> None:
+        """Move frames from the backlog into the stream while it holds less than ``window`` bytes."""
+        backlog = self._backlog
+        while backlog and self._in_stream < window:
+            data = backlog.popleft()
+            self._backlog_bytes -= len(data)
+            self.queued_bytes -= len(data)  # counted again by track, as bytes in the stream
+            self._queue(data)
+            if self._closing:
+                self._drop_backlog()
+
+    def _drop_backlog(self) -> None:
+        self.queued_bytes -= self._backlog_bytes
+        self._backlog.clear()
+        self._backlog_bytes = 0
 
     def _stop_writing(self) -> None:
         self._closing = True
@@ -150,8 +198,13 @@ class WebSocketTransport:
                 await asyncio.shield(waiter)
 
     def close(self, code: int, reason: str) -> None:
+        """Close: after what is queued, or, for a slow consumer (1013), right after the frame in progress."""
         if self._closing:
             return
+        if code == CLOSE_TRY_AGAIN_LATER:
+            self._drop_backlog()
+        else:
+            self._feed(float("inf"))
         self._stop_writing()
         handler = self.handler
         if handler is not None:
@@ -160,11 +213,13 @@ class WebSocketTransport:
 
     def abort(self) -> None:
         self._stop_writing()
+        self._drop_backlog()
         self.stream.close()
 
     def detach_handler(self) -> None:
         """The connection has ended: drop the reference cycle to the handler, write nothing more."""
         self._stop_writing()
+        self._drop_backlog()
         self.handler = None
 
     def has_unread_input(self) -> bool:
