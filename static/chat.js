@@ -47,6 +47,8 @@ class Chat {
       tabStorage: browserStorage("sessionStorage"),
     });
     this.rooms = new Map(); // name -> {name, members, online, member, names}
+    this.roomsNext = null; // the room list is paged: the name to ask after for the next page, or null
+    this.roomsTotal = 0;
     this.online = new Set();
     this.limits = config.limits;
     this.wantOpen = null; // a room we asked to join and will open once joined
@@ -269,14 +271,29 @@ class Chat {
   }
 
   onRooms(frame) {
+    // A page of the room list, in name order. Rooms we are not in that fall within the page but are not on
+    // it are gone (a room goes with its last member).
+    const listed = new Set(frame.rooms.map((entry) => entry.room));
+    const from = frame.after ?? null;
+    const upTo = frame.next ?? null;
+    for (const [name, room] of this.rooms) {
+      const inRange = (from === null || name > from) && (upTo === null || name <= upTo);
+      if (inRange && !room.member && !listed.has(name)) this.rooms.delete(name);
+    }
     for (const entry of frame.rooms) {
       const room = this.room(entry.room);
       room.members = entry.members;
       room.online = entry.online;
       room.member = entry.member;
     }
+    if (from === null || from === this.roomsNext) this.roomsNext = upTo;
+    this.roomsTotal = frame.total ?? this.rooms.size;
     this.renderSidebar();
     this.renderHeader();
+  }
+
+  moreRooms() {
+    if (this.roomsNext !== null) this.send({ type: "rooms", after: this.roomsNext });
   }
 
   onError(error) {
@@ -290,7 +307,7 @@ class Chat {
       setTimeout(() => this.send({ type: "resume", since: this.state.cursor }), 2000);
       return;
     }
-    if (error.code === "bad_room" || (error.code === "not_member" && this.wantOpen)) {
+    if (error.code === "bad_room" || error.code === "too_many_rooms" || (error.code === "not_member" && this.wantOpen)) {
       this.wantOpen = null;
       $("join-error").textContent = error.message;
       return;
@@ -438,6 +455,9 @@ class Chat {
         this.sessionEnded("expired");
       } else if (problem instanceof ApiError && (problem.status === 403 || problem.status === 404)) {
         conversation.pageRefused(problem.message);
+      } else if (problem instanceof ApiError && problem.status === 429) {
+        // Another tab's history request is running for this login: ask again when it says.
+        setTimeout(() => this.loadHistory(conversation, older), (problem.retryAfterS || 1) * 1000);
       } else {
         conversation.pageFailed("Could not load older messages.");
       }
@@ -606,7 +626,9 @@ class Chat {
     const others = [...this.rooms.values()]
       .filter((r) => !r.member)
       .sort((a, b) => b.members - a.members || a.name.localeCompare(b.name));
-    $("browse-count").textContent = others.length ? `(${others.length})` : "";
+    const otherCount = Math.max(others.length, this.roomsTotal - mine.length);
+    $("browse-count").textContent = otherCount ? `(${otherCount})` : "";
+    $("more-rooms").hidden = this.roomsNext === null;
     patchList(
       $("other-rooms"),
       others.map((room) => ({
@@ -927,6 +949,8 @@ function loginProblem(problem, action) {
       return action === "register" ? "That name is taken. If it is yours, choose Log in." : "That name is taken.";
     case "too_many_attempts":
       return `Too many attempts: try again in ${problem.retryAfterS || 60} s.`;
+    case "busy":
+      return "The server is busy: try again in a moment.";
     case "bad_password":
       return "Passwords are 8 to 1024 characters.";
     case "registration_closed":
@@ -1004,6 +1028,7 @@ function bindChat() {
     if (chat?.joinRoom($("join-room").value)) $("join-room").value = "";
   });
   $("join-general").addEventListener("click", () => chat?.joinRoom("general"));
+  $("more-rooms").addEventListener("click", () => chat?.moreRooms());
   $("person-form").addEventListener("submit", async (event) => {
     event.preventDefault();
     if (await chat?.startConversation($("person-name").value)) $("person-name").value = "";

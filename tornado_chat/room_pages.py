@@ -3,8 +3,9 @@
 Pure code. The hub adds a name when a room is created and removes it when
 the room's last member leaves; ``page`` finds where a page starts with a
 binary search and reads at most ``limit`` rooms from there. A ``rooms`` frame
-asks for the page after a name (``after``); the answer's ``next`` is the
-name to ask after for the page that follows (null on the last page).
+asks for the page after a name (``after``); the answer repeats ``after``, and
+its ``next`` is the name to ask after for the page that follows (null on the
+last page).
 """
 
 from __future__ import annotations
@@ -66,4 +67,5 @@ def room_page_frame(
     for name in names:
         room = rooms[name]
         entries.append({"room": name, "members": len(room.members), "online": room.online, "member": name in mine})
-    return server_frames.encode({"type": "rooms", "rooms": entries, "next": following, "total": len(index)})
+    frame = {"type": "rooms", "after": after, "rooms": entries, "next": following, "total": len(index)}
+    return server_frames.encode(frame)
