@@ -66,17 +66,19 @@ def test_a_success_takes_back_what_its_attempt_counted() -> None:
     assert throttle.address_in_flight == {} and throttle.name_in_flight == {}
 
 
-def test_failures_for_a_name_slow_the_next_attempt_from_anywhere_up_to_the_cap() -> None:
+def test_failures_for_a_name_slow_guessers_up_to_the_cap_but_never_its_owner() -> None:
     throttle = Throttle(attempts_per_min=100, registrations_per_hour=10, max_delay_s=10.0)
     delays = []
     for i in range(NAME_FREE_FAILURES + 6):
-        attempt = throttle.begin(LOGIN, f"10.0.0.{i}", "victim", float(i))
+        address = f"10.0.0.{i % 3}"  # three guessers, each failing over and over
+        attempt = throttle.begin(LOGIN, address, "victim", float(i))
         delays.append(attempt.delay_s)
         throttle.end(attempt, succeeded=False)
-    assert delays == [0.0] * NAME_FREE_FAILURES + [1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
-    # The owner, from an address of their own, waits the delay and is never refused.
+    # The first attempt of each address was clean; every later one waits longer, up to the cap.
+    assert delays == [0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
+    # The owner, from an address without failures, is not delayed (nor refused) for the name.
     owner = throttle.begin(LOGIN, "192.0.2.1", "victim", 20.0)
-    assert owner.delay_s == 10.0
+    assert owner.delay_s == 0.0
     throttle.end(owner, succeeded=True)
     assert throttle.name_delay("victim", 21.0) == 0.0  # the owner's success clears the name
 

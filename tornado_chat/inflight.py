@@ -59,5 +59,11 @@ class InFlight:
                 return
         self._running.discard(key)
 
+    @property
+    def waiting_count(self) -> int:
+        """Requests waiting, for every key together."""
+        return sum(len(waiters) for waiters in self._waiters.values())
+
     def __len__(self) -> int:
+        """Keys with a request running."""
         return len(self._running)

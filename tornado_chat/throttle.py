@@ -12,12 +12,13 @@ the hash, ``Throttle.begin`` decides and records the attempt:
   of concurrent guesses cannot all pass the check before any is counted), and
   at most ``ADDRESS_IN_FLIGHT`` attempts at once; registrations are limited
   to ``registrations_per_hour`` per address;
-- **per name**: failures for a name make the next attempt on it wait, doubling
-  from 1 s after ``NAME_FREE_FAILURES`` up to ``max_delay_s``. A delay, not a
-  refusal: a guesser is slowed, while the owner, from another address, gets
-  in with the right password after at most ``max_delay_s``. At most
-  ``NAME_IN_FLIGHT`` attempts at once may come from addresses that have failed
-  lately; an address with no recent failure is never refused for the name.
+- **per name**: failures for a name make the next attempt on it from an
+  address that has failed lately (a *suspect* address) wait, doubling from 1 s
+  after ``NAME_FREE_FAILURES`` up to ``max_delay_s``, and at most
+  ``NAME_IN_FLIGHT`` attempts on the name may be in flight from suspect
+  addresses. A guesser, who fails, is slowed and queued; the owner, from an
+  address without recent failures, is neither delayed nor refused for the
+  name, so failed guesses never lock the owner out.
 
 The hashes themselves run on ``HashPool``, which refuses work past a cap on
 hashes running and waiting, so a flood from many addresses costs bounded
@@ -158,10 +159,10 @@ class Throttle:
             raise Throttled(429, "too_many_attempts", "wait for your other attempts to finish", 1.0)
         delay = 0.0
         if name_key is not None:
-            suspect = self.address_failures.count(address, now) > 0
-            if suspect and self.name_in_flight.get(name_key, 0) >= NAME_IN_FLIGHT:
-                raise Throttled(429, "too_many_attempts", "too many attempts for this name; try again later", 1.0)
-            delay = self.name_delay(name_key, now)
+            if self.address_failures.count(address, now) > 0:  # a suspect address
+                if self.name_in_flight.get(name_key, 0) >= NAME_IN_FLIGHT:
+                    raise Throttled(429, "too_many_attempts", "too many attempts for this name; try again later", 1.0)
+                delay = self.name_delay(name_key, now)
             self.name_failures.add(name_key, now)
             _bump(self.name_in_flight, name_key, 1)
         if kind == REGISTER:
