@@ -47,6 +47,9 @@ def test_migrations_carry_old_data_forward(tmp_path: Path) -> None:
     assert migrate(current) == 1
     assert current.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert current.execute("SELECT seq, sender, text, client_id FROM messages").fetchall() == [(1, "u", "hi", "c1")]
+    # A history entry's size, kept since version 4, is filled in for the messages already there.
+    (size,) = current.execute("SELECT size FROM messages").fetchone()
+    assert size == history_entry_bytes(Message(1, "u", "hi", 1.0, "c1", room="a"))
     indexes = {name for (name,) in current.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"messages_by_thread", "messages_by_recipient", "messages_by_direct_sender"} <= indexes
     with pytest.raises(sqlite3.IntegrityError):

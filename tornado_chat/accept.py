@@ -9,6 +9,10 @@ failed accept stops the watch on that socket for a backoff that doubles from
 logged, and the first success after it, with the count in between.
 Connections waiting meanwhile stay in the kernel's backlog.
 
+It also takes fewer connections per turn of the loop than Tornado does, so a
+burst of hundreds of new connections is served over several turns, and the
+connections already open (a chat's WebSockets) are not kept waiting behind it.
+
 ``GuardedHTTPServer`` is Tornado's ``HTTPServer`` with this accept loop.
 """
 
@@ -26,8 +30,9 @@ log = logging.getLogger("tornado_chat.accept")
 
 BACKOFF_FIRST_S = 0.01
 BACKOFF_MAX_S = 1.0
-# Connections taken per readable event before other work gets the loop (Tornado's own figure).
-ACCEPTS_PER_EVENT = 128
+# Connections taken per readable event before other work gets the loop. Tornado takes 128; fewer spread a
+# storm of new connections over more loop turns, so those already open keep their turn.
+ACCEPTS_PER_EVENT = 16
 
 
 class AcceptGuard:

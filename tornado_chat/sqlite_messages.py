@@ -11,25 +11,22 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from .server_frames import Message
+from .server_frames import Message, history_entry_bytes
 from .store import AppendResult, Draft
 
 # Queries name the message columns in the order row_to_message reads them.
 # A page of history: at most :fetch rows (the limit and one to tell whether there are more), cut where their
-# running size passes :budget (the first always comes), so that a page of long texts is never loaded whole.
-# A row's size is server_frames.history_entry_bytes, computed here: a character JSON escapes counts twice.
+# running size passes :budget (the first always comes). The sizes come from the thread index alone; only the
+# texts of the rows on the page are read.
 HISTORY_SQL = """
-    SELECT seq, sender, text, ts, client_id, recipient, room, fetched FROM (
-        SELECT *, sum(size) OVER (ORDER BY seq DESC ROWS UNBOUNDED PRECEDING) AS used, count(*) OVER () AS fetched
-        FROM (
-            SELECT seq, sender, text, ts, client_id, recipient, room,
-                length(CAST(text AS BLOB)) + length(text)
-                    - length(replace(replace(replace(replace(text, '"', ''), '\\', ''), char(10), ''), char(9), ''))
-                    + 2 * length(CAST(client_id AS BLOB)) + length(sender) + length(coalesce(room, recipient, ''))
-                    + :overhead AS size
-            FROM messages WHERE thread = :thread AND seq < :upper ORDER BY seq DESC LIMIT :fetch
-        )
-    ) WHERE used <= :budget OR used = size ORDER BY seq DESC
+    WITH page AS (
+        SELECT seq, size, sum(size) OVER (ORDER BY seq DESC ROWS UNBOUNDED PRECEDING) AS used,
+            count(*) OVER () AS fetched
+        FROM (SELECT seq, size FROM messages WHERE thread = :thread AND seq < :upper ORDER BY seq DESC LIMIT :fetch)
+    )
+    SELECT m.seq, m.sender, m.text, m.ts, m.client_id, m.recipient, m.room, page.fetched
+    FROM page JOIN messages AS m ON m.seq = page.seq
+    WHERE page.used <= :budget OR page.used = page.size ORDER BY m.seq DESC
 """
 # A user's messages: direct ones either way (self-notes once), and their rooms' since they joined.
 REPLAY_SQL = """
@@ -55,7 +52,8 @@ _BY_CLIENT_IDS_SQL = """
 """
 _LOOKUP_CHUNK = 500
 _INSERT_MESSAGE_SQL = """
-    INSERT INTO messages (seq, thread, sender, recipient, room, text, ts, client_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+    INSERT INTO messages (seq, thread, sender, recipient, room, text, ts, client_id, size)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 
 
@@ -131,7 +129,8 @@ def insert_messages(connection: sqlite3.Connection, drafts: list[Draft]) -> list
         existing[key] = message  # a second copy in this very run is a resend of this one
         results.append(AppendResult(message))
         thread = thread_key(draft.sender, draft.room, draft.to)
-        rows.append((last_seq, thread, draft.sender, draft.to, draft.room, draft.text, draft.ts, draft.client_id))
+        size = history_entry_bytes(message)
+        rows.append((last_seq, thread, draft.sender, draft.to, draft.room, draft.text, draft.ts, draft.client_id, size))
         if draft.to is not None and draft.to != draft.sender:
             first, second = sorted((draft.sender, draft.to))
             conversations.add((first, second))

@@ -119,6 +119,9 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         # stays taken in every spelling, unless another account already holds that key (case variants made
         # before this version, all but one closed by the administrator): then the removed one gives it up.
         # migrate() refuses to apply this while two open accounts share a key.
+        # Each message keeps its size in a history page (server_frames.history_entry_bytes, here in SQL for
+        # the rows already there), in the thread index: a page is chosen by its byte budget from the index
+        # alone, and only the texts on it are read.
         """
         ALTER TABLE users ADD COLUMN name_key TEXT;
         UPDATE users SET name_key = name_key(name);
@@ -126,6 +129,12 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
             SELECT 1 FROM users AS other WHERE other.name_key = users.name_key AND other.name != users.name
             AND (other.removed_at IS NULL OR other.name < users.name));
         CREATE UNIQUE INDEX users_by_name_key ON users (name_key);
+        ALTER TABLE messages ADD COLUMN size INTEGER NOT NULL DEFAULT 0;
+        UPDATE messages SET size = length(CAST(text AS BLOB)) + length(text)
+            - length(replace(replace(replace(replace(text, '"', ''), '\\', ''), char(10), ''), char(9), ''))
+            + 2 * length(CAST(client_id AS BLOB)) + length(sender) + length(coalesce(room, recipient, '')) + 120;
+        DROP INDEX messages_by_thread;
+        CREATE INDEX messages_by_thread ON messages (thread, seq, size);
         """,
     ),
 )

@@ -30,7 +30,7 @@ from typing import TypeVar
 
 from . import sqlite_accounts, sqlite_messages
 from .protocol import MAX_SEQ
-from .server_frames import HISTORY_BUDGET_BYTES, HISTORY_ENTRY_OVERHEAD_BYTES, Message
+from .server_frames import HISTORY_BUDGET_BYTES, Message
 from .sqlite_schema import DB_FILE, connect, migrate
 from .store import (
     AccountRow,
@@ -327,13 +327,7 @@ class SqliteStore:
         upper = before if before is not None else MAX_SEQ
 
         def query(connection: sqlite3.Connection) -> tuple[list[Message], bool]:
-            parameters = {
-                "thread": thread,
-                "upper": upper,
-                "fetch": limit + 1,
-                "budget": HISTORY_BUDGET_BYTES,
-                "overhead": HISTORY_ENTRY_OVERHEAD_BYTES,
-            }
+            parameters = {"thread": thread, "upper": upper, "fetch": limit + 1, "budget": HISTORY_BUDGET_BYTES}
             rows = connection.execute(sqlite_messages.HISTORY_SQL, parameters).fetchall()
             fetched = rows[0][-1] if rows else 0
             page = [sqlite_messages.row_to_message(row[:-1]) for row in rows[:limit]]
