@@ -195,6 +195,7 @@ def run_attack(
     prepare: Callable[[ServerProcess], None] | None = None,
 ) -> Outcome:
     """Start a server, the bystander and the RSS sampler; run ``attack`` until a deadline; measure; assert."""
+
     def start_server() -> None:
         ahead_of_the_neighbours()
         if preexec is not None:

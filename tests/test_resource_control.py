@@ -29,6 +29,7 @@ from bench.wsframe import encode_frame
 from tornado_chat.memory_store import MemoryStore
 from tornado_chat.protocol import History
 from tornado_chat.server_frames import Message
+from tornado_chat.sqlite_schema import MIGRATIONS
 from tornado_chat.store import StoreError
 from tornado_chat.ws_transport import STREAM_WINDOW_BYTES
 
@@ -287,6 +288,7 @@ def test_a_body_over_the_limit_is_refused_with_413_before_it_is_read(tmp_path: P
         assert answer.startswith(b"HTTP/1.1 400")
         # Under the limit, bodies work as before.
         assert http("POST", running.base_url + "api/register", {"username": "ok", "password": "x" * 10})[0] == 200
+        assert metric(scrape(running.ops_url), "chat_http_refused_total", reason="too_large") == 3
     finally:
         running.stop()
 
@@ -446,6 +448,7 @@ def test_one_history_request_at_a_time_per_http_client(tmp_path: Path) -> None:
             running.call(lambda: store.gate.set() if store.gate else None)
             assert [future.result(WAIT_S)[0] for future in waiting] == [200, 200, 200]
             assert other.result(WAIT_S)[0] == 200
+        assert metric(scrape(running.ops_url), "chat_http_refused_total", reason="busy") == 1
         assert store.reads == 4
     finally:
         running.stop()
@@ -469,6 +472,7 @@ def test_the_ops_listener_answers_only_loopback_or_configured_hosts(tmp_path: Pa
             status, _, body = http("GET", url, headers={"Host": host})
             assert status == expected, (host, body)
         assert http("GET", running.ops_url + "healthz", headers={"Host": "evil.example"})[0] == 403
+        assert metric(scrape(running.ops_url), "chat_http_refused_total", reason="bad_host") == 3
     finally:
         running.stop()
 
@@ -529,14 +533,14 @@ def test_a_read_only_database_stops_the_start_with_one_line_and_exit_code_2(tmp_
 
 def test_case_variant_accounts_stop_the_start_until_the_admin_closes_all_but_one(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    server = ServerProcess("--data-dir", str(data_dir)).start()
-    server.stop()
-    # What an older version allowed: two accounts whose names differ only in case.
+    data_dir.mkdir()
+    # What an older version allowed: two accounts whose names differ only in case (a version 3 database).
     connection = sqlite3.connect(data_dir / "chat.sqlite3")
-    connection.executescript(
-        "DROP INDEX users_by_name_key; ALTER TABLE users DROP COLUMN name_key; PRAGMA user_version = 3;"
-        " INSERT INTO users (name, created_at) VALUES ('alice', 1), ('Alice', 1);"
-    )
+    for version, script in MIGRATIONS[:3]:
+        connection.executescript(script)
+        connection.execute(f"PRAGMA user_version = {version}")
+    connection.execute("INSERT INTO users (name, created_at) VALUES ('alice', 1), ('Alice', 1)")
+    connection.commit()
     connection.close()
     result = start_failure(data_dir)
     lines = [line for line in result.stderr.splitlines() if line.strip()]

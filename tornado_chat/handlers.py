@@ -47,6 +47,10 @@ class ApiBackend(Protocol):
 
     def count_auth_refusal(self, code: str) -> None: ...
 
+    def count_http_refusal(self, reason: str) -> None:
+        """Count a request refused before it was served (``chat_http_refused_total``); other reasons are ignored."""
+        ...
+
     async def history_page(self, viewer: str, client: str, request: protocol.History) -> bytes:
         """A page of history, one at a time per ``client`` (a few wait); raises ``ProtocolError`` (no access),
         ``StoreError`` or ``Busy``."""
@@ -88,6 +92,12 @@ class BaseHandler(JsonErrors):
     def data_received(self, chunk: bytes) -> None:
         if not self._finished:
             self._body += chunk
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, ApiError):
+            self.server.count_http_refusal(exc.code)
+        super().write_error(status_code, **kwargs)
 
     def json_body(self) -> dict[str, Any]:
         """The request body as a JSON object; 415 for another content type, 400 for bad JSON or bad Unicode."""

@@ -73,6 +73,8 @@ AUTH_REFUSALS = (
     "busy",
 )
 ERROR_CODES = tuple(code.value for code in ErrorCode)
+# Why an HTTP request was refused before it was served (account refusals are counted on their own).
+HTTP_REFUSALS = ("too_large", "bad_json", "busy", "bad_host")
 
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 RTT_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -263,6 +265,13 @@ class ChatMetrics:
             registry=registry,
         )
         self.auth_refused = {code: refused.labels(code) for code in AUTH_REFUSALS}
+        http_refused = Counter(
+            "chat_http_refused",
+            "HTTP requests refused before they were served, by why (bodies too large, bad JSON, busy, bad Host).",
+            ["reason"],
+            registry=registry,
+        )
+        self.http_refused = {reason: http_refused.labels(reason) for reason in HTTP_REFUSALS}
 
         # Traffic.
         self.tallies = Tallies()

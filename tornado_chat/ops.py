@@ -36,6 +36,10 @@ class OpsSource(StatusSource, Protocol):
         """Liveness: (healthy, body)."""
         ...
 
+    def count_http_refusal(self, reason: str) -> None:
+        """Count a refused request (``bad_host`` here)."""
+        ...
+
     def readiness(self) -> Report:
         """Readiness: (ready, body)."""
         ...
@@ -76,6 +80,7 @@ class OpsHandler(tornado.web.RequestHandler):
 
     def prepare(self) -> None:
         if not host_allowed(self.request.host, self.settings["ops_hosts"]):
+            self.server.count_http_refusal("bad_host")
             raise tornado.web.HTTPError(403, reason="Bad Host")
 
     def set_default_headers(self) -> None:

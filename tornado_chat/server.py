@@ -257,6 +257,11 @@ class ChatServer:
         if counter is not None:
             counter.inc()
 
+    def count_http_refusal(self, reason: str) -> None:
+        counter = self.metrics.http_refused.get(reason)
+        if counter is not None:
+            counter.inc()
+
     async def history_page(self, viewer: str, client: str, request: History) -> bytes:
         await self.http_history.enter(client)
         try:
