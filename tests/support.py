@@ -226,6 +226,19 @@ class ServerProcess:
                 self.proc.wait(WAIT_S)
 
 
+def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m tornado_chat ARGS`` to its end (a start that fails, an admin command): its exit and output."""
+    return subprocess.run(
+        [sys.executable, "-m", "tornado_chat", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=Path(__file__).resolve().parent.parent,
+        check=False,
+    )
+
+
 def http(
     method: str,
     url: str,

@@ -559,20 +559,20 @@ def test_one_account_asking_for_history_at_its_rate_limit(tmp_path: Path, outcom
                 worker.request("GET", "/api/history?room=big&limit=200", headers={"Authorization": f"Bearer {token}"})
             ] += 1
 
-        def flood(member: Member) -> None:
-            paced(deadline, 19.0, lambda n: member.send({"type": "history", "room": "big", "limit": 200}))
+        def flood(member: Member) -> None:  # two at a time, 19 frames a second: the rate limit
+            ask = {"type": "history", "room": "big", "limit": 200}
+            paced(deadline, 9.5, lambda n: member.send(ask) and member.send(ask))
 
-        with concurrent.futures.ThreadPoolExecutor(len(members) + 1) as pool:
+        with concurrent.futures.ThreadPoolExecutor(len(members) + 4) as pool:
             futures = [pool.submit(flood, member) for member in members]
-            futures.append(pool.submit(paced, deadline, 40.0, each(over_http)))
+            futures += [pool.submit(paced, deadline, 10.0, each(over_http)) for _ in range(4)]  # four tabs
             for future in futures:
                 future.result()
         pages = sum(m.kinds["history"] for m in members)
         refused = sum(m.kinds["rate_limited"] for m in members)
         for member in members:
             member.close()
-        assert pages > 0 and refused > 0
-        assert http_statuses[200] > 0
+        assert pages > 0 and http_statuses[200] > 0
         return (
             f"{pages} pages of 256 KiB answered, {refused} refused while one ran (rate_limited);"
             f" HTTP {http_statuses[200]} answered, {http_statuses[429]} refused (429)"

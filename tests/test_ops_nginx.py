@@ -4,6 +4,7 @@ the WebSocket from the page's own origin."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import re
 import shutil
@@ -14,6 +15,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.client import HTTPSConnection
 from pathlib import Path
 
 import pytest
@@ -261,3 +263,26 @@ def test_chromium_loads_the_page_over_https_and_chats_through_the_websocket(brow
         assert metric(samples, "chat_handshakes_rejected_total", reason="origin") == 0
     finally:
         context.close()
+
+
+def test_nginx_limits_the_requests_of_one_address(proxy: Proxy) -> None:
+    """What the server cannot do before it has accepted a connection, the shipped file does: 20 requests a
+    second per address, after a burst of 100."""
+
+    def ask(count: int) -> list[int]:
+        connection = HTTPSConnection("127.0.0.1", proxy.https_port, timeout=WAIT_S, context=proxy.tls())
+        statuses = []
+        try:
+            for _ in range(count):
+                connection.request("GET", "/api/config")
+                response = connection.getresponse()
+                response.read()
+                statuses.append(response.status)
+        finally:
+            connection.close()
+        return statuses
+
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        statuses = [status for batch in pool.map(ask, [50] * 6) for status in batch]
+    assert statuses.count(200) >= 100 and statuses.count(429) > 0, sorted(set(statuses))
+    assert set(statuses) <= {200, 429}

@@ -17,7 +17,6 @@ import socket
 import sqlite3
 import stat
 import subprocess
-import sys
 import time
 from http.client import HTTPConnection
 from pathlib import Path
@@ -45,6 +44,7 @@ from .support import (
     login,
     metric,
     password_for,
+    run_cli,
     scrape,
     wait_until,
 )
@@ -494,13 +494,7 @@ def test_files_the_server_creates_are_for_its_user_only(tmp_path: Path) -> None:
 
 
 def start_failure(data_dir: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tornado_chat", "--data-dir", str(data_dir), "--port", "0", "--ops-port", "0"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
+    return run_cli("--data-dir", str(data_dir), "--port", "0", "--ops-port", "0")
 
 
 def test_a_corrupt_database_stops_the_start_with_one_line_and_exit_code_2(tmp_path: Path) -> None:
@@ -546,13 +540,7 @@ def test_case_variant_accounts_stop_the_start_until_the_admin_closes_all_but_one
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and len(lines) == 1, result.stderr
     assert "Alice, alice" in lines[0] and "tornado-chat user remove NAME" in lines[0]
-    fix = subprocess.run(
-        [sys.executable, "-m", "tornado_chat", "--data-dir", str(data_dir), "user", "remove", "Alice"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    fix = run_cli("--data-dir", str(data_dir), "user", "remove", "Alice")
     assert fix.returncode == 0, fix.stderr
     server = ServerProcess("--data-dir", str(data_dir)).start()
     try:

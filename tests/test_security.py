@@ -7,7 +7,6 @@ import concurrent.futures
 import contextlib
 import json
 import subprocess
-import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -31,6 +30,7 @@ from .support import (
     metric,
     password_for,
     rss_kib,
+    run_cli,
     scrape,
     wait_until,
     ws_url,
@@ -203,14 +203,7 @@ def test_the_token_a_password_change_answers_with_survives_the_servers_account_s
 
 
 def admin(data_dir: Path, *args: str, password: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tornado_chat", "--data-dir", str(data_dir), "user", *args],
-        input=None if password is None else password + "\n",
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
+    return run_cli("--data-dir", str(data_dir), "user", *args, stdin=None if password is None else password + "\n")
 
 
 def test_the_admin_cli_manages_accounts_of_a_running_server(tmp_path: Path) -> None:

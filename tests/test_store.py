@@ -67,6 +67,22 @@ def test_a_database_from_a_newer_server_is_refused(tmp_path: Path) -> None:
         migrate(connection)
 
 
+async def append_all(store: SqliteStore | MemoryStore, drafts: list[Draft]) -> list[AppendResult]:
+    """Append every draft and wait until the store has answered each; the answers, in order."""
+    results: list[AppendResult] = []
+    finished = asyncio.Event()
+
+    def done(result: AppendResult) -> None:
+        results.append(result)
+        if len(results) == len(drafts):
+            finished.set()
+
+    for draft in drafts:
+        store.append(draft, done)
+    await asyncio.wait_for(finished.wait(), 30)
+    return results
+
+
 def test_group_commit_stores_a_burst_in_few_transactions_in_order(tmp_path: Path) -> None:
     originals = [Draft(f"u{i % 5}", f"m{i}", time.time(), f"c{i}", room="r") for i in range(500)]
     # Resends of earlier messages, some landing in the same transaction as their original.
@@ -86,17 +102,7 @@ def test_group_commit_stores_a_burst_in_few_transactions_in_order(tmp_path: Path
 
         store.observer = Observer()
         store.load()
-        results: list[AppendResult] = []
-        finished = asyncio.Event()
-
-        def done(result: AppendResult) -> None:
-            results.append(result)
-            if len(results) == len(drafts):
-                finished.set()
-
-        for draft in drafts:
-            store.append(draft, done)
-        await asyncio.wait_for(finished.wait(), 30)
+        results = await append_all(store, drafts)
         await store.close()
         return results, batches
 
@@ -182,17 +188,7 @@ def test_a_history_page_is_chosen_within_its_byte_budget_by_the_store(tmp_path: 
     async def run() -> tuple[list[Message], bool, list[Message], bool]:
         store: SqliteStore | MemoryStore = SqliteStore(tmp_path, "full") if kind == "sqlite" else MemoryStore()
         store.load()
-        finished = asyncio.Event()
-        stored: list[AppendResult] = []
-
-        def done(result: AppendResult) -> None:
-            stored.append(result)
-            if len(stored) == len(drafts):
-                finished.set()
-
-        for draft in drafts:
-            store.append(draft, done)
-        await asyncio.wait_for(finished.wait(), 30)
+        await append_all(store, drafts)
         page, more = await store.history("u", "r", None, None, 200)
         small, small_more = await store.history("u", "r", None, None, 2)
         await store.close()

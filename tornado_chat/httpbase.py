@@ -65,7 +65,19 @@ def log_failure(
     log.error("uncaught exception in %s", request_summary(request), exc_info=(typ, value, tb))  # type: ignore[arg-type]
 
 
-class JsonErrors(tornado.web.RequestHandler):
+class PathOnlyLogs(tornado.web.RequestHandler):
+    """Failures logged by ``log_failure``, and Tornado's own lines naming the request without its query string."""
+
+    def log_exception(
+        self, typ: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        log_failure(self.request, typ, value, tb)
+
+    def _request_summary(self) -> str:
+        return request_summary(self.request)
+
+
+class JsonErrors(PathOnlyLogs):
     """Security headers on every response, and errors as JSON bodies."""
 
     def set_default_headers(self) -> None:
@@ -94,12 +106,3 @@ class JsonErrors(tornado.web.RequestHandler):
     def write_json_error(self, code: str, message: str) -> None:
         self.set_header("Content-Type", "application/json")
         self.finish(server_frames.encode({"error": code, "message": message}))
-
-    def log_exception(
-        self, typ: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        log_failure(self.request, typ, value, tb)
-
-    def _request_summary(self) -> str:
-        # Tornado's names the request by its whole URI in the lines it logs itself.
-        return request_summary(self.request)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from types import TracebackType
 from typing import Any, Protocol
 
 import tornado.web
@@ -20,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from . import server_frames
-from .httpbase import log_failure, request_summary
+from .httpbase import PathOnlyLogs
 from .status import CONTENT_SECURITY_POLICY, StatusPage, StatusSource, load_assets
 
 Report = tuple[bool, dict[str, object]]
@@ -72,7 +71,8 @@ def allowed_hosts(ops_address: str, configured: Iterable[str]) -> frozenset[str]
     return frozenset(hosts)
 
 
-class OpsHandler(tornado.web.RequestHandler):
+class OpsHandler(PathOnlyLogs):
+    # Probes are polled every few seconds: refusals (404, 503) get no log line each (PathOnlyLogs).
     server: OpsSource
 
     def initialize(self, server: OpsSource) -> None:
@@ -95,15 +95,6 @@ class OpsHandler(tornado.web.RequestHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         self.set_header("Content-Type", "application/json")
         self.finish(server_frames.encode({"error": self._reason.lower().replace(" ", "_"), "message": self._reason}))
-
-    def log_exception(
-        self, typ: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        # Probes are polled every few seconds; their 404s and 503s are not worth a log line each.
-        log_failure(self.request, typ, value, tb)
-
-    def _request_summary(self) -> str:
-        return request_summary(self.request)
 
 
 class MetricsHandler(OpsHandler):
