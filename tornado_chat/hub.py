@@ -15,6 +15,7 @@ from typing import NamedTuple
 from . import server_frames
 from .protocol import ErrorCode, ProtocolError
 from .roles import MODERATOR_RANK, actor_rank
+from .room_pages import RoomIndex, room_page_frame
 from .server_frames import Message
 from .session import Session, User
 
@@ -23,14 +24,19 @@ class Room:
     """A room and its members (user names). The tuple of online member sessions is cached for fan-out.
 
     A ``private`` room is seen only by its members (and server admins); ``roles`` holds the members who are
-    more than plain members (owner, moderators); ``banned`` users cannot join.
+    more than plain members (owner, moderators); ``banned`` users cannot join. ``online`` counts the members
+    with an open session, kept as sessions come and go, so that a page of the room list costs nothing per
+    member. ``first_seq`` is the position at which this room was made: a room made again under the name of one
+    that emptied and was deleted is a new room, and the messages below it are not its own.
     """
 
-    __slots__ = ("_online", "banned", "members", "name", "private", "roles", "topic")
+    __slots__ = ("_online", "banned", "first_seq", "members", "name", "online", "private", "roles", "topic")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, first_seq: int = 0) -> None:
         self.name = name
+        self.first_seq = first_seq
         self.members: set[str] = set()
+        self.online = 0
         self._online: tuple[Session, ...] | None = None
         self.private = False
         self.topic = ""
@@ -56,6 +62,9 @@ class Hub:
     def __init__(self) -> None:
         self.users: dict[str, User] = {}
         self.rooms: dict[str, Room] = {}
+        # Every room's name, and the public ones' apart: a page of the room list reads only what it shows.
+        self.room_index = RoomIndex()
+        self.public_index = RoomIndex()
         self.sessions: dict[str, Session] = {}
         self.users_online = 0
         # Highest sequence number handed out so far (committed by the store).
@@ -88,20 +97,19 @@ class Hub:
         return open_sessions
 
     def restore_membership(self, user_name: str, room_name: str) -> None:
-        """Load a membership from the store at start-up (no frames)."""
-        room = self.rooms.get(room_name) or self._create_room(room_name)
+        """Load a membership from the store at start-up (no frames). Rooms exist through their members."""
+        room = self.rooms.get(room_name) or self._create_room(room_name, 0)  # its first_seq comes with its state
         user = self.add_user(user_name)
         room.members.add(user_name)
         user.rooms.add(room_name)
 
-    def restore_room(self, room_name: str) -> None:
-        if room_name not in self.rooms:
-            self._create_room(room_name)
-
-    def restore_room_state(self, room_name: str, private: bool, topic: str) -> None:
-        room = self.rooms.get(room_name) or self._create_room(room_name)
-        room.private = private
-        room.topic = topic
+    def restore_room_state(self, room_name: str, private: bool, topic: str, first_seq: int) -> None:
+        """Load a room's kind and topic (after the memberships); ignored for a room without members."""
+        room = self.rooms.get(room_name)
+        if room is not None:
+            self._set_private(room, private)
+            room.topic = topic
+            room.first_seq = first_seq
 
     def restore_role(self, room_name: str, user_name: str, role: str) -> None:
         """Load a member's role (owner, moderator); ignored for a room or a member no longer there."""
@@ -110,21 +118,35 @@ class Hub:
             room.roles[user_name] = role
 
     def restore_ban(self, room_name: str, user_name: str) -> None:
-        (self.rooms.get(room_name) or self._create_room(room_name)).banned.add(user_name)
+        """Load a ban (after the memberships); ignored for a room without members (deleted with its bans)."""
+        room = self.rooms.get(room_name)
+        if room is not None:
+            room.banned.add(user_name)
 
     def restore_contact(self, a: str, b: str) -> None:
         self.add_user(a).contacts.add(b)
         self.add_user(b).contacts.add(a)
 
-    def _create_room(self, name: str) -> Room:
-        room = self.rooms[name] = Room(name)
+    def _create_room(self, name: str, first_seq: int) -> Room:
+        room = self.rooms[name] = Room(name, first_seq)
+        self.room_index.add(name)
+        self.public_index.add(name)
         return room
 
-    def create_room(self, name: str) -> Room:
-        """A new, empty public room; raises ``room_exists`` when the name is taken (by any room)."""
+    def create_room(self, name: str, private: bool) -> Room:
+        """A new, empty room; raises ``room_exists`` when the name is taken (by any room)."""
         if name in self.rooms:
             raise ProtocolError(ErrorCode.ROOM_EXISTS, f"the room name {name!r} is taken")
-        return self._create_room(name)
+        room = self._create_room(name, self.last_seq)
+        self._set_private(room, private)
+        return room
+
+    def _set_private(self, room: Room, private: bool) -> None:
+        room.private = private
+        if private:
+            self.public_index.remove(room.name)
+        else:
+            self.public_index.add(room.name)
 
     def may_see(self, room: Room, name: str) -> bool:
         """Whether user ``name`` may know that ``room`` exists: public rooms, their own, any for admins."""
@@ -164,6 +186,7 @@ class Hub:
         deliveries: list[Delivery] = []
         if first:
             self.users_online += 1
+            self._count_online(user, 1)
             watchers = self._watchers(user)
             if watchers:
                 deliveries.append(Delivery(server_frames.presence_frame(user.name, True), watchers))
@@ -179,9 +202,15 @@ class Hub:
         if user.sessions:
             return []
         self.users_online -= 1
+        self._count_online(user, -1)
         user.offline_since_seq = self.last_seq
         watchers = self._watchers(user)
         return [Delivery(server_frames.presence_frame(user.name, False), watchers)] if watchers else []
+
+    def _count_online(self, user: User, change: int) -> None:
+        rooms = self.rooms
+        for room_name in user.rooms:
+            rooms[room_name].online += change
 
     def _invalidate_rooms_of(self, user: User) -> None:
         rooms = self.rooms
@@ -215,7 +244,7 @@ class Hub:
         ``member`` to the other members' sessions when the user is new there.
         """
         user = session.user
-        room = self.rooms.get(room_name) or self._create_room(room_name)
+        room = self.rooms.get(room_name) or self._create_room(room_name, self.last_seq)
         changed = user.name not in room.members
         if changed and user.name not in self.admins:
             if room.private:
@@ -230,6 +259,8 @@ class Hub:
     def add_member(self, user: User, room: Room, event: str, by: str | None = None) -> list[Delivery]:
         """Make ``user`` a member of ``room`` (no checks); the ``member`` event for the other members."""
         others = self.online_sessions(room)
+        if user.name not in room.members:
+            room.online += user.online
         room.members.add(user.name)
         user.rooms.add(room.name)
         room._online = None
@@ -252,10 +283,18 @@ class Hub:
         return deliveries
 
     def _drop_member(self, user: User, room: Room) -> None:
+        """End a membership. A room left empty is gone, with its roles and bans, public or private: its name is
+        free, and a later join or create makes a new room, which shows no history from before it."""
+        if user.name in room.members:
+            room.online -= user.online
         room.members.discard(user.name)
         room.roles.pop(user.name, None)
         user.rooms.discard(room.name)
         room._online = None
+        if not room.members and self.rooms.get(room.name) is room:
+            del self.rooms[room.name]
+            self.room_index.remove(room.name)
+            self.public_index.remove(room.name)
 
     def _membership_frame(self, kind: str, room: Room) -> bytes:
         members = sorted(room.members)
@@ -290,21 +329,15 @@ class Hub:
             frame["by"] = by
         return server_frames.encode(frame)
 
-    def room_list(self, user: User) -> bytes:
-        """Every room ``user`` may see, with its member and online counts, and whether ``user`` is a member."""
-        rooms = [
-            {
-                "room": room.name,
-                "members": len(room.members),
-                "online": sum(1 for m in room.members if self.users[m].online),
-                "member": room.name in user.rooms,
-                "private": room.private,
-                "topic": room.topic,
-            }
-            for room in sorted(self.rooms.values(), key=lambda r: r.name)
-            if self.may_see(room, user.name)
-        ]
-        return server_frames.encode({"type": "rooms", "rooms": rooms})
+    def room_list(self, user: User, after: str | None, limit: int) -> bytes:
+        """A page of the rooms ``user`` may see after ``after`` in name order, with their counts, kind and topic,
+        and whether ``user`` is a member: the public rooms and the user's private ones (every room, for an admin).
+        """
+        if user.name in self.admins:
+            return room_page_frame(self.room_index, (), self.rooms, user.rooms, after, limit)
+        rooms = self.rooms
+        private = [name for name in user.rooms if rooms[name].private]
+        return room_page_frame(self.public_index, private, rooms, user.rooms, after, limit)
 
     # ------------------------------------------------------------ messages
 

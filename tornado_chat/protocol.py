@@ -20,6 +20,7 @@ from enum import StrEnum
 from typing import Any, ClassVar, NoReturn
 
 from . import room_frames
+from .text_cleaning import has_control_chars, without_invisible_chars
 
 PROTOCOL_VERSION = 1
 ROOM_PATTERN = re.compile(r"[a-z0-9_-]{1,64}")
@@ -29,6 +30,9 @@ HISTORY_DEFAULT_LIMIT = 50
 HISTORY_MAX_LIMIT = 200
 # Largest history frame or page, in bytes; a page with more is cut and says ``more``.
 HISTORY_MAX_BYTES = 256 * 1024
+# Rooms in a page of the room list, when the client does not say, and at most.
+ROOM_PAGE_DEFAULT = 100
+ROOM_PAGE_MAX = 500
 # Sequence numbers are SQLite integers; anything larger cannot name a message.
 MAX_SEQ = 2**63 - 1
 
@@ -36,10 +40,6 @@ MAX_SEQ = 2**63 - 1
 # deeply nested frame a bad_json error on every Python (3.13's parser no longer hits the recursion limit).
 MAX_JSON_DEPTH = 32
 _JSON_NESTING = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
-
-# Control characters other than tab and newline are removed from message text:
-# they can rewrite terminals and logs, and no chat needs them.
-_CONTROL_CHARS = dict.fromkeys([c for c in range(0x20) if c not in (0x09, 0x0A)] + list(range(0x7F, 0xA0)))
 
 
 class ErrorCode(StrEnum):
@@ -54,6 +54,7 @@ class ErrorCode(StrEnum):
     BAD_ROOM = "bad_room"
     BAD_TEXT = "bad_text"
     RATE_LIMITED = "rate_limited"
+    TOO_MANY_ROOMS = "too_many_rooms"
     INTERNAL = "internal"
     # Rooms, roles and moderation (room_frames.py).
     UNKNOWN_ROOM = "unknown_room"
@@ -135,7 +136,11 @@ class History:
 
 @dataclass(slots=True)
 class ListRooms:
+    """A page of the room list: up to ``limit`` rooms after the name ``after``, in name order."""
+
     label: ClassVar[str] = "rooms"
+    after: str | None = None
+    limit: int = ROOM_PAGE_DEFAULT
     frame_id: FrameId = None
 
 
@@ -216,7 +221,7 @@ def _is_clean(value: str) -> bool:
         value.encode("utf-8")
     except UnicodeEncodeError:
         return False
-    return value.translate(_CONTROL_CHARS) == value
+    return not has_control_chars(value)
 
 
 def _shorten(text: str, limit: int = 40) -> str:
@@ -257,7 +262,8 @@ def _one_target(obj: dict[str, Any], user_field: str) -> None:
 
 
 def clean_text(text: str, max_text_chars: int) -> str:
-    """Message text as stored: control characters other than tab and newline removed.
+    """Message text as stored: control characters other than tab and newline, and invisible format characters,
+    removed (``text_cleaning``).
 
     Raises ``ProtocolError(bad_text)`` when nothing visible is left, when it is
     longer than ``max_text_chars``, or when it is not valid Unicode.
@@ -269,7 +275,7 @@ def clean_text(text: str, max_text_chars: int) -> str:
             text.encode("utf-8")
         except UnicodeEncodeError:
             raise ProtocolError(ErrorCode.BAD_TEXT, "text is not valid Unicode") from None
-        cleaned = text.translate(_CONTROL_CHARS)
+        cleaned = without_invisible_chars(text)
     if not cleaned.strip():
         raise ProtocolError(ErrorCode.BAD_TEXT, "text is empty")
     if len(cleaned) > max_text_chars:
@@ -323,7 +329,9 @@ def parse_history(query: dict[str, Any]) -> History:
 
 
 def _parse_rooms(obj: dict[str, Any], frame_id: FrameId, max_text_chars: int) -> ListRooms:
-    return ListRooms(frame_id)
+    after = _room(obj, "after") if obj.get("after") is not None else None
+    limit = _optional_int(obj, "limit", 1, ROOM_PAGE_MAX)
+    return ListRooms(after, ROOM_PAGE_DEFAULT if limit is None else limit, frame_id)
 
 
 def _parse_resume(obj: dict[str, Any], frame_id: FrameId, max_text_chars: int) -> Resume:

@@ -124,11 +124,44 @@ def presence_frame(user: str, online: bool) -> bytes:
     return encode({"type": "presence", "user": user, "status": "online" if online else "offline"})
 
 
+# What a history entry costs beyond its strings: the field names, punctuation, a 19-digit seq and the time.
+HISTORY_ENTRY_OVERHEAD_BYTES = 120
+# What an edited or deleted message's entry costs beyond that: its "rev" and its "edited" time or "deleted".
+HISTORY_CHANGE_OVERHEAD_BYTES = 64
+# What a history frame costs beyond its entries (type, room or peer, more).
+HISTORY_FRAME_OVERHEAD_BYTES = 200
+# The bytes a page's entries may take: stores select rows up to this (see history_entry_bytes).
+HISTORY_BUDGET_BYTES = HISTORY_MAX_BYTES - HISTORY_FRAME_OVERHEAD_BYTES
+_ESCAPED = str.maketrans(dict.fromkeys('"\\\n\t', ""))
+
+
+def history_entry_bytes(message: Message) -> int:
+    """An upper bound of a message's size in a history frame: ``sqlite_messages.HISTORY_SQL`` computes the same.
+
+    The text's UTF-8 bytes and one more for each character JSON escapes (quote, backslash, newline, tab: the
+    only control characters texts keep), the client id twice over (any printable text), the names as they are.
+    The text is the message's as it now stands: an edit's, or none for a tombstone, which carries the fields of
+    a change instead (``HISTORY_CHANGE_OVERHEAD_BYTES``); a store keeps the size up to date with each change.
+    """
+    text = message.text
+    escaped = len(text) - len(text.translate(_ESCAPED))
+    text_bytes = len(text) if text.isascii() else len(text.encode())
+    return (
+        text_bytes
+        + escaped
+        + 2 * len(message.client_id.encode())
+        + len(message.sender)
+        + len(message.room or message.to or "")
+        + HISTORY_ENTRY_OVERHEAD_BYTES
+        + (HISTORY_CHANGE_OVERHEAD_BYTES if message.rev else 0)
+    )
+
+
 def history_page(request: History, messages: list[Message], more: bool, viewer: str) -> bytes:
     """A history frame of at most ``HISTORY_MAX_BYTES``: the oldest messages are left for the next page.
 
-    ``limit`` bounds the count; long texts (4000 characters of four-byte emoji
-    are 16 KB) could still make one frame too large to send to a slow link.
+    Stores select a page's rows within ``HISTORY_BUDGET_BYTES`` already; the halving here only guards the
+    bound against a store that did not.
     """
     frame = history_frame(request, messages, more, viewer)
     while len(frame) > HISTORY_MAX_BYTES and len(messages) > 1:

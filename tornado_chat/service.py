@@ -27,12 +27,14 @@ from .admission import Admitted
 from .background import BackgroundTasks
 from .heartbeat import HeartbeatMonitor
 from .hub import Delivery, Hub
+from .inflight import InFlight
 from .limits import TokenBucket
 from .metrics import ChatMetrics
 from .moderation import AccountControl, Moderation
 from .outgoing import Outgoing
 from .protocol import ErrorCode, FrameId, ProtocolError
 from .replay import Replayer
+from .room_limits import RoomLimits
 from .session import (
     CLOSE_POLICY,
     CLOSE_SERVICE_RESTART,
@@ -75,7 +77,10 @@ class ChatService:
         self.clock = clock
         self.monotonic = monotonic
         self.replayer = Replayer(self, store, metrics.tallies, settings.replay_limit)
-        self.moderation = Moderation(self, hub, store, metrics, accounts, clock)
+        self.room_limits = RoomLimits(settings.max_rooms_per_user, settings.room_creations_per_hour)
+        self.moderation = Moderation(self, hub, store, metrics, accounts, self.room_limits, clock, monotonic)
+        # Sessions with a history request running, whatever carries them: one at a time each.
+        self.history_running = InFlight(waiting=0)
         # Set while a shutdown waits for every session to go.
         self._all_gone: asyncio.Event | None = None
 
@@ -241,6 +246,7 @@ class ChatService:
                 draft = Draft(user.name, frame.text, self.clock(), frame.client_id, frame.to, frame.room)
                 self.store.append(draft, partial(self._stored, session, frame.client_id, received_at))
             case protocol.Join():
+                self.room_limits.admit_join(self.hub.rooms, user, frame.room, self.monotonic())
                 changed, deliveries = self.hub.join(session, frame.room)
                 if changed:
                     self.store.set_membership(user.name, frame.room, True, self.hub.last_seq)
@@ -253,9 +259,11 @@ class ChatService:
                 self.send(session, server_frames.pong_frame(frame.frame_id, self.clock()))
             case protocol.History():
                 self.hub.check_target(user, frame.room, frame.with_user)
+                if not self.history_running.try_enter(session.sid):
+                    raise ProtocolError(ErrorCode.RATE_LIMITED, "one history request at a time: wait for its answer")
                 self.tasks.spawn(self._answer_history(session, frame))
             case protocol.ListRooms():
-                self.send(session, self.hub.room_list(user))
+                self.send(session, self.hub.room_list(user, frame.after, frame.limit))
             case protocol.Resume():
                 self.replayer.start(session, frame.since)
             case _:  # rooms, roles and moderation; edits and deletes (room_frames)
@@ -282,8 +290,10 @@ class ChatService:
         """A page of history the viewer may read; raises ``ProtocolError`` (no access) or ``StoreError``."""
         user = self.hub.users.get(viewer) or self.hub.add_user(viewer)
         self.hub.check_target(user, request.room, request.with_user)
+        # A room's history starts where the room was made (not at an earlier room of the same name).
+        since = self.hub.rooms[request.room].first_seq if request.room is not None else 0
         messages, more = await self.store.history(
-            viewer, request.room, request.with_user, request.before, request.limit
+            viewer, request.room, request.with_user, request.before, request.limit, since
         )
         return server_frames.history_page(request, messages, more, viewer)
 
@@ -296,6 +306,8 @@ class ChatService:
             self.send_error(session, exc.code, exc.message, frame.frame_id)
         else:
             self.send(session, page)
+        finally:
+            self.history_running.leave(session.sid)
 
     def _welcome(self, session: Session) -> bytes:
         user = session.user

@@ -30,7 +30,7 @@ from typing import TypeVar
 
 from . import sqlite_accounts, sqlite_messages, sqlite_rooms
 from .protocol import MAX_SEQ
-from .server_frames import Message
+from .server_frames import HISTORY_BUDGET_BYTES, Message
 from .sqlite_schema import DB_FILE, connect, migrate
 from .store import (
     AccountRow,
@@ -125,15 +125,21 @@ class SqliteStore:
     def load(self) -> Snapshot:
         """Open (creating and migrating as needed), read the start-up snapshot, start the writer thread.
 
-        Called once, on the event loop that will receive append results.
+        Called once, on the event loop that will receive append results. Raises ``StoreError`` naming the
+        file and the cause when the database cannot be used.
         """
         self._loop = asyncio.get_running_loop()
-        connection = connect(self.path, self.sync)
         try:
-            migrate(connection)
-            snapshot = self._read_snapshot(connection)
-        finally:
-            connection.close()
+            connection = connect(self.path, self.sync)
+            try:
+                migrate(connection)
+                sqlite_rooms.drop_empty_rooms(connection)
+                snapshot = self._read_snapshot(connection)
+            finally:
+                connection.close()
+        except (sqlite3.Error, StoreError) as exc:
+            # One line naming the file and the cause (corrupt, read-only, a newer schema, name collisions).
+            raise StoreError(f"{self.path}: {exc}") from None
         self._writer = threading.Thread(target=self._write_loop, name="chat-store-writer", daemon=True)
         self._writer.start()
         return snapshot
@@ -338,16 +344,25 @@ class SqliteStore:
             raise StoreError(str(exc)) from exc
 
     async def history(
-        self, viewer: str, room: str | None, with_user: str | None, before: int | None, limit: int
+        self, viewer: str, room: str | None, with_user: str | None, before: int | None, limit: int, since: int = 0
     ) -> tuple[list[Message], bool]:
         thread = sqlite_messages.thread_key(viewer, room, with_user)
         upper = before if before is not None else MAX_SEQ
 
         def query(connection: sqlite3.Connection) -> tuple[list[Message], bool]:
-            rows = connection.execute(sqlite_messages.HISTORY_SQL, (thread, upper, limit + 1)).fetchall()
-            messages = [sqlite_messages.row_to_message(row) for row in rows[:limit]]
-            sqlite_rooms.annotate(connection, messages)
-            return messages, len(rows) > limit
+            lower = max(since, sqlite_messages.room_floor(connection, room)) if room is not None else since
+            parameters = {
+                "thread": thread,
+                "lower": lower,
+                "upper": upper,
+                "fetch": limit + 1,
+                "budget": HISTORY_BUDGET_BYTES,
+            }
+            rows = connection.execute(sqlite_messages.HISTORY_SQL, parameters).fetchall()
+            fetched = rows[0][-1] if rows else 0
+            page = [sqlite_messages.row_to_message(row[:-1]) for row in rows[:limit]]
+            sqlite_rooms.annotate(connection, page)
+            return page, fetched > len(page)
 
         return await self._read(query)
 

@@ -98,11 +98,17 @@ class LoginRow:
 
 @dataclass(frozen=True, slots=True)
 class RoomSettings:
-    """A room's kind and topic (a room without settings is public, with no topic)."""
+    """A room's kind and topic (a room without settings is public, with no topic).
+
+    ``first_seq`` is the position at which the room was made, as loaded: its history starts after it, so that a
+    room made again under the name of one that emptied (and was deleted) shows nothing of the earlier one. A
+    write leaves it to the store, which sets it when it stores a new room.
+    """
 
     room: str
     private: bool
     topic: str
+    first_seq: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,9 +267,14 @@ class MessageStore(RoomStore, Protocol):
         ...
 
     async def history(
-        self, viewer: str, room: str | None, with_user: str | None, before: int | None, limit: int
+        self, viewer: str, room: str | None, with_user: str | None, before: int | None, limit: int, since: int = 0
     ) -> tuple[list[Message], bool]:
-        """Messages of a room or conversation older than ``before``, newest first, and whether more exist."""
+        """Messages of a room or conversation older than ``before``, newest first, and whether more exist.
+
+        Only messages after ``since`` (a room's ``first_seq``, from the hub) and after the position at which the
+        store made the room: a room made again under a freed name shows nothing of the earlier one, even while
+        the store has not yet stored the new room.
+        """
         ...
 
     async def replay(self, user: str, since: int, below: int | None, limit: int) -> Replay:
