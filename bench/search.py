@@ -25,7 +25,7 @@ from pathlib import Path
 from time import perf_counter
 from typing import Any
 
-from tornado_chat.sqlite_messages import insert_messages
+from tornado_chat.sqlite_messages import insert_messages, join_room
 from tornado_chat.sqlite_schema import DB_FILE, connect, migrate
 from tornado_chat.store import Draft
 
@@ -82,6 +82,12 @@ def build_history(directory: Path, messages: int) -> float:
         cumulative = list(itertools.accumulate(1.0 / (rank + 1) for rank in range(VOCABULARY)))
         needles = set(rng.sample(range(messages), min(NEEDLES, messages)))
         senders = [f"u{i}" for i in range(SENDERS)]
+        # The rooms exist before their history, with a member each, as on a server that stored it: a room made
+        # after its messages would start past them and search none of them.
+        connection.execute("BEGIN")
+        for room in range(ROOMS):
+            join_room(connection, user=senders[0], room=f"s{room}", seq=0, now=0.0)
+        connection.execute("COMMIT")
         for start in range(0, messages, BUILD_BATCH):
             drafts = []
             for n in range(start, min(messages, start + BUILD_BATCH)):

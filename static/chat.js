@@ -83,6 +83,8 @@ class Chat {
     // The read position the open conversation had when it was opened: the "New messages" line follows it.
     this.lineAfter = null;
     this.rooms = new Map(); // name -> moderation.newRoom(): {name, members, online, member, names, private, topic, roles, banned}
+    this.roomsNext = null; // the room list is paged: the name to ask after for the next page, or null
+    this.roomsTotal = 0;
     this.online = new Set();
     this.admin = false; // a server admin (the welcome says; an `admin` frame changes it)
     this.editor = new roomview.Editor(this);
@@ -259,6 +261,7 @@ class Chat {
     this.composer.setLimit(this.limits.text_chars);
     this.state.welcome(welcome, this.link.sinceUsed);
     this.welcomed = true;
+    this.search.relinked(); // a search asked on the old session is asked again
     this.admin = Boolean(welcome.admin);
     const member = new Set(welcome.rooms);
     for (const room of this.rooms.values()) room.member = member.has(room.name);
@@ -354,10 +357,14 @@ class Chat {
   }
 
   onRooms(frame) {
+    // A page of the rooms we may see, in name order. A room that falls within the page but is not on it is
+    // gone for us: it emptied (a room goes with its last member), or it is a private room we are no longer in.
     const listed = new Set(frame.rooms.map((entry) => entry.room));
-    // The list is every room we may see: one missing from it (a private room we left) is forgotten.
+    const from = frame.after ?? null;
+    const upTo = frame.next ?? null;
     for (const name of this.rooms.keys()) {
-      if (listed.has(name)) continue;
+      const inRange = (from === null || name > from) && (upTo === null || name <= upTo);
+      if (!inRange || listed.has(name)) continue;
       this.rooms.delete(name);
       this.state.reads.forget(roomKey(name));
     }
@@ -372,6 +379,8 @@ class Chat {
       if (entry.member) this.state.reads.apply(roomKey(entry.room), entry);
       else this.state.reads.forget(roomKey(entry.room));
     }
+    if (from === null || from === this.roomsNext) this.roomsNext = upTo;
+    this.roomsTotal = frame.total ?? this.rooms.size;
     this.renderSidebar();
     this.renderHeader();
   }
@@ -406,6 +415,10 @@ class Chat {
     this.renderSidebar(); // a mention edited in or out of an unread message
   }
 
+  moreRooms() {
+    if (this.roomsNext !== null) this.send({ type: "rooms", after: this.roomsNext });
+  }
+
   onError(error) {
     if (roomview.actionFailed(this, error)) return;
     if (this.search.refused(error)) return;
@@ -419,8 +432,8 @@ class Chat {
       setTimeout(() => this.send({ type: "resume", since: this.state.cursor }), 2000);
       return;
     }
-    const joinRefused = ["not_member", "unknown_room", "banned"].includes(error.code) && this.wantOpen;
-    if (error.code === "bad_room" || joinRefused) {
+    const joinRefused = ["not_member", "unknown_room", "banned", "too_many_rooms"].includes(error.code) && this.wantOpen;
+    if (error.code === "bad_room" || error.code === "too_many_rooms" || joinRefused) {
       if (joinRefused && !this.rooms.get(this.wantOpen)?.member) this.rooms.delete(this.wantOpen);
       this.wantOpen = null;
       $("join-error").textContent = error.message;
@@ -579,6 +592,9 @@ class Chat {
         this.sessionEnded("expired");
       } else if (problem instanceof ApiError && (problem.status === 403 || problem.status === 404)) {
         conversation.pageRefused(problem.message);
+      } else if (problem instanceof ApiError && problem.status === 429) {
+        // Another tab's history request is running for this login: ask again when it says.
+        setTimeout(() => this.loadHistory(conversation, older), (problem.retryAfterS || 1) * 1000);
       } else {
         conversation.pageFailed("Could not load older messages.");
       }
@@ -872,7 +888,9 @@ class Chat {
     const others = [...this.rooms.values()]
       .filter((r) => !r.member)
       .sort((a, b) => b.members - a.members || a.name.localeCompare(b.name));
-    $("browse-count").textContent = others.length ? `(${others.length})` : "";
+    const otherCount = Math.max(others.length, this.roomsTotal - mine.length);
+    $("browse-count").textContent = otherCount ? `(${otherCount})` : "";
+    $("more-rooms").hidden = this.roomsNext === null;
     patchList(
       $("other-rooms"),
       others.map((room) => ({
@@ -1219,6 +1237,8 @@ function loginProblem(problem, action) {
       return action === "register" ? "That name is taken. If it is yours, choose Log in." : "That name is taken.";
     case "too_many_attempts":
       return `Too many attempts: try again in ${problem.retryAfterS || 60} s.`;
+    case "busy":
+      return "The server is busy: try again in a moment.";
     case "bad_password":
       return "Passwords are 8 to 1024 characters.";
     case "registration_closed":
@@ -1334,6 +1354,7 @@ function bindChat() {
     if (chat?.joinRoom($("join-room").value)) $("join-room").value = "";
   });
   $("join-general").addEventListener("click", () => chat?.joinRoom("general"));
+  $("more-rooms").addEventListener("click", () => chat?.moreRooms());
   $("person-form").addEventListener("submit", async (event) => {
     event.preventDefault();
     if (await chat?.startConversation($("person-name").value)) $("person-name").value = "";

@@ -5,6 +5,64 @@ import { $, fill, formatFull, formatTime, h } from "./dom.js";
 
 const PAGE = 20;
 
+/**
+ * One question on the wire at a time: the server answers one search per session at a time and refuses
+ * another while one runs (`rate_limited`). A question asked meanwhile waits for that answer, and only the
+ * latest goes; an answer is wanted only for the latest question. DOM-free (tests/js/dayone.test.mjs).
+ */
+export class OneAtATime {
+  /** @param {(frame: object) => boolean} send puts a frame on the link; false when it is down */
+  constructor(send, prefix) {
+    this.send = send;
+    this.prefix = prefix;
+    this.serial = 0;
+    this.onWire = null; // the id of the question sent and not yet answered
+    this.wanted = null; // the latest question (with its id), until its answer or refusal comes
+  }
+
+  /** Ask `frame` (an id is added): now, or once the question on the wire is answered. False: the link is down. */
+  ask(frame) {
+    this.wanted = { ...frame, id: `${this.prefix}-${++this.serial}` };
+    return this.onWire !== null || this.put();
+  }
+
+  put() {
+    if (!this.send(this.wanted)) return false;
+    this.onWire = this.wanted.id;
+    return true;
+  }
+
+  /** Whether `id` is a question of ours (sent, or waiting). */
+  mine(id) {
+    return id !== undefined && (id === this.onWire || id === this.wanted?.id);
+  }
+
+  /**
+   * An answer or a refusal came for `id`: a question waiting goes now.
+   * @returns {boolean} it answers the latest question
+   */
+  settled(id) {
+    if (id === this.onWire) {
+      this.onWire = null;
+      if (this.wanted !== null && this.wanted.id !== id) this.put();
+    }
+    if (this.wanted === null || this.wanted.id !== id) return false;
+    this.wanted = null;
+    return true;
+  }
+
+  /** The link came back: the question on the wire went with the old one; the latest is asked again. */
+  relinked() {
+    this.onWire = null;
+    if (this.wanted !== null) this.put();
+  }
+
+  /** No answer is wanted any more (the panel closed). */
+  drop() {
+    this.wanted = null;
+  }
+}
+
 export class SearchPanel {
   /**
    * @param {object} hooks
@@ -16,9 +74,8 @@ export class SearchPanel {
   constructor(hooks) {
     this.hooks = hooks;
     this.query = null;
-    this.frameId = null;
+    this.asker = new OneAtATime((frame) => hooks.send(frame), "search");
     this.next = null;
-    this.serial = 0;
     this.results = [];
   }
 
@@ -40,15 +97,14 @@ export class SearchPanel {
   }
 
   ask(before) {
-    this.frameId = `search-${++this.serial}`;
-    const frame = { type: "search", id: this.frameId, q: this.query, limit: PAGE };
+    const frame = { type: "search", q: this.query, limit: PAGE };
     if (before !== null) frame.before = before;
-    return this.hooks.send(frame);
+    return this.asker.ask(frame);
   }
 
   /** A `search` frame from the server (answers to an older question are dropped). */
   answered(frame) {
-    if (frame.id !== this.frameId || !this.open) return;
+    if (!this.asker.settled(frame.id) || !this.open) return;
     this.results.push(...frame.results);
     this.next = frame.more ? frame.next : null;
     this.render(this.results.length ? "" : `Nothing found for “${this.query}”.`);
@@ -56,9 +112,14 @@ export class SearchPanel {
 
   /** The server refused the search (an `error` frame with our id). @returns {boolean} it was ours */
   refused(error) {
-    if (error.id !== this.frameId || !this.open) return false;
-    this.render(error.message);
+    if (!this.asker.mine(error.id)) return false;
+    if (this.asker.settled(error.id) && this.open) this.render(error.message);
     return true;
+  }
+
+  /** A new session (after a reconnect): the question lost with the old one is asked again. */
+  relinked() {
+    this.asker.relinked();
   }
 
   more() {
@@ -67,7 +128,7 @@ export class SearchPanel {
 
   close() {
     this.query = null;
-    this.frameId = null;
+    this.asker.drop();
     $("search-panel").hidden = true;
     this.hooks.shown(false);
   }

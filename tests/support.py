@@ -137,9 +137,17 @@ class ServerProcess:
 
     LISTENING = re.compile(r"listening on https?://[^:/]+:(\d+)/ \(ops on http://[^:/]+:(\d+)/\)")
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None, secret: bool = True) -> None:
+    def __init__(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        secret: bool = True,
+        preexec: Callable[[], None] | None = None,
+    ) -> None:
         self.args = ["--port", "0", "--ops-port", "0", *(["--secret", SECRET.decode()] if secret else []), *args]
         self.env = {**os.environ, **(env or {})}
+        # Run in the child before the server starts (resource limits, say).
+        self.preexec = preexec
         self.proc: subprocess.Popen[str] | None = None
         self.port = 0
         self.ops_port = 0
@@ -154,6 +162,7 @@ class ServerProcess:
             stderr=subprocess.STDOUT,
             text=True,
             env=self.env,
+            preexec_fn=self.preexec,
         )
         threading.Thread(target=self._read, daemon=True).start()
         line = self.wait_for_line(self.LISTENING)
@@ -215,6 +224,19 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(WAIT_S)
+
+
+def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m tornado_chat ARGS`` to its end (a start that fails, an admin command): its exit and output."""
+    return subprocess.run(
+        [sys.executable, "-m", "tornado_chat", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=Path(__file__).resolve().parent.parent,
+        check=False,
+    )
 
 
 def http(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tornado_chat.accounts import Account, Accounts, Login
-from tornado_chat.limits import AttemptLimiter, TokenBucket
+from tornado_chat.limits import TokenBucket
 from tornado_chat.passwords import ScryptParams, hash_password, password_problem, verify_password
 
 pytestmark = pytest.mark.unit
@@ -72,22 +72,3 @@ def test_token_bucket_is_exhausted_only_by_a_client_that_keeps_going() -> None:
             refused += 1
         now += 0.01  # ten times the rate
     assert refused >= 5  # warned with at least a burst's worth of refusals first
-
-
-def test_attempt_limiter_blocks_after_the_limit_and_forgets_old_failures() -> None:
-    limiter = AttemptLimiter(limit=3, window_s=60.0)
-    for t in (0.0, 10.0, 20.0):
-        assert limiter.retry_after("ip", t) == 0
-        limiter.failed("ip", t)
-    assert limiter.retry_after("ip", 30.0) == pytest.approx(30.0)  # until the first failure is 60 s old
-    assert limiter.retry_after("ip", 60.0) == 0
-    assert limiter.retry_after("other", 30.0) == 0
-    limiter.succeeded("ip")
-    assert len(limiter) == 0
-
-
-def test_attempt_limiter_memory_is_bounded() -> None:
-    limiter = AttemptLimiter(limit=3, window_s=60.0, max_keys=100)
-    for i in range(1000):
-        limiter.failed(f"addr{i}", float(i))
-    assert len(limiter) == 100

@@ -571,3 +571,29 @@ def test_the_page_is_usable_at_phone_width(open_page: OpenPage, server: ServerTh
     page.get_by_role("button", name="Back to conversations").click()
     expect(alice.conversation("#general")).to_be_visible()
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+
+
+def test_the_room_list_comes_in_pages_and_forgets_rooms_that_are_gone(open_page: OpenPage, tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, room_creations_per_hour=1000, rate_limit_per_s=10_000.0, rate_limit_burst=10_000)
+    server = ServerThread(settings).start()
+    try:
+        # 120 rooms: more than the page's first page of 100.
+        with clients(server.base_url, "maker") as (maker,):
+            for number in range(120):
+                maker.send({"type": "join", "room": f"room-{number:03d}"})
+                maker.expect("joined", room=f"room-{number:03d}")
+            alice = open_page(server.base_url, "alice")
+            alice.page.get_by_text("Other rooms").click()
+            other = alice.page.locator("#other-rooms")
+            expect(other.get_by_role("button", name=re.compile(r"^Join #room-"))).to_have_count(100)
+            expect(alice.page.locator("#browse-count")).to_have_text("(120)")
+            alice.page.get_by_role("button", name="More rooms").click()
+            expect(other.get_by_role("button", name=re.compile(r"^Join #room-"))).to_have_count(120)
+            expect(alice.page.get_by_role("button", name="More rooms")).to_be_hidden()
+            # A room whose last member leaves is gone; the next refresh of its page drops it from the list.
+            maker.send({"type": "leave", "room": "room-000"})
+            maker.expect("left", room="room-000")
+            alice.join("room-001")  # a join asks for the list again
+            expect(other.get_by_role("button", name="Join #room-000")).to_have_count(0)
+    finally:
+        server.stop()

@@ -12,6 +12,7 @@ import pytest
 
 from tornado_chat import sse
 from tornado_chat.http_transport import PollTransport
+from tornado_chat.session import STREAM_WINDOW_BYTES
 
 from .conftest import make_settings
 from .http_support import EventStreamClient, PollClient
@@ -172,6 +173,30 @@ def test_post_answers_acks_and_errors_in_order_and_everything_else_comes_down_th
         stream.close()
 
 
+def test_one_history_request_at_a_time_holds_for_sessions_over_http(base_url: str) -> None:
+    stream, polling = events(base_url, "hugo"), poller(base_url, "iris")
+    try:
+        with clients(base_url, "jack") as (jack,):
+            jack.send_message("for hugo", to="hugo")
+            jack.send_message("for iris", to="iris")
+        for client, peer in ((stream, "jack"), (polling, "jack")):
+            ask = {"type": "history", "with": peer}
+            # Two in one POST: the second is handled while the first is still being read, as on a WebSocket.
+            status, replies = client.post([{**ask, "id": "h1"}, {**ask, "id": "h2"}])
+            assert status == 200 and [(r["type"], r.get("id"), r.get("code")) for r in replies] == [
+                ("error", "h2", "rate_limited")
+            ]
+            assert [m["text"] for m in client.expect("history", WAIT_S, **{"with": peer})["messages"]] == [
+                f"for {client.username}"
+            ]
+            # Once answered, the next one goes through.
+            assert client.post([{**ask, "id": "h3"}]) == (200, [])
+            client.expect("history", WAIT_S, **{"with": peer})
+    finally:
+        stream.close()
+        polling.close()
+
+
 def test_resume_with_since_and_last_event_id_replays_exactly_what_was_missed(base_url: str) -> None:
     with clients(base_url, "hank") as (hank,):
         first = events(base_url, "ivy")
@@ -292,6 +317,14 @@ def test_bad_posts_get_json_errors_and_the_session_stays_open(server: ServerThre
         assert status == 200 and [r["code"] for r in replies] == ["too_large"]
         status, replies = stream.post([])
         assert (status, replies) == (200, [])
+        # A length that str.isdigit accepts and int() does not ("\xb2" is "²" in Latin-1): 400, not a 500.
+        with socket.create_connection(("127.0.0.1", server.port), timeout=WAIT_S) as sock:
+            sock.sendall(
+                f"POST /api/frames?session={stream.session}&token={stream.token} HTTP/1.1\r\nHost: x\r\n"
+                "Content-Type: application/json\r\nContent-Length: ".encode()
+                + b"\xb2\r\n\r\n"
+            )
+            assert sock.recv(4096).startswith(b"HTTP/1.1 400")
         stream.barrier()
     finally:
         stream.close()
@@ -341,6 +374,8 @@ def test_a_poller_that_stops_taking_frames_is_cut_off_and_told_why(tmp_path: Pat
                 "code": 1013,
                 "reason": "slow consumer: not reading fast enough",
             }
+            # As on a WebSocket, what it was not taking is dropped: the close comes at once, not behind it.
+            assert answer["frames"] == []
             # Told once; then the session is gone.
             status, answer = polling.poll_once(wait=0)
             assert (status, answer["error"]) == (404, "unknown_session")
@@ -361,6 +396,7 @@ def test_an_event_stream_reader_that_stops_reading_is_cut_off(tmp_path: Path) ->
         sock.connect(("127.0.0.1", server.port))
         sock.sendall(f"GET /events?token={token} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n\r\n".encode())
         wait_until(lambda: metric(scrape(server.ops_url), "chat_connections", transport="sse") == 1, "the stream")
+        transport = server.call(lambda: next(iter(server.chat.hub.users["pat"].sessions.values())).transport)
         # The sender reads on a thread of its own; it sends in batches and waits for each batch's acks.
         sender = Recorder(server.base_url, "quinn", login(server.base_url, "quinn"))
         try:
@@ -376,6 +412,18 @@ def test_an_event_stream_reader_that_stops_reading_is_cut_off(tmp_path: Path) ->
             sender.ws.close()
         samples = scrape(server.ops_url)
         assert metric(samples, "chat_connections_closed_total", reason="slow_consumer", transport="sse") == 1
+        # As on a WebSocket: the events not yet in the stream were dropped, and the close event follows the
+        # (at most a window of) bytes that were, not the megabyte behind them.
+        left = server.call(lambda: transport.buffered_bytes)
+        assert left <= STREAM_WINDOW_BYTES + 2 * 4096, left
+        received = b""
+        while b"event: close" not in received:
+            chunk = sock.recv(65536)
+            assert chunk, received[-300:]
+            received += chunk
+        close = received[received.index(b"event: close") :].split(b"\n")[1]
+        assert json.loads(close.removeprefix(b"data: "))["code"] == 1013
+        assert len(received) < STREAM_WINDOW_BYTES + 64 * 1024, len(received)  # the window and the kernel's
         sock.close()
     finally:
         server.stop()

@@ -16,7 +16,8 @@ from tornado_chat.http_transport import HttpTransport, PollTransport, poll_answe
 from tornado_chat.outgoing import SSE_PING, Outgoing
 from tornado_chat.protocol import ErrorCode
 from tornado_chat.server_frames import Message
-from tornado_chat.sse import close_event, peer_acknowledging
+from tornado_chat.session import STREAM_WINDOW_BYTES
+from tornado_chat.sse import EventStreamTransport, close_event, peer_acknowledging
 
 from .support import run_async
 
@@ -258,3 +259,94 @@ def test_a_peer_is_acknowledging_when_nothing_is_outstanding_or_it_acked_lately(
     assert peer_acknowledging(FakeSocket(tcp_info(3, 26_000)), 25.0) is False  # type: ignore[arg-type]
     assert peer_acknowledging(FakeSocket(None), 25.0) is None  # type: ignore[arg-type]
     assert peer_acknowledging(FakeSocket(b"\x00" * 16), 25.0) is None  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- slow consumers, as on a WebSocket
+
+
+def test_a_slow_pollers_close_drops_the_frames_it_was_not_taking_and_other_closes_keep_them() -> None:
+    async def scenario() -> None:
+        for code, kept in ((1013, 0), (1012, 2)):
+            poll = PollTransport(Owner(), "192.0.2.1", 1 << 20, b"digest")
+            for n in range(2):
+                poll.write(Outgoing(b'{"type":"pong","id":%d}' % n))
+            poll.close(code, "bye")
+            assert len(poll.pending()) == kept and poll.buffered_bytes == kept * len(b'{"type":"pong","id":0}')
+            assert poll.notice is not None and poll.notice.code == code
+
+    run(scenario())
+
+
+class FakeStream:
+    """An IOStream whose writes complete when the test says (``take``): a peer that reads when told."""
+
+    socket = None
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[bytes, asyncio.Future[None]]] = []
+        self.written = b""
+        self.is_closed = False
+
+    def write(self, data: bytes) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.pending.append((data, future))
+        return future
+
+    def take(self) -> None:
+        """The peer reads everything handed to the stream so far."""
+        pending, self.pending = self.pending, []
+        for data, future in pending:
+            self.written += data
+            future.set_result(None)
+
+    @property
+    def in_flight(self) -> int:
+        return sum(len(data) for data, _ in self.pending)
+
+    def closed(self) -> bool:
+        return self.is_closed
+
+    def close(self) -> None:
+        self.is_closed = True
+
+
+def stream_transport(stream: FakeStream) -> EventStreamTransport:
+    return EventStreamTransport(
+        Owner(),
+        stream,  # type: ignore[arg-type]
+        chunked=False,
+        finish=lambda: None,
+        remote_ip="192.0.2.1",
+        max_buffered=1 << 20,
+        token_digest=b"digest",
+        alive_within_s=1.0,
+    )
+
+
+def test_an_event_stream_keeps_a_window_in_the_stream_and_a_slow_consumers_close_drops_the_rest() -> None:
+    event = Outgoing(b'{"type":"message","text":"' + b"x" * 4000 + b'"}')
+    size = len(event.sse)
+
+    async def scenario() -> None:
+        for code in (1013, 1000):
+            stream = FakeStream()
+            transport = stream_transport(stream)
+            for _ in range(100):
+                transport.write(event)
+            # At most a window (and the event that crossed it) in the stream; the rest waits whole.
+            assert stream.in_flight <= STREAM_WINDOW_BYTES + size and transport.buffered_bytes == 100 * size
+            stream.take()
+            await settle()
+            assert len(stream.written) < 2 * STREAM_WINDOW_BYTES + size  # fed again, a window at a time
+            transport.close(code, "slow consumer" if code == 1013 else "bye")
+            stream.take()
+            await settle()
+            stream.take()
+            events = stream.written.split(b"\n\n")[:-1]
+            assert events[-1].startswith(b"event: close") and f'"code":{code}'.encode() in events[-1]
+            if code == 1013:  # dropped: the close right after what was in the stream
+                assert len(events) - 1 < 100 and transport.buffered_bytes == 0
+            else:  # everything first, then the close
+                assert len(events) - 1 == 100
+
+    run(scenario())

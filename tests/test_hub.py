@@ -193,7 +193,50 @@ def test_removing_a_user_drops_memberships_and_returns_open_sessions() -> None:
     hub.join(alice, "r")
     hub.route(Message(1, "alice", "t", NOW, "c", to="bob"))
     assert hub.remove_user("alice") == [alice]
-    assert "alice" not in hub.rooms["r"].members and hub.users["bob"].contacts == set()
+    assert "r" not in hub.rooms and hub.users["bob"].contacts == set()  # the room went with its last member
     assert "alice" not in hub.users
     hub.close_session(alice)
     assert hub.users_online == 1
+
+
+def test_a_room_goes_with_its_last_member_and_counts_its_online_members() -> None:
+    hub = Hub()
+    alice, _ = open_(hub, "alice", "a")
+    bob, _ = open_(hub, "bob", "b")
+    hub.add_user("carol")
+    hub.join(alice, "r")
+    hub.join(bob, "r")
+    hub.restore_membership("carol", "r")
+    room = hub.rooms["r"]
+    assert room.online == 2
+    bob2, _ = open_(hub, "bob", "b2")
+    assert room.online == 2  # counted per user, not per session
+    hub.close_session(bob)
+    hub.close_session(bob2)
+    assert room.online == 1
+    hub.leave(alice, "r")
+    assert room.online == 0 and "r" in hub.rooms
+    bob3, _ = open_(hub, "bob", "b3")
+    hub.leave(bob3, "r")
+    carol, _ = open_(hub, "carol", "c")
+    assert room.online == 1
+    hub.leave(carol, "r")
+    assert "r" not in hub.rooms and hub.room_index.page(None, 10) == ([], None)
+    hub.join(carol, "r")  # a later join creates it afresh
+    assert hub.rooms["r"] is not room and hub.rooms["r"].online == 1
+
+
+def room_entry(name: str, members: int, online: int, member: bool) -> dict[str, object]:
+    """A public room with no topic, as a page of the room list shows it."""
+    return {"room": name, "members": members, "online": online, "member": member, "private": False, "topic": ""}
+
+
+def test_the_room_list_is_a_page_in_name_order() -> None:
+    hub = Hub()
+    alice, _ = open_(hub, "alice", "a")
+    for name in ("c", "a", "b"):
+        hub.join(alice, name)
+    first = json.loads(hub.room_page(alice.user, None, 2).frame())
+    assert [r["room"] for r in first["rooms"]] == ["a", "b"] and first["next"] == "b" and first["total"] == 3
+    rest = json.loads(hub.room_page(alice.user, "b", 2).frame())
+    assert rest["rooms"] == [room_entry("c", 1, 1, True)] and rest["next"] is None

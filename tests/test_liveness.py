@@ -144,12 +144,14 @@ def test_a_loop_stall_does_not_reap_peers_whose_frames_arrived_in_time(fast_serv
     try:
         client.read_frame()  # welcome
         frame_sent = threading.Event()
+        stalling = threading.Event()
 
         def stall_then_tick() -> tuple[bool, bool]:
             """Block the loop past the deadline, with a frame from the client waiting unread; then tick."""
             session = next(iter(chat.hub.users["patient"].sessions.values()))
             peer = session.peer
             assert peer is not None
+            stalling.set()
             assert frame_sent.wait(WAIT_S)
             while chat.monotonic() - peer.last_seen < INTERVAL_S + TIMEOUT_S + TICK_S:
                 threading.Event().wait(0.02)  # the stall itself, not a wait for anything
@@ -159,6 +161,7 @@ def test_a_loop_stall_does_not_reap_peers_whose_frames_arrived_in_time(fast_serv
         stalled = threading.Thread(target=lambda: results.append(fast_server.call(stall_then_tick)))
         results: list[tuple[bool, bool]] = []
         stalled.start()
+        assert stalling.wait(WAIT_S)  # the loop is blocked: it cannot read the frame before the tick
         client.send_frame(b'{"type": "ping", "id": 1}')
         frame_sent.set()
         stalled.join(WAIT_S)
@@ -191,11 +194,13 @@ def test_a_peer_cut_off_while_its_stalled_frames_are_read_is_not_watched_again(t
         client.read_frame()  # welcome
         chat = running.chat
         frames_sent = threading.Event()
+        stalling = threading.Event()
 
         def stall_then_tick() -> bool:
             session = next(iter(chat.hub.users["burst"].sessions.values()))
             peer = session.peer
             assert peer is not None
+            stalling.set()
             assert frames_sent.wait(WAIT_S)
             while chat.monotonic() - peer.last_seen < INTERVAL_S + TIMEOUT_S + TICK_S:
                 threading.Event().wait(0.02)  # the stall itself, not a wait for anything
@@ -205,6 +210,7 @@ def test_a_peer_cut_off_while_its_stalled_frames_are_read_is_not_watched_again(t
         results: list[bool] = []
         stalled = threading.Thread(target=lambda: results.append(running.call(stall_then_tick)))
         stalled.start()
+        assert stalling.wait(WAIT_S)  # the loop is blocked: the frames wait unread until after the tick
         for i in range(10):  # far over a burst of 2: the bucket runs dry and the connection is cut
             client.send_frame(f'{{"type": "ping", "id": {i}}}'.encode())
         frames_sent.set()

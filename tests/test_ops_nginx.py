@@ -5,6 +5,7 @@ through it across a server restart."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import re
 import shutil
@@ -17,6 +18,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from http.client import HTTPSConnection
 from pathlib import Path
 
 import pytest
@@ -297,6 +299,29 @@ def test_chromium_loads_the_page_over_https_and_chats_through_the_websocket(brow
         context.close()
 
 
+def test_nginx_limits_the_requests_of_one_address(proxy: Proxy) -> None:
+    """What the server cannot do before it has accepted a connection, the shipped file does: 20 requests a
+    second per address, after a burst of 100."""
+
+    def ask(count: int) -> list[int]:
+        connection = HTTPSConnection("127.0.0.1", proxy.https_port, timeout=WAIT_S, context=proxy.tls())
+        statuses = []
+        try:
+            for _ in range(count):
+                connection.request("GET", "/api/config")
+                response = connection.getresponse()
+                response.read()
+                statuses.append(response.status)
+        finally:
+            connection.close()
+        return statuses
+
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        statuses = [status for batch in pool.map(ask, [50] * 6) for status in batch]
+    assert statuses.count(200) >= 100 and statuses.count(429) > 0, sorted(set(statuses))
+    assert set(statuses) <= {200, 429}
+
+
 # ---------------------------------------------------------------- the HTTP fallback through nginx
 
 
@@ -311,8 +336,11 @@ def test_the_conf_streams_events_unbuffered_for_hours_and_lets_polls_and_posts_t
     assert seconds(poll_timeout) > settings.ping_interval_s  # a poll waits at most a ping interval
     (body_size,) = directives(location_block(text, "= /api/frames"), "client_max_body_size")
     assert int(body_size.removesuffix("k")) * 1024 >= POST_BODY_MESSAGES * settings.max_message_bytes
+    page_limit = directives(location_block(text, "/"), "limit_req")
     for head in ("= /events", "= /poll", "= /api/frames"):
         assert "proxy_set_header" not in location_block(text, head), head
+        # The fallback's requests are limited per address like the page's and the API's.
+        assert directives(location_block(text, head), "limit_req") == page_limit != [], head
 
 
 def refuse_websockets(text: str) -> str:

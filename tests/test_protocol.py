@@ -50,6 +50,29 @@ def test_text_loses_control_characters_but_keeps_newlines_and_tabs() -> None:
     assert frame.text == "abc\td\nef"
 
 
+@pytest.mark.parametrize(
+    ("text", "kept"),
+    [
+        ("pay \u202eTXT.exe", "pay TXT.exe"),  # a bidi override
+        ("a\u200bb\u2060c\ufeffd\u00ade", "abcde"),  # zero-width space, word joiner, BOM, soft hyphen
+        ("\U0001f468\u200d\U0001f469\u200d\U0001f467", "\U0001f468\u200d\U0001f469\u200d\U0001f467"),  # family
+        ("\U0001f3f3\ufe0f\u200d\U0001f308", "\U0001f3f3\ufe0f\u200d\U0001f308"),  # rainbow flag
+        ("\U0001f469\U0001f3fd\u200d\U0001f4bb", "\U0001f469\U0001f3fd\u200d\U0001f4bb"),  # with a skin tone
+        ("\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645", "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"),
+        ("\u200dx\u200d", "x"),  # a joiner that joins nothing
+        ("1\u200d2", "12"),
+    ],
+)
+def test_text_loses_invisible_format_characters_but_keeps_joiners_that_join(text: str, kept: str) -> None:
+    frame = parse({"type": "send", "id": "c", "to": "bob", "text": text})
+    assert isinstance(frame, Send) and frame.text == kept
+
+
+@pytest.mark.parametrize("text", ["\u200b", "\u200b\u200c\u200d\u2060", " \u202e ", "\ufeff\n"])
+def test_text_of_invisible_characters_only_is_refused(text: str) -> None:
+    assert error_of(json.dumps({"type": "send", "id": "c", "to": "b", "text": text})).code == ErrorCode.BAD_TEXT
+
+
 def test_text_length_is_counted_in_characters_after_cleaning() -> None:
     assert isinstance(parse({"type": "send", "id": "c", "to": "b", "text": "é" * MAX_TEXT}), Send)
     assert isinstance(parse({"type": "send", "id": "c", "to": "b", "text": "x" * MAX_TEXT + "\u0000"}), Send)

@@ -11,6 +11,8 @@ from tornado_chat.hub import Hub
 from tornado_chat.protocol import ProtocolError
 from tornado_chat.room_admin import Outcome, RoomAdmin
 from tornado_chat.room_frames import Ban, CreateRoom, Demote, Invite, Kick, Promote, SetTopic, Transfer, Unban
+from tornado_chat.room_limits import RoomLimits
+from tornado_chat.room_pages import RoomIndex, merged_page
 from tornado_chat.server_frames import Message
 from tornado_chat.session import Session
 from tornado_chat.store import AuditEntry, BanChange, MembershipChange, RoleChange, RoomSettings
@@ -34,7 +36,7 @@ def world() -> tuple[Hub, RoomAdmin, dict[str, Session]]:
     hub = Hub()
     sessions = {name: open_(hub, name, name)[0] for name in ("alice", "bob", "carol", "root")}
     hub.admins.add("root")
-    admin = RoomAdmin(hub)
+    admin = RoomAdmin(hub, RoomLimits(max_rooms_per_user=1000, creations_per_hour=100))
     admin.create(sessions["alice"], CreateRoom("secret", private=True, topic="plans"))
     return hub, admin, sessions
 
@@ -61,9 +63,9 @@ def test_a_private_room_does_not_exist_for_a_non_member(world: tuple[Hub, RoomAd
     assert error_code(admin.act, bob, Kick("secret", "alice"), NOW) == "unknown_room"
     assert hub.rooms["secret"].members == {"alice"}  # the join created and changed nothing
     # The room list: members and admins see it, nobody else does.
-    assert [r["room"] for r in json.loads(hub.room_list(bob.user))["rooms"]] == []
-    assert json.loads(hub.room_list(s["alice"].user))["rooms"][0]["private"] is True
-    assert [r["room"] for r in json.loads(hub.room_list(s["root"].user))["rooms"]] == ["secret"]
+    assert [r["room"] for r in json.loads(hub.room_page(bob.user, None, 100).frame())["rooms"]] == []
+    assert json.loads(hub.room_page(s["alice"].user, None, 100).frame())["rooms"][0]["private"] is True
+    assert [r["room"] for r in json.loads(hub.room_page(s["root"].user, None, 100).frame())["rooms"]] == ["secret"]
     # The name is taken all the same, as for any room.
     assert error_code(admin.create, bob, CreateRoom("secret")) == "room_exists"
 
@@ -166,28 +168,39 @@ def test_a_ban_cuts_the_user_off_at_once_and_keeps_them_out(world: tuple[Hub, Ro
     assert hub.join(s["root"], "lobby")[0]
 
 
-def test_the_owner_leaving_leaves_the_room_without_an_owner_and_roles_go_with_membership(
+def test_roles_go_with_membership_and_an_emptied_room_goes_with_its_roles_and_bans(
     world: tuple[Hub, RoomAdmin, dict[str, Session]],
 ) -> None:
     hub, admin, s = world
     admin.act(s["alice"], Invite("secret", "bob"), NOW)
     admin.act(s["alice"], Promote("secret", "bob"), NOW)
+    admin.act(s["alice"], Ban("secret", "carol"), NOW)
     hub.leave(s["bob"], "secret")
     assert hub.rooms["secret"].roles == {"alice": "owner"}
+    old = hub.rooms["secret"]
+    hub.last_seq = 41  # messages were said in it
     hub.leave(s["alice"], "secret")
-    assert hub.rooms["secret"].roles == {} and hub.rooms["secret"].members == set()
-    # Nobody can get in now but an admin, who can also give the room an owner again.
-    assert error_code(hub.join, s["alice"], "secret") == "unknown_room"
-    hub.join(s["root"], "secret")
-    admin.act(s["root"], Invite("secret", "carol"), NOW)
-    admin.act(s["root"], Transfer("secret", "carol"), NOW)
-    assert hub.rooms["secret"].roles == {"carol": "owner"}
+    # The last member gone, the private room is gone with its roles and bans, from every list; its name is free.
+    assert "secret" not in hub.rooms
+    assert "secret" not in hub.room_index.names and "secret" not in hub.public_index.names
+    assert error_code(hub.leave, s["alice"], "secret") == "unknown_room"
+    # carol, banned from the old room, makes a new one of that name: hers, with nothing of the old one.
+    outcome = admin.create(s["carol"], CreateRoom("secret", private=False))
+    room = hub.rooms["secret"]
+    assert room is not old and room.banned == set() and room.roles == {"carol": "owner"}
+    assert room.first_seq == 41  # its history starts after the old room's messages
+    assert json.loads(outcome.answer)["members"] == ["carol"]
+    # A room made by a plain join has no owner until an admin gives it one.
+    hub.join(s["bob"], "plain")
+    hub.join(s["root"], "plain")
+    admin.act(s["root"], Transfer("plain", "bob"), NOW)
+    assert hub.rooms["plain"].roles == {"bob": "owner"}
 
 
 def test_restored_roles_of_members_who_left_are_ignored() -> None:
     hub = Hub()
     hub.restore_membership("alice", "r")
-    hub.restore_room_state("r", True, "t")
+    hub.restore_room_state("r", True, "t", 0)
     hub.restore_role("r", "alice", "owner")
     hub.restore_role("r", "gone", "moderator")
     hub.restore_ban("r", "mallory")
@@ -206,3 +219,21 @@ def test_edits_reach_whoever_sees_the_conversation() -> None:
     assert set(hub.audience(Message(2, "alice", "x", NOW, "i", to="carol"))) == {a, c}
     assert hub.audience(Message(3, "alice", "x", NOW, "i", to="alice")) == [a]
     assert hub.audience(Message(4, "alice", "x", NOW, "i", room="gone")) == []
+
+
+def test_a_page_merges_the_users_private_rooms_into_the_public_ones_and_costs_only_them() -> None:
+    index = RoomIndex()
+    for name in ("b", "d", "f", "h"):
+        index.add(name)
+    mine = {"a", "e", "z"}
+    names: list[str] = []
+    after: str | None = None
+    while True:
+        page, after, total = merged_page(index, mine, after, 2)
+        assert len(page) <= 2 and total == 7
+        names += page
+        if after is None:
+            break
+    assert names == ["a", "b", "d", "e", "f", "h", "z"]
+    assert merged_page(index, (), "f", 2) == (["h"], None, 4)
+    assert merged_page(index, {"a"}, "h", 2) == ([], None, 5)

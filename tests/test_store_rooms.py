@@ -1,5 +1,6 @@
-"""Both stores on their own: edits and deletes (history, replay, positions), room settings, roles, bans,
-the audit log and disabled accounts, and the migration that adds them."""
+"""Both stores on their own: edits and deletes (history, replay, positions, and the sizes that cut history
+pages), room settings, roles, bans, rooms that empty, the audit log and disabled accounts, and the migrations
+that add them in order."""
 
 from __future__ import annotations
 
@@ -11,7 +12,24 @@ from pathlib import Path
 import pytest
 
 from tornado_chat.memory_store import MemoryStore
-from tornado_chat.sqlite_schema import DB_FILE, MIGRATIONS, connect, migrate
+from tornado_chat.protocol import HISTORY_MAX_BYTES, History
+from tornado_chat.server_frames import (
+    HISTORY_BUDGET_BYTES,
+    Message,
+    encode,
+    history_entry_bytes,
+    history_page,
+    message_fields,
+)
+from tornado_chat.sqlite_schema import (
+    DB_FILE,
+    MIGRATIONS,
+    NAME_KEY_VERSION,
+    ROOM_EPOCH_VERSION,
+    SCHEMA_VERSION,
+    connect,
+    migrate,
+)
 from tornado_chat.sqlite_store import SqliteStore
 from tornado_chat.store import (
     USER_DISABLED,
@@ -28,6 +46,7 @@ from tornado_chat.store import (
 )
 
 from .support import run_async
+from .test_store import _v3_database
 
 pytestmark = pytest.mark.unit
 
@@ -198,3 +217,126 @@ def test_the_store_answers_a_change_in_order_with_the_messages_around_it(tmp_pat
         return order
 
     assert run_async(run) == ["message 2", "change 3", "message 4"]
+
+
+def test_the_migrations_apply_in_order_to_a_new_database_and_to_a_version_three_one(tmp_path: Path) -> None:
+    versions = [version for version, _ in MIGRATIONS]
+    assert versions == list(range(1, SCHEMA_VERSION + 1))  # names (4) before rooms and moderation (5), then 6
+    assert NAME_KEY_VERSION < 5 < ROOM_EPOCH_VERSION
+    for version, script in MIGRATIONS:
+        # A migration that rebuilds the messages table (as 3 did) must carry the size column from 4 on.
+        if version > NAME_KEY_VERSION and "CREATE TABLE messages" in script:
+            assert "size" in script, version
+    fresh = connect(tmp_path / "fresh.sqlite3", "full")
+    assert migrate(fresh) == 0 and fresh.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    fresh.close()
+    path = tmp_path / DB_FILE
+    _v3_database(path, [("Alice", False)])
+    old = connect(path, "full")
+    old.execute("INSERT INTO rooms (name, created_at) VALUES ('lobby', 1.0)")
+    old.execute("INSERT INTO memberships (user, room, joined_seq) VALUES ('Alice', 'lobby', 0)")
+    old.execute(
+        "INSERT INTO messages (thread, sender, room, text, ts, client_id)"
+        " VALUES ('r:lobby', 'Alice', 'lobby', 'hi', 1.0, 'c')"
+    )
+    old.close()
+    current = connect(path, "full")
+    assert migrate(current) == 3
+    assert current.execute("SELECT name, name_key, admin, disabled_at FROM users").fetchall() == [
+        ("Alice", "alice", 0, None)
+    ]
+    (size,) = current.execute("SELECT size FROM messages").fetchone()
+    assert size == history_entry_bytes(Message(1, "Alice", "hi", 1.0, "c", room="lobby"))
+    rooms = current.execute("SELECT name, private, topic, first_seq, first_audit_id FROM rooms").fetchall()
+    assert rooms == [("lobby", 0, "", 0, 0)]  # a room from before keeps all its history
+    current.close()
+
+
+@pytest.mark.parametrize("kind", FACTORIES)
+def test_history_pages_are_cut_by_the_size_of_messages_as_they_now_stand(tmp_path: Path, kind: str) -> None:
+    async def run() -> None:
+        store = FACTORIES[kind](tmp_path)
+        store.load()
+        store.set_membership("alice", "r", True, 0)
+        seqs = []
+        for i in range(100):
+            stored = (await append(store, Draft("alice", "x", NOW, f"c{i:02d}", room="r"))).message
+            assert stored is not None
+            seqs.append(stored.seq)
+        page, more = await store.history("alice", "r", None, None, 100)
+        assert len(page) == 100 and not more
+        # Edited to 16 KB each, the newest 40 no longer fit one page: the page is cut by their new size.
+        for seq in seqs[-40:]:
+            assert (await change(store, seq, "alice", "\U0001f600" * 4000)).changed
+        page, more = await store.history("alice", "r", None, None, 100)
+        sizes = {history_entry_bytes(m) for m in page}
+        assert more and len(sizes) == 1 and len(page) == HISTORY_BUDGET_BYTES // sizes.pop() < 40
+        # Deleted, they are tombstones: small again, and the whole conversation fits.
+        for seq in seqs[-35:]:
+            assert (await change(store, seq, "alice", None)).changed
+        page, more = await store.history("alice", "r", None, None, 100)
+        assert len(page) == 100 and not more
+        assert [m.deleted for m in page[:36]] == [True] * 35 + [False] and page[35].edited is not None
+        # The size a store keeps bounds the entry as a history frame writes it: edited, deleted, or neither.
+        for message in (page[0], page[35], page[99]):
+            assert len(encode(message_fields(message, own=True))) + 1 <= history_entry_bytes(message)
+        assert len(history_page(History("r", None, None, 100), page, more, "alice")) <= HISTORY_MAX_BYTES
+        await store.close()
+
+    run_async(run)
+    if kind == "sqlite":  # the size column is the entry's as it now stands
+        connection = connect(tmp_path / DB_FILE, "full")
+        rows = connection.execute("SELECT seq, size, text FROM messages ORDER BY seq").fetchall()
+        connection.close()
+        assert {size for _, size, text in rows if text == ""} == {history_entry_bytes(_tombstone())}
+        assert len({size for _, size, _ in rows}) == 3  # plain, edited, deleted
+
+
+def _tombstone() -> Message:
+    return Message(1, "alice", "", NOW, "c99", room="r", deleted=True, rev=1)
+
+
+@pytest.mark.parametrize("kind", FACTORIES)
+def test_a_room_that_empties_goes_with_its_roles_and_bans_and_a_new_one_starts_afresh(
+    tmp_path: Path, kind: str
+) -> None:
+    async def run() -> tuple[Store, int]:
+        store = FACTORIES[kind](tmp_path)
+        store.load()
+        store.record(
+            [
+                RoomSettings("v", True, "keys"),
+                MembershipChange("v", "alice", True, 0),
+                RoleChange("v", "alice", "owner"),
+                BanChange("v", "carol", True, "alice", NOW),
+                AuditEntry(NOW, "alice", "ban", "v", "carol"),
+            ]
+        )
+        old = (await append(store, Draft("alice", "the code is 1234", NOW, "c1", room="v"))).message
+        assert old is not None
+        store.record([MembershipChange("v", "alice", False, old.seq)])
+        # The hub knows where a new room starts before the store does: the history it asks for starts there.
+        assert (await store.history("carol", "v", None, None, 50, old.seq))[0] == []
+        store.record([RoomSettings("v", False, ""), MembershipChange("v", "carol", True, old.seq)])
+        store.record([RoleChange("v", "carol", "owner")])
+        assert (await append(store, Draft("carol", "a new room", NOW, "c2", room="v"))).message is not None
+        page, more = await store.history("carol", "v", None, None, 50)
+        assert [m.text for m in page] == ["a new room"] and not more
+        assert (await store.audit_log("v", None, 50))[0] == []  # the room's log starts with the room
+        assert [e.target for e in (await store.audit_log(None, None, 50))[0]] == ["carol"]  # the whole log keeps it
+        await store.close()
+        return store, old.seq
+
+    store, old_seq = run_async(run)
+    reloaded = store if kind == "memory" else FACTORIES[kind](tmp_path)
+
+    async def load() -> None:
+        snapshot = reloaded.load()
+        assert snapshot.memberships == [("carol", "v")]
+        moderation = snapshot.moderation
+        assert moderation.rooms == [RoomSettings("v", False, "", old_seq)]
+        assert [(r.room, r.user, r.role) for r in moderation.roles] == [("v", "carol", "owner")]
+        assert moderation.bans == []
+        await reloaded.close()
+
+    run_async(load)

@@ -7,8 +7,11 @@ the store; this class keeps the in-memory view (``Accounts``) that every
 handshake is checked against, and reads the store's ``auth_events`` every
 second so that changes made by the admin CLI in another process apply at once.
 
-Password hashing takes tens of milliseconds of CPU, so it runs in a worker
-thread; failed logins are limited per client address and per user name.
+Password hashing takes tens of milliseconds of CPU, so it runs on the hash
+pool's threads, and every attempt is counted by the throttle before its hash
+(``throttle.py``: per client address, per user name, and hashes in flight).
+A name logs in to its account in any case (``Alice`` to ``alice``); new names
+must be free in every case (``names.py``).
 """
 
 from __future__ import annotations
@@ -17,11 +20,12 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Callable
-from typing import Protocol
+from functools import partial
+from typing import Protocol, TypeVar
 
 from .accounts import GUEST_PREFIX, Account, Accounts, Login
-from .limits import AttemptLimiter
-from .passwords import hash_password, password_problem, verify_password
+from .names import NEW_NAME_PATTERN, NEW_NAME_RULE, name_key
+from .passwords import PASSWORD_MAX_CHARS, encodable, hash_password, password_problem, verify_password
 from .protocol import USERNAME_PATTERN
 from .settings import Settings
 from .store import (
@@ -38,11 +42,12 @@ from .store import (
     Snapshot,
     StoreError,
 )
+from .throttle import LOGIN, REGISTER, Attempt, HashPool, Throttle, Throttled
 from .tokens import Claims, TokenError, TokenProblem, TokenSigner
 
 log = logging.getLogger("tornado_chat.identity")
 
-LOGIN_WINDOW_S = 60.0
+R = TypeVar("R")
 # Close-frame reasons for connections whose login session ended.
 CLOSE_LOGGED_OUT = "logged out"
 CLOSE_PASSWORD_CHANGED = "password changed"
@@ -62,6 +67,15 @@ class AuthError(Exception):
         self.code = code
         self.message = message
         self.retry_after_s = retry_after_s
+
+    @classmethod
+    def unavailable(cls, message: str) -> AuthError:
+        """The store failed: 503, come back in a second."""
+        return cls(503, "unavailable", message, 1.0)
+
+
+def _refusal(refused: Throttled) -> AuthError:
+    return AuthError(refused.status, refused.code, refused.message, refused.retry_after_s)
 
 
 class AccountListener(Protocol):
@@ -103,8 +117,10 @@ class AccountService:
         self.clock = clock
         self.monotonic = monotonic
         self.accounts = Accounts()
-        self.by_address = AttemptLimiter(settings.login_attempts_per_min, LOGIN_WINDOW_S)
-        self.by_name = AttemptLimiter(settings.login_attempts_per_min, LOGIN_WINDOW_S)
+        self.throttle = Throttle(
+            settings.login_attempts_per_min, settings.registrations_per_hour, settings.login_delay_max_s
+        )
+        self.hashes = HashPool(settings.max_hashes_queued)
         self.last_event_id = 0
         self._pruned_at = monotonic()
 
@@ -116,6 +132,9 @@ class AccountService:
         for login in snapshot.logins:
             self.accounts.open_login(Login(login.login_id, login.user, login.expires))
         self.last_event_id = snapshot.last_auth_event
+
+    def close(self) -> None:
+        self.hashes.shutdown()
 
     def is_guest(self, user: str) -> bool:
         account = self.accounts.accounts.get(user)
@@ -134,7 +153,10 @@ class AccountService:
     async def _open_login(self, user: str) -> tuple[str, Claims]:
         login_id = secrets.token_urlsafe(16)
         token, claims = self.signer.issue(user, login_id, self.clock(), self.settings.token_ttl_s)
-        await self.store.open_login(login_id, user, claims.expires)
+        try:
+            await self.store.open_login(login_id, user, claims.expires)
+        except StoreError:
+            raise AuthError.unavailable("logging in is unavailable; try again") from None
         self.accounts.open_login(Login(login_id, user, claims.expires))
         return token, claims
 
@@ -146,34 +168,64 @@ class AccountService:
             raise AuthError(400, "bad_username", f"username must be {USERNAME_RULE}")
         return username
 
-    def _check_limits(self, address: str, username: str) -> None:
-        now = self.monotonic()
-        wait = max(self.by_address.retry_after(address, now), self.by_name.retry_after(username, now))
-        if wait > 0:
-            raise AuthError(429, "too_many_attempts", "too many failed attempts; try again later", wait)
+    @staticmethod
+    def _check_new_name(username: object) -> str:
+        """A name for a new account: the stricter rule, and not a guest's in any case."""
+        if not isinstance(username, str) or not NEW_NAME_PATTERN.fullmatch(username):
+            raise AuthError(400, "bad_username", f"username must be {NEW_NAME_RULE}")
+        if name_key(username).startswith(GUEST_PREFIX):
+            raise AuthError(400, "bad_username", f"names starting with {GUEST_PREFIX!r} are for guests")
+        return username
 
-    def _failed(self, address: str, username: str) -> None:
-        now = self.monotonic()
-        self.by_address.failed(address, now)
-        self.by_name.failed(username, now)
+    def _begin(self, kind: str, address: str, key: str | None) -> Attempt:
+        """Count an attempt before any hash; ``AuthError`` (429) when the throttle refuses it."""
+        try:
+            return self.throttle.begin(kind, address, key, self.monotonic())
+        except Throttled as refused:
+            raise _refusal(refused) from None
+
+    async def _hash(self, work: Callable[[], R]) -> R:
+        """Run a password hash on the hash pool; ``AuthError`` (503 busy) when it is full."""
+        try:
+            return await self.hashes.run(work)
+        except Throttled as refused:
+            raise _refusal(refused) from None
+
+    async def _password_matches(self, address: str, name: str, password: str) -> Account | None:
+        """The account when ``password`` is its password (checked under the throttle), else None."""
+        attempt = self._begin(LOGIN, address, name_key(name))
+        account: Account | None = None
+        try:
+            if attempt.delay_s > 0:
+                await asyncio.sleep(attempt.delay_s)
+            found = self.accounts.find(name)
+            stored_hash = found.password_hash if found is not None and not found.guest else None
+            if await self._hash(partial(verify_password, password, stored_hash)):
+                account = found
+        finally:
+            self.throttle.end(attempt, account is not None)
+        return account
 
     async def register(self, username: object, password: object, address: str) -> tuple[str, Claims]:
         """Create an account with a password and log it in."""
         if self.settings.registration != "open":
             raise AuthError(403, "registration_closed", "accounts are created by the administrator here")
-        name = self._check_name(username)
-        if name.startswith(GUEST_PREFIX):
-            raise AuthError(400, "bad_username", f"names starting with {GUEST_PREFIX!r} are for guests")
-        if (problem := password_problem(password)) is not None:
-            raise AuthError(400, "bad_password", problem)
-        assert isinstance(password, str)
-        self._check_limits(address, name)
-        if name in self.accounts.accounts:
-            self._failed(address, name)
+        name = self._check_new_name(username)
+        password = _usable_password(password)
+        if self.accounts.find(name) is not None:
+            try:
+                self.throttle.probe(address, self.monotonic())
+            except Throttled as refused:
+                raise _refusal(refused) from None
             raise AuthError(409, "username_taken", "that name is taken")
-        password_hash = await asyncio.get_running_loop().run_in_executor(None, hash_password, password)
-        if not await self._create(name, password_hash, guest=False):
-            self._failed(address, name)
+        attempt = self._begin(REGISTER, address, None)
+        created = False
+        try:
+            password_hash = await self._hash(partial(hash_password, password))
+            created = await self._create(name, password_hash, guest=False)
+        finally:
+            self.throttle.end(attempt, created)
+        if not created:
             raise AuthError(409, "username_taken", "that name is taken")
         return await self._open_login(name)
 
@@ -181,7 +233,7 @@ class AccountService:
         try:
             created = await self.store.create_user(name, password_hash, guest)
         except StoreError:
-            raise AuthError(503, "unavailable", "accounts are unavailable; try again") from None
+            raise AuthError.unavailable("accounts are unavailable; try again") from None
         if created:
             self.accounts.add(Account(name, password_hash, guest))
             self.listener.user_added(name)
@@ -192,29 +244,26 @@ class AccountService:
         name = self._check_name(username)
         if password is None:
             return await self._login_guest(name)
-        if not isinstance(password, str) or len(password) > 1024:
-            raise AuthError(400, "bad_password", "password must be a string")
-        self._check_limits(address, name)
-        account = self.accounts.accounts.get(name)
-        stored_hash = account.password_hash if account is not None and not account.guest else None
-        matches = await asyncio.get_running_loop().run_in_executor(None, verify_password, password, stored_hash)
-        if not matches:
-            self._failed(address, name)
+        if not isinstance(password, str) or len(password) > PASSWORD_MAX_CHARS or not encodable(password):
+            raise AuthError(400, "bad_password", "password must be a string of valid Unicode")
+        account = await self._password_matches(address, name, password)
+        if account is None:
             raise AuthError(401, "bad_credentials", "wrong user name or password")
-        if account is not None and account.disabled:
+        # Only the right password learns that the account is disabled; a wrong one was a failure like any other.
+        if account.disabled:
             raise AuthError(403, "account_disabled", "this account is disabled; ask an administrator")
-        self.by_name.succeeded(name)
-        return await self._open_login(name)
+        return await self._open_login(account.name)
 
     async def _login_guest(self, name: str) -> tuple[str, Claims]:
         if not self.settings.allow_guests:
             raise AuthError(400, "password_required", "a password is required (guest logins are off)")
-        guest_name = name if name.startswith(GUEST_PREFIX) else GUEST_PREFIX + name
+        guest_name = name if name_key(name).startswith(GUEST_PREFIX) else GUEST_PREFIX + name
         if len(guest_name) > 32:
             raise AuthError(400, "bad_username", f"guest names are at most {32 - len(GUEST_PREFIX)} characters")
         # A guest has no password, so its name is its only credential: once taken, it stays taken,
         # or anyone could log in as an existing guest and read its conversations.
-        if guest_name in self.accounts.accounts or not await self._create(guest_name, None, guest=True):
+        # Guests are for demos and load tests (thousands from one address): not limited like registrations.
+        if self.accounts.find(guest_name) is not None or not await self._create(guest_name, None, guest=True):
             raise AuthError(409, "username_taken", "that guest name is taken; pick another")
         return await self._open_login(guest_name)
 
@@ -223,28 +272,31 @@ class AccountService:
         try:
             await self.store.revoke_login(claims.login_id)
         except StoreError:
-            raise AuthError(503, "unavailable", "logout failed; try again") from None
+            raise AuthError.unavailable("logout failed; try again") from None
         if self.accounts.revoke(claims.login_id) is not None:
             self.listener.logins_ended(claims.user, {claims.login_id}, CLOSE_LOGGED_OUT)
 
-    async def change_password(self, claims: Claims, password: object, new_password: object) -> tuple[str, Claims]:
-        """Replace the password; every login session of the user ends, and the caller gets a new one."""
+    async def change_password(
+        self, claims: Claims, password: object, new_password: object, address: str
+    ) -> tuple[str, Claims]:
+        """Replace the password; every login session of the user ends, and the caller gets a new one.
+
+        The current password is checked under the same throttle as a login: a stolen token is no way to
+        guess it faster.
+        """
         account = self.accounts.accounts.get(claims.user)
         if account is None or account.guest:
             raise AuthError(400, "no_password", "guests have no password to change")
-        if not isinstance(password, str):
+        if not isinstance(password, str) or len(password) > PASSWORD_MAX_CHARS or not encodable(password):
             raise AuthError(400, "bad_password", "give the current password")
-        if (problem := password_problem(new_password)) is not None:
-            raise AuthError(400, "bad_password", problem)
-        assert isinstance(new_password, str)
-        loop = asyncio.get_running_loop()
-        if not await loop.run_in_executor(None, verify_password, password, account.password_hash):
+        new_password = _usable_password(new_password)
+        if await self._password_matches(address, claims.user, password) is None:
             raise AuthError(401, "bad_credentials", "the current password is wrong")
-        new_hash = await loop.run_in_executor(None, hash_password, new_password)
+        new_hash = await self._hash(partial(hash_password, new_password))
         try:
             await self.store.set_password(claims.user, new_hash)
         except StoreError:
-            raise AuthError(503, "unavailable", "the password was not changed; try again") from None
+            raise AuthError.unavailable("the password was not changed; try again") from None
         self._password_changed(claims.user, new_hash)
         return await self._open_login(claims.user)
 
@@ -312,3 +364,10 @@ class AccountService:
             if row is not None and not row.removed:
                 self.accounts.add(Account(row.name, row.password_hash, row.guest))
                 self.listener.user_added(row.name)
+
+
+def _usable_password(password: object) -> str:
+    """``password`` when it can be an account's password; ``AuthError`` 400 ``bad_password`` saying why not."""
+    if (problem := password_problem(password)) is not None or not isinstance(password, str):
+        raise AuthError(400, "bad_password", problem or "password must be a string")
+    return password

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .names import name_key
+
 # Guest names carry this prefix, which registered names may not use, so a guest is always recognisable.
 GUEST_PREFIX = "guest-"
 
@@ -37,13 +39,22 @@ class Accounts:
 
     accounts: dict[str, Account] = field(default_factory=dict)
     logins: dict[str, Login] = field(default_factory=dict)
+    # name_key(name) -> name: the account a name in any case logs in to.
+    by_key: dict[str, str] = field(default_factory=dict)
 
     def add(self, account: Account) -> None:
         self.accounts[account.name] = account
+        self.by_key[name_key(account.name)] = account.name
+
+    def find(self, name: str) -> Account | None:
+        """The account called ``name`` in any case (``Alice`` finds ``alice``), or None."""
+        spelled = self.by_key.get(name_key(name))
+        return self.accounts.get(spelled) if spelled is not None else None
 
     def remove(self, name: str) -> list[str]:
         """Forget a user; returns the login ids that were revoked with them."""
-        self.accounts.pop(name, None)
+        if self.accounts.pop(name, None) is not None:
+            self.by_key.pop(name_key(name), None)
         return self.revoke_user(name)
 
     def open_login(self, login: Login) -> None:

@@ -18,10 +18,12 @@ from typing import TextIO
 
 from . import sqlite_accounts, sqlite_rooms
 from .accounts import GUEST_PREFIX
+from .names import NEW_NAME_PATTERN, NEW_NAME_RULE, name_key
 from .passwords import hash_password, password_problem
 from .protocol import ROOM_PATTERN, USERNAME_PATTERN
 from .server_frames import iso_time
-from .sqlite_schema import DB_FILE, connect, migrate
+from .sqlite_schema import DB_FILE, NameCollisions, connect, migrate
+from .store import StoreError
 
 # Who did it, in the audit log, for changes made from the command line (not a valid user name).
 CLI_ACTOR = "(command line)"
@@ -80,29 +82,45 @@ def run_user_command(args: argparse.Namespace, data_dir: Path, sync: str, out: T
     data_dir.mkdir(parents=True, exist_ok=True)
     connection = connect(data_dir / DB_FILE, sync)
     try:
-        migrate(connection)
+        collisions = False
+        try:
+            migrate(connection)
+        except NameCollisions as exc:
+            # The way out of this is "user remove", which the schema before the migration supports (names are
+            # then exact: two of them differ only in case).
+            if args.action not in ("list", "remove"):
+                raise AdminError(str(exc)) from None
+            collisions = True
+        except StoreError as exc:
+            raise AdminError(str(exc)) from None
         now = time.time()
         if args.action == "list":
-            flags = sqlite_rooms.load(connection)
+            flags = sqlite_rooms.load(connection) if not collisions else None
             for row in sqlite_accounts.accounts(connection):
                 state = "removed" if row.removed else "guest" if row.guest else "active"
-                state += "\tdisabled" if row.name in flags.disabled else ""
-                state += "\tadmin" if row.name in flags.admins else ""
+                if flags is not None:
+                    state += "\tdisabled" if row.name in flags.disabled else ""
+                    state += "\tadmin" if row.name in flags.admins else ""
                 print(f"{row.name}\t{state}", file=out)
             return
         name = args.username
         if not USERNAME_PATTERN.fullmatch(name):
             raise AdminError(f"{name!r} is not a valid user name")
+        if args.action != "add" and not collisions:
+            # An account is named in any case, as a login names it; the log and the feed carry its own spelling.
+            name = sqlite_accounts.spelling(connection, name) or name
         if args.action in ("add", "passwd"):
             password = _read_password(args.password_stdin, sys.stdin)
             password_hash = hash_password(password)
         connection.execute("BEGIN IMMEDIATE")
         try:
             if args.action == "add":
-                if name.startswith(GUEST_PREFIX):
+                if not NEW_NAME_PATTERN.fullmatch(name):
+                    raise AdminError(f"{name!r} is not a valid new user name: {NEW_NAME_RULE}")
+                if name_key(name).startswith(GUEST_PREFIX):
                     raise AdminError(f"names starting with {GUEST_PREFIX!r} are for guests")
                 if not sqlite_accounts.create_user(connection, name, password_hash, guest=False, now=now):
-                    raise AdminError(f"{name} exists (or existed: names are never reused)")
+                    raise AdminError(f"{name} exists in some case (or existed: names are never reused)")
                 if args.admin:
                     sqlite_rooms.set_admin(connection, name, True, CLI_ACTOR, now)
             elif args.action == "passwd":
@@ -137,8 +155,12 @@ def run_audit_command(args: argparse.Namespace, data_dir: Path, sync: str, out: 
         raise AdminError(f"no database in {data_dir}")
     connection = connect(data_dir / DB_FILE, sync)
     try:
-        migrate(connection)
-        entries, more = sqlite_rooms.audit_entries(connection, args.room, None, args.limit)
+        try:
+            migrate(connection)
+        except StoreError as exc:
+            raise AdminError(str(exc)) from None
+        # Every entry under the room's name, of the room there now and of any earlier room of that name.
+        entries, more = sqlite_rooms.audit_entries(connection, args.room, None, args.limit, this_room=False)
     finally:
         connection.close()
     for entry in entries:

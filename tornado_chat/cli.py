@@ -23,7 +23,7 @@ from .memory_store import MemoryStore
 from .server import ChatServer
 from .settings import Settings, SettingsError, add_arguments, settings_from_args
 from .sqlite_store import SqliteStore
-from .store import Store
+from .store import Store, StoreError
 
 log = logging.getLogger("tornado_chat")
 
@@ -31,6 +31,8 @@ SECRET_FILE = "secret"
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+# Files the server creates (the database, its journal, the secret) are for its own user only.
+UMASK = 0o077
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,6 +53,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     """Entry point of the console script; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    os.umask(UMASK)
     try:
         settings = settings_from_args(args, os.environ if environ is None else environ)
     except SettingsError as exc:
@@ -148,6 +151,9 @@ async def serve(settings: Settings, secret: bytes, ssl_context: ssl.SSLContext |
     server = ChatServer(settings, make_store(settings), secret, ssl_context=ssl_context)
     try:
         server.listen()
+    except StoreError as exc:
+        print(f"tornado-chat: error: database {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except OSError as exc:
         log.error("cannot listen on %s:%s: %s", settings.address, settings.port, exc.strerror or exc)
         return EXIT_FAILURE

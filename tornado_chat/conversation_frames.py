@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
 from .frame_fields import (
-    CONTROL_CHARS,
     MAX_SEQ,
     ErrorCode,
     FrameId,
@@ -22,6 +21,7 @@ from .frame_fields import (
     username_field,
     username_value,
 )
+from .text_cleaning import without_invisible_chars
 
 # Largest list of people a group address may hold (the sender may be among them).
 MAX_PEOPLE_LISTED = 10
@@ -118,7 +118,7 @@ def parse_search(obj: dict[str, Any], frame_id: FrameId, max_text_chars: int) ->
     query = obj.get("q")
     if not isinstance(query, str) or not query.strip():
         raise ProtocolError(ErrorCode.BAD_FRAME, "field 'q' must be a non-empty string")
-    query = " ".join(query.translate(CONTROL_CHARS).split())
+    query = " ".join(without_invisible_chars(query).split())
     if not query:
         raise ProtocolError(ErrorCode.BAD_FRAME, "field 'q' must be a non-empty string")
     if len(query) > SEARCH_MAX_QUERY_CHARS:

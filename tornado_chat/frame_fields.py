@@ -10,15 +10,13 @@ import re
 from enum import StrEnum
 from typing import Any
 
+from .text_cleaning import has_control_chars
+
 ROOM_PATTERN = re.compile(r"[a-z0-9_-]{1,64}")
 USERNAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 MAX_CLIENT_ID_CHARS = 64
 # Sequence numbers are SQLite integers; anything larger cannot name a message.
 MAX_SEQ = 2**63 - 1
-
-# Control characters other than tab and newline are removed from message text:
-# they can rewrite terminals and logs, and no chat needs them.
-CONTROL_CHARS = dict.fromkeys([c for c in range(0x20) if c not in (0x09, 0x0A)] + list(range(0x7F, 0xA0)))
 
 FrameId = str | int | None
 
@@ -35,6 +33,7 @@ class ErrorCode(StrEnum):
     BAD_ROOM = "bad_room"
     BAD_TEXT = "bad_text"
     RATE_LIMITED = "rate_limited"
+    TOO_MANY_ROOMS = "too_many_rooms"
     INTERNAL = "internal"
     # Rooms, roles and moderation (room_frames.py).
     UNKNOWN_ROOM = "unknown_room"
@@ -71,7 +70,7 @@ def is_clean(value: str) -> bool:
         value.encode("utf-8")
     except UnicodeEncodeError:
         return False
-    return value.translate(CONTROL_CHARS) == value
+    return not has_control_chars(value)
 
 
 def shorten(text: str, limit: int = 40) -> str:

@@ -3,14 +3,20 @@
 Every handler gets an ``ApiBackend`` (a small protocol the server implements)
 through ``initialize``. Errors are answered as ``{"error": CODE, "message":
 TEXT}`` with no stack trace, and every response carries the security headers
-(``httpbase``). The WebSocket endpoint is in ``websocket.py``.
+(``httpbase``). A body is read as it arrives and is refused with 413 from its
+``Content-Length`` before it is read (``--max-body-bytes``; the server cuts off
+longer chunked bodies itself); no answer is cached (tokens are in them). The
+WebSocket endpoint is in ``websocket.py``.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Awaitable
 from typing import Any, Protocol
 
 import tornado.escape
+import tornado.http1connection
 import tornado.web
 
 from . import __version__, protocol, server_frames
@@ -18,6 +24,7 @@ from .account_service import AccountService, AuthError
 from .admission import parse_seq
 from .assets import Assets
 from .httpbase import TOKEN_COOKIE, ApiError, JsonErrors
+from .inflight import Busy
 from .protocol import ErrorCode, ProtocolError
 from .settings import Settings
 from .store import StoreError
@@ -42,11 +49,21 @@ class ApiBackend(Protocol):
 
     def count_auth_refusal(self, code: str) -> None: ...
 
-    async def history_page(self, viewer: str, request: protocol.History) -> bytes:
-        """A page of history; raises ``ProtocolError`` (no access) or ``StoreError``."""
+    def count_http_refusal(self, code: str) -> None:
+        """Count a request refused before it was served (``chat_http_refused_total``); other codes are ignored."""
+        ...
+
+    async def history_page(self, viewer: str, client: str, request: protocol.History) -> bytes:
+        """A page of history, one at a time per ``client`` (a few wait); raises ``ProtocolError`` (no access),
+        ``StoreError`` or ``Busy``."""
         ...
 
 
+# A lone surrogate: what a JSON \ud800 escape decodes to, and what no UTF-8 text can hold.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+@tornado.web.stream_request_body
 class BaseHandler(JsonErrors):
     """JSON bodies in and out, tokens, and refusals."""
 
@@ -54,18 +71,51 @@ class BaseHandler(JsonErrors):
 
     def initialize(self, server: ApiBackend) -> None:
         self.server = server
+        self._body = bytearray()
+        # Set when an account request is refused: counted in chat_auth_refused_total, not again as an HTTP one.
+        self._account_refusal = False
+        declared = parse_seq(self.request.headers.get("Content-Length", "0"))
+        self._oversize = declared is not None and declared > server.settings.max_body_bytes
+        connection = self.request.connection
+        if self._oversize and isinstance(connection, tornado.http1connection.HTTP1Connection):
+            # Refused in prepare (or earlier: a cross-site POST). Seeing the length, Tornado would then write a
+            # bare 400 after that answer; with its limit raised it drops what arrives instead, and the connection
+            # closes as soon as the answer is out.
+            connection.set_max_body_size(declared or 0)
+
+    def set_default_headers(self) -> None:
+        super().set_default_headers()
+        self.set_header("Cache-Control", "no-store")
+
+    def prepare(self) -> Awaitable[None] | None:
+        if self._oversize:
+            limit = self.server.settings.max_body_bytes
+            raise ApiError(413, "too_large", f"request bodies are at most {limit} bytes")
+        return None
+
+    def data_received(self, chunk: bytes) -> None:
+        if not self._finished:
+            self._body += chunk
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, ApiError) and not self._account_refusal:
+            self.server.count_http_refusal(exc.code)
+        super().write_error(status_code, **kwargs)
 
     def json_body(self) -> dict[str, Any]:
-        """The request body as a JSON object; 415 for another content type, 400 for bad JSON."""
+        """The request body as a JSON object; 415 for another content type, 400 for bad JSON or bad Unicode."""
         content_type = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if content_type != "application/json":
             raise ApiError(415, "unsupported_media_type", "send the body as application/json")
         try:
-            body = tornado.escape.json_decode(self.request.body)
+            body = tornado.escape.json_decode(bytes(self._body))
         except (ValueError, RecursionError):
-            raise ApiError(400, "bad_json", "the body is not valid JSON") from None
+            raise ApiError(400, "bad_json", "the body is not valid JSON in UTF-8") from None
         if not isinstance(body, dict):
             raise ApiError(400, "bad_request", "the body must be a JSON object")
+        if _has_lone_surrogate(body):
+            raise ApiError(400, "bad_json", "the body holds a \\u escape that is not a Unicode character")
         return body
 
     def token(self) -> str | None:
@@ -105,6 +155,7 @@ class BaseHandler(JsonErrors):
 
     def refuse(self, error: AuthError) -> None:
         self.server.count_auth_refusal(error.code)
+        self._account_refusal = True
         headers = {"Retry-After": str(max(1, round(error.retry_after_s)))} if error.retry_after_s > 0 else None
         raise ApiError(error.status, error.code, error.message, headers)
 
@@ -161,7 +212,7 @@ class PasswordHandler(BaseHandler):
         body = self.json_body()
         try:
             token, new_claims = await self.server.accounts.change_password(
-                claims, body.get("password"), body.get("new_password")
+                claims, body.get("password"), body.get("new_password"), self.client_address()
             )
         except AuthError as error:
             self.refuse(error)
@@ -232,19 +283,38 @@ class HistoryHandler(BaseHandler):
                 query[name] = number
         try:
             request = protocol.parse_history(query)
-            page = await self.server.history_page(claims.user, request)
+            page = await self.server.history_page(claims.user, claims.login_id, request)
         except ProtocolError as exc:
             status = _HISTORY_STATUS.get(exc.code, 400)
             raise ApiError(status, exc.code.value, exc.message) from None
         except StoreError:
             raise ApiError(503, "unavailable", "history is unavailable; try again", {"Retry-After": "1"}) from None
+        except Busy:
+            raise ApiError(429, "busy", "wait for your other history requests", {"Retry-After": "1"}) from None
         self.set_header("Content-Type", "application/json")
         self.finish(page)
 
 
 class ApiNotFoundHandler(BaseHandler):
     def prepare(self) -> None:
+        super().prepare()
         raise ApiError(404, "not_found", "no such API endpoint")
+
+
+def _has_lone_surrogate(value: object) -> bool:
+    """Whether any string in a decoded JSON value holds a lone surrogate (walked without recursion)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if not item.isascii() and _LONE_SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
 
 
 class PageHandler(BaseHandler):

@@ -17,7 +17,7 @@ from typing import NoReturn
 import tornado.web
 from tornado.http1connection import HTTP1Connection
 
-from .admission import Admitted, Handshake, Refusal
+from .admission import Admitted, Handshake, Refusal, parse_seq
 from .http_sessions import FRAMES_PER_POST_MAX, HttpRefused, HttpSessions, split_frames, token_digest
 from .http_transport import HttpTransport, PollTransport, poll_answer
 from .httpbase import TOKEN_COOKIE, ApiError, JsonErrors
@@ -133,8 +133,8 @@ class PollHandler(TransportHandler):
         transport = self.find()
         if not isinstance(transport, PollTransport):
             self.refuse(400, "bad_request", "this session is an event stream: it is not polled")
-        cursor = self.get_query_argument("cursor", "")
-        if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 19 and transport.acknowledge(int(cursor))):
+        cursor = parse_seq(self.get_query_argument("cursor", ""))
+        if cursor is None or not transport.acknowledge(cursor):
             self.refuse(400, "bad_cursor", "cursor must be the cursor of the last answer (0 before any)")
         interval = self.sessions.settings.ping_interval_s
         try:
@@ -188,8 +188,10 @@ class FramesHandler(TransportHandler):
         if content_type != "application/json":
             self.refuse(415, "unsupported_media_type", "send the frames as an application/json array")
         limit = self.sessions.max_post_bytes
-        length = self.request.headers.get("Content-Length", "0")
-        if not length.isdigit() or int(length) > limit:
+        length = parse_seq(self.request.headers.get("Content-Length", "0"))
+        if length is None:
+            self.refuse(400, "bad_request", "Content-Length must be a number of bytes")
+        if length > limit:
             self.refuse(413, "too_large", f"a POST of frames is at most {limit} bytes")
         connection = self.request.connection
         if isinstance(connection, HTTP1Connection):

@@ -280,6 +280,6 @@ class HttpSessions:
         return session is not None and self._transports.get(session.sid) is transport
 
     def _unlink(self, transport: HttpTransport) -> None:
-        if self._is_linked(transport):
-            assert transport.session is not None
-            del self._transports[transport.session.sid]
+        session = transport.session
+        if session is not None and self._transports.get(session.sid) is transport:
+            del self._transports[session.sid]

@@ -16,6 +16,12 @@ matched by client id, while the POST waits for them. The answer lists them in
 the order of the frames they answer. Everything else (messages, presence,
 membership, pongs) goes down the stream, in order.
 
+Slow consumers are cut off as on a WebSocket: past ``--max-buffered-bytes``
+the session closes with 1013, and what still waits for the client and is not
+on its way already is dropped at once (an event stream's backlog behind
+``session.STREAM_WINDOW_BYTES``, a long poll's unacknowledged frames): the
+client learns why right away and resumes from the last message it has.
+
 Like the WebSocket transport, an HTTP transport never calls back into the
 core on the caller's stack: a backlog past ``--max-buffered-bytes``, the end of
 the session and (for an event stream) a sign of life are reported to its
@@ -34,7 +40,7 @@ from typing import ClassVar, Protocol
 
 from . import server_frames
 from .outgoing import Outgoing
-from .session import Session
+from .session import CLOSE_TRY_AGAIN_LATER, Session
 
 # The frames a POST answers with; every other frame goes down the stream.
 _ACK_PREFIX = b'{"type":"ack",'
@@ -214,6 +220,8 @@ class HttpTransport:
         self._closing = True
         cut = reason.encode("utf-8")[:MAX_CLOSE_REASON_BYTES].decode("utf-8", "ignore")
         self.notice = CloseNotice(code, cut)
+        if code == CLOSE_TRY_AGAIN_LATER:
+            self._drop_backlog()  # a slow consumer: told at once, not after what it was not taking
         self._closed()
         self._end()
 
@@ -282,6 +290,9 @@ class HttpTransport:
 
     def _closed(self) -> None:
         """After ``close``: tell the client (``self.notice``)."""
+
+    def _drop_backlog(self) -> None:
+        """Forget what waits for the client and is not on its way yet (a slow consumer's close)."""
 
     def _drop(self) -> None:
         """After ``abort``: drop the client's connection, if one is open (idempotent)."""
@@ -358,9 +369,12 @@ class PollTransport(HttpTransport):
     def _closed(self) -> None:
         self._wake()
 
-    def _drop(self) -> None:
+    def _drop_backlog(self) -> None:
         self.frames.clear()
         self.queued_bytes = 0
+
+    def _drop(self) -> None:
+        self._drop_backlog()
         self._wake()
 
 

@@ -16,32 +16,10 @@ from . import server_frames
 from .conversations import direct_key, group_key, key_of, people_of, room_key, room_of
 from .protocol import ErrorCode, ProtocolError
 from .roles import MODERATOR_RANK, actor_rank
+from .room_pages import RoomIndex, RoomPage, room_page
+from .rooms import MembershipObserver, Room, member_frame, membership_frame, no_room, room_frame
 from .server_frames import Message
 from .session import Session, User
-
-
-class Room:
-    """A room and its members (user names). The tuple of online member sessions is cached for fan-out.
-
-    A ``private`` room is seen only by its members (and server admins); ``roles`` holds the members who are
-    more than plain members (owner, moderators); ``banned`` users cannot join.
-    """
-
-    __slots__ = ("_online", "banned", "members", "name", "private", "roles", "topic")
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.members: set[str] = set()
-        self._online: tuple[Session, ...] | None = None
-        self.private = False
-        self.topic = ""
-        self.roles: dict[str, str] = {}
-        self.banned: set[str] = set()
-
-
-def no_room(room_name: str) -> ProtocolError:
-    """The refusal for a room that does not exist, and for a private room to a non-member: the same words."""
-    return ProtocolError(ErrorCode.UNKNOWN_ROOM, f"there is no room called {room_name!r}")
 
 
 class Delivery(NamedTuple):
@@ -57,12 +35,17 @@ class Hub:
     def __init__(self) -> None:
         self.users: dict[str, User] = {}
         self.rooms: dict[str, Room] = {}
+        # Every room's name, and the public ones' apart: a page of the room list reads only what it shows.
+        self.room_index = RoomIndex()
+        self.public_index = RoomIndex()
         self.sessions: dict[str, Session] = {}
         self.users_online = 0
         # Highest sequence number handed out so far (committed by the store).
         self.last_seq = 0
         # Server admins: they see every room and outrank everyone in it.
         self.admins: set[str] = set()
+        # Told when a membership ends (and whether its room went): see rooms.MembershipObserver.
+        self.membership_observers: list[MembershipObserver] = []
 
     # ------------------------------------------------------------ state
 
@@ -93,20 +76,19 @@ class Hub:
         return open_sessions
 
     def restore_membership(self, user_name: str, room_name: str) -> None:
-        """Load a membership from the store at start-up (no frames)."""
-        room = self.rooms.get(room_name) or self._create_room(room_name)
+        """Load a membership from the store at start-up (no frames). Rooms exist through their members."""
+        room = self.rooms.get(room_name) or self._create_room(room_name, 0)  # its first_seq comes with its state
         user = self.add_user(user_name)
         room.members.add(user_name)
         user.rooms.add(room_name)
 
-    def restore_room(self, room_name: str) -> None:
-        if room_name not in self.rooms:
-            self._create_room(room_name)
-
-    def restore_room_state(self, room_name: str, private: bool, topic: str) -> None:
-        room = self.rooms.get(room_name) or self._create_room(room_name)
-        room.private = private
-        room.topic = topic
+    def restore_room_state(self, room_name: str, private: bool, topic: str, first_seq: int) -> None:
+        """Load a room's kind and topic (after the memberships); ignored for a room without members."""
+        room = self.rooms.get(room_name)
+        if room is not None:
+            self._set_private(room, private)
+            room.topic = topic
+            room.first_seq = first_seq
 
     def restore_role(self, room_name: str, user_name: str, role: str) -> None:
         """Load a member's role (owner, moderator); ignored for a room or a member no longer there."""
@@ -115,7 +97,10 @@ class Hub:
             room.roles[user_name] = role
 
     def restore_ban(self, room_name: str, user_name: str) -> None:
-        (self.rooms.get(room_name) or self._create_room(room_name)).banned.add(user_name)
+        """Load a ban (after the memberships); ignored for a room without members (deleted with its bans)."""
+        room = self.rooms.get(room_name)
+        if room is not None:
+            room.banned.add(user_name)
 
     def restore_contact(self, a: str, b: str) -> None:
         self.add_user(a).contacts.add(b)
@@ -126,15 +111,26 @@ class Hub:
         for name in members:
             self.add_user(name).groups.add(key)
 
-    def _create_room(self, name: str) -> Room:
-        room = self.rooms[name] = Room(name)
+    def _create_room(self, name: str, first_seq: int) -> Room:
+        room = self.rooms[name] = Room(name, first_seq)
+        self.room_index.add(name)
+        self.public_index.add(name)
         return room
 
-    def create_room(self, name: str) -> Room:
-        """A new, empty public room; raises ``room_exists`` when the name is taken (by any room)."""
+    def create_room(self, name: str, private: bool) -> Room:
+        """A new, empty room; raises ``room_exists`` when the name is taken (by any room)."""
         if name in self.rooms:
             raise ProtocolError(ErrorCode.ROOM_EXISTS, f"the room name {name!r} is taken")
-        return self._create_room(name)
+        room = self._create_room(name, self.last_seq)
+        self._set_private(room, private)
+        return room
+
+    def _set_private(self, room: Room, private: bool) -> None:
+        room.private = private
+        if private:
+            self.public_index.remove(room.name)
+        else:
+            self.public_index.add(room.name)
 
     def may_see(self, room: Room, name: str) -> bool:
         """Whether user ``name`` may know that ``room`` exists: public rooms, their own, any for admins."""
@@ -174,6 +170,7 @@ class Hub:
         deliveries: list[Delivery] = []
         if first:
             self.users_online += 1
+            self._count_online(user, 1)
             watchers = self._watchers(user)
             if watchers:
                 deliveries.append(Delivery(server_frames.presence_frame(user.name, True), watchers))
@@ -189,9 +186,15 @@ class Hub:
         if user.sessions:
             return []
         self.users_online -= 1
+        self._count_online(user, -1)
         user.offline_since_seq = self.last_seq
         watchers = self._watchers(user)
         return [Delivery(server_frames.presence_frame(user.name, False), watchers)] if watchers else []
+
+    def _count_online(self, user: User, change: int) -> None:
+        rooms = self.rooms
+        for room_name in user.rooms:
+            rooms[room_name].online += change
 
     def _invalidate_rooms_of(self, user: User) -> None:
         rooms = self.rooms
@@ -227,7 +230,7 @@ class Hub:
         ``member`` to the other members' sessions when the user is new there.
         """
         user = session.user
-        room = self.rooms.get(room_name) or self._create_room(room_name)
+        room = self.rooms.get(room_name) or self._create_room(room_name, self.last_seq)
         changed = user.name not in room.members
         if changed and user.name not in self.admins:
             if room.private:
@@ -242,16 +245,18 @@ class Hub:
     def add_member(self, user: User, room: Room, event: str, by: str | None = None) -> list[Delivery]:
         """Make ``user`` a member of ``room`` (no checks); the ``member`` event for the other members."""
         others = self.online_sessions(room)
+        if user.name not in room.members:
+            room.online += user.online
         room.members.add(user.name)
         user.rooms.add(room.name)
         room._online = None
-        return [Delivery(self._member_frame(room, user.name, event, by), others)] if others else []
+        return [Delivery(member_frame(room, user.name, event, by), others)] if others else []
 
     def remove_member(self, user: User, room: Room, event: str, by: str | None = None) -> list[Delivery]:
         """End ``user``'s membership of ``room`` (no checks); the ``member`` event for the other members."""
         self._drop_member(user, room)
         others = self.online_sessions(room)
-        return [Delivery(self._member_frame(room, user.name, event, by), others)] if others else []
+        return [Delivery(member_frame(room, user.name, event, by), others)] if others else []
 
     def leave(self, session: Session, room_name: str) -> list[Delivery]:
         """End the user's membership of ``room_name``; raises ``not_member`` if there is none."""
@@ -260,66 +265,43 @@ class Hub:
         if user.name not in room.members:
             raise ProtocolError(ErrorCode.NOT_MEMBER, f"you are not a member of room {room_name!r}")
         deliveries = self.remove_member(user, room, "left")
-        deliveries.insert(0, Delivery(self._membership_frame("left", room), tuple(user.sessions.values())))
+        deliveries.insert(0, Delivery(membership_frame("left", room, self.is_online), tuple(user.sessions.values())))
         return deliveries
 
     def _drop_member(self, user: User, room: Room) -> None:
+        """End a membership. A room left empty is gone, with its roles and bans, public or private: its name is
+        free, and a later join or create makes a new room, which shows no history from before it."""
+        if user.name in room.members:
+            room.online -= user.online
         room.members.discard(user.name)
         room.roles.pop(user.name, None)
         user.rooms.discard(room.name)
         room._online = None
-
-    def _membership_frame(self, kind: str, room: Room) -> bytes:
-        members = sorted(room.members)
-        online = [name for name in members if self.users[name].online]
-        return server_frames.encode({"type": kind, "room": room.name, "members": members, "online": online})
+        gone = not room.members and self.rooms.get(room.name) is room
+        if gone:
+            del self.rooms[room.name]
+            self.room_index.remove(room.name)
+            self.public_index.remove(room.name)
+        for observer in self.membership_observers:
+            observer.membership_ended(user.name, room.name, gone)
 
     def room_frame(self, kind: str, room: Room, with_bans: bool, frame_id: object = None) -> bytes:
-        """``joined`` or ``room``: the room's members, who is online, its kind, topic and roles.
+        """``joined`` or ``room`` (``rooms.room_frame``); ``with_bans`` for its moderators, owner and admins."""
+        return room_frame(kind, room, self.is_online, with_bans, frame_id)
 
-        ``with_bans`` (for its moderators, owner and admins) adds who is banned.
+    def is_online(self, name: str) -> bool:
+        user = self.users.get(name)
+        return user is not None and user.online
+
+    def room_page(self, user: User, after: str | None, limit: int) -> RoomPage:
+        """A page of the rooms ``user`` may see after ``after`` in name order, with their counts, kind and topic,
+        and whether ``user`` is a member: the public rooms and the user's private ones (every room, for an admin).
         """
-        members = sorted(room.members)
-        frame: dict[str, object] = {
-            "type": kind,
-            "room": room.name,
-            "members": members,
-            "online": [name for name in members if self.users[name].online],
-            "private": room.private,
-            "topic": room.topic,
-            "roles": dict(sorted(room.roles.items())),
-        }
-        if with_bans:
-            frame["banned"] = sorted(room.banned)
-        if frame_id is not None:
-            frame["id"] = frame_id
-        return server_frames.encode(frame)
-
-    @staticmethod
-    def _member_frame(room: Room, user_name: str, event: str, by: str | None = None) -> bytes:
-        frame = {"type": "member", "room": room.name, "user": user_name, "event": event, "count": len(room.members)}
-        if by is not None:
-            frame["by"] = by
-        return server_frames.encode(frame)
-
-    def room_list(self, user: User) -> bytes:
-        """Every room ``user`` may see, with its member and online counts, and whether ``user`` is a member."""
-        return server_frames.encode({"type": "rooms", "rooms": self.room_entries(user)})
-
-    def room_entries(self, user: User) -> list[dict[str, str | int | bool]]:
-        """The entries of ``room_list`` (rooms ``user`` may see), by room name."""
-        return [
-            {
-                "room": room.name,
-                "members": len(room.members),
-                "online": sum(1 for m in room.members if self.users[m].online),
-                "member": room.name in user.rooms,
-                "private": room.private,
-                "topic": room.topic,
-            }
-            for room in sorted(self.rooms.values(), key=lambda r: r.name)
-            if self.may_see(room, user.name)
-        ]
+        if user.name in self.admins:
+            return room_page(self.room_index, (), self.rooms, user.rooms, after, limit)
+        rooms = self.rooms
+        private = [name for name in user.rooms if rooms[name].private]
+        return room_page(self.public_index, private, rooms, user.rooms, after, limit)
 
     # ------------------------------------------------------------ messages
 

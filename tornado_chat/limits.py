@@ -1,11 +1,9 @@
-"""Rate limits: a token bucket per connection, and failed-attempt counters for logins.
+"""Rate limits: a token bucket per connection (password attempts are throttled in ``throttle.py``).
 
 Pure code: every call takes ``now`` in seconds (any monotonic clock).
 """
 
 from __future__ import annotations
-
-from collections import OrderedDict, deque
 
 
 class TokenBucket:
@@ -43,48 +41,3 @@ class TokenBucket:
     def exhausted(self) -> bool:
         """True once refused frames have kept coming faster than the bucket forgives them."""
         return self.penalty <= 0
-
-
-class AttemptLimiter:
-    """At most ``limit`` failures per key in any ``window_s`` seconds; keys are addresses or user names.
-
-    Memory is bounded: past ``max_keys`` keys the least recently failed is forgotten.
-    """
-
-    def __init__(self, limit: int, window_s: float, max_keys: int = 100_000) -> None:
-        self.limit = limit
-        self.window_s = window_s
-        self.max_keys = max_keys
-        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
-
-    def retry_after(self, key: str, now: float) -> float:
-        """Seconds until ``key`` may try again; 0 when it may try now."""
-        failures = self._failures.get(key)
-        if failures is None:
-            return 0.0
-        while failures and failures[0] <= now - self.window_s:
-            failures.popleft()
-        if not failures:
-            del self._failures[key]
-            return 0.0
-        if len(failures) < self.limit:
-            return 0.0
-        return failures[0] + self.window_s - now
-
-    def failed(self, key: str, now: float) -> None:
-        failures = self._failures.get(key)
-        if failures is None:
-            failures = self._failures[key] = deque()
-            if len(self._failures) > self.max_keys:
-                self._failures.popitem(last=False)
-        else:
-            self._failures.move_to_end(key)
-        failures.append(now)
-        if len(failures) > self.limit:
-            failures.popleft()
-
-    def succeeded(self, key: str) -> None:
-        self._failures.pop(key, None)
-
-    def __len__(self) -> int:
-        return len(self._failures)

@@ -14,12 +14,13 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TypeVar
 
-from .conversations import is_group, people_of, thread_key
+from .conversations import is_group, people_of, room_key, room_of, thread_key
+from .names import name_key
 from .search_terms import fold, split_terms
-from .server_frames import Message
+from .server_frames import HISTORY_BUDGET_BYTES, Message, history_entry_bytes
 from .store import (
     PASSWORD_CHANGED,
     USER_ADDED,
@@ -66,10 +67,14 @@ class MemoryStore:
         self._last_seq = 0
         self._users: dict[str, int] = {}
         self._accounts: dict[str, AccountRow] = {}
+        # Every name ever taken, by its key: a name is never given out again, in any case.
+        self._name_keys: set[str] = set()
         self._events: list[AuthEvent] = []
         # room -> {user: seq at join}; a member's replay covers room messages after that seq.
         self._members: dict[str, dict[str, int]] = {}
         self._rooms: dict[str, RoomSettings] = {}
+        # room -> (position, last audit entry) when it was made: where its history and audit log start.
+        self._made: dict[str, tuple[int, int]] = {}
         self._roles: dict[tuple[str, str], str] = {}  # (room, user) -> role
         self._bans: set[tuple[str, str]] = set()
         self._audit: list[AuditEntry] = []
@@ -95,7 +100,11 @@ class MemoryStore:
             accounts=list(self._accounts.values()),
             last_auth_event=len(self._events),
             moderation=ModerationSnapshot(
-                rooms=list(self._rooms.values()),
+                rooms=[
+                    RoomSettings(name, settings.private, settings.topic, self._made[name][0])
+                    for name in self._members
+                    for settings in [self._rooms.get(name, RoomSettings(name, False, ""))]
+                ],
                 roles=[RoleChange(room, user, role) for (room, user), role in self._roles.items()],
                 bans=sorted(self._bans),
                 disabled=set(self._disabled),
@@ -140,8 +149,9 @@ class MemoryStore:
         self._events.append(AuthEvent(len(self._events) + 1, kind, user, login_id))
 
     async def create_user(self, name: str, password_hash: str | None, guest: bool) -> bool:
-        if name in self._accounts:
+        if name_key(name) in self._name_keys:
             return False
+        self._name_keys.add(name_key(name))
         self._accounts[name] = AccountRow(name, password_hash, guest, removed=False)
         self._users[name] = self._last_seq
         self._event(USER_ADDED, name)
@@ -160,8 +170,10 @@ class MemoryStore:
         if account is None or account.removed:
             return False
         self._accounts[name] = AccountRow(name, None, account.guest, removed=True)
-        for members in self._members.values():
+        for room, members in list(self._members.items()):
             members.pop(name, None)
+            if not members:
+                self._drop_room(room)
         self._event(USER_REMOVED, name)
         return True
 
@@ -190,12 +202,31 @@ class MemoryStore:
         return True
 
     def set_membership(self, user: str, room: str, member: bool, seq: int) -> None:
-        members = self._members.setdefault(room, {})
         if member:
-            members.setdefault(user, seq)
-        else:
-            members.pop(user, None)
-            self._roles.pop((room, user), None)
+            self._make_room(room)
+            self._members[room].setdefault(user, seq)
+            return
+        members = self._members.get(room, {})
+        members.pop(user, None)
+        self._roles.pop((room, user), None)
+        self._read_positions.pop((user, room_key(room)), None)  # a return starts read up to then, as a join
+        if not members:
+            self._drop_room(room)
+
+    def _make_room(self, room: str) -> None:
+        """A room comes to be: it starts at the current position and audit entry, with no roles or bans."""
+        if room in self._members:
+            return
+        self._members[room] = {}
+        self._made[room] = (self._last_seq, self._audit[-1].entry_id if self._audit else 0)
+
+    def _drop_room(self, room: str) -> None:
+        """A room without members goes, with its settings, roles and bans (its messages stay)."""
+        for table in (self._members, self._rooms, self._made):
+            table.pop(room, None)
+        for key in [key for key in self._roles if key[0] == room]:
+            del self._roles[key]
+        self._bans = {ban for ban in self._bans if ban[0] != room}
 
     def record(self, writes: Sequence[RoomWrite]) -> None:
         for write in writes:
@@ -204,6 +235,7 @@ class MemoryStore:
     def _record(self, write: RoomWrite) -> None:
         match write:
             case RoomSettings():
+                self._make_room(write.room)
                 self._rooms[write.room] = write
             case RoleChange(role=None):
                 self._roles.pop((write.room, write.user), None)
@@ -251,10 +283,13 @@ class MemoryStore:
         return self._find(seq)
 
     async def audit_log(self, room: str | None, before: int | None, limit: int) -> tuple[list[AuditEntry], bool]:
+        lower = self._made[room][1] if room is not None and room in self._made else 0  # this room's, not before
         matched = [
             entry
             for entry in reversed(self._audit)
-            if (room is None or entry.room == room) and (before is None or entry.entry_id < before)
+            if (room is None or entry.room == room)
+            and (before is None or entry.entry_id < before)
+            and entry.entry_id > lower
         ]
         return matched[:limit], len(matched) > limit
 
@@ -280,12 +315,26 @@ class MemoryStore:
         with_user: str | None,
         before: int | None,
         limit: int,
+        since: int = 0,
         members: tuple[str, ...] | None = None,
     ) -> tuple[list[Message], bool]:
         thread = self._threads.get(thread_key(viewer, room, with_user, members), [])
+        lower = self._floor(room_key(room), since) if room is not None else since
+        first = bisect.bisect_right(thread, lower, key=_seq)
         end = len(thread) if before is None else bisect.bisect_left(thread, before, key=_seq)
-        start = max(0, end - limit)
-        return thread[start:end][::-1], start > 0
+        page: list[Message] = []
+        used = 0
+        for message in reversed(thread[max(first, end - limit) : end]):
+            used += history_entry_bytes(message)  # as the message now stands: edited, or a tombstone
+            if page and used > HISTORY_BUDGET_BYTES:
+                break
+            page.append(message)
+        return page, end - len(page) > first
+
+    def _floor(self, key: str, since: int) -> int:
+        """Where a conversation's messages start: after ``since``, and a room's after where it was made."""
+        room = room_of(key)
+        return max(since, self._made.get(room, (0, 0))[0]) if room is not None else since
 
     async def replay(self, user: str, since: int, below: int | None, limit: int) -> Replay:
         start = bisect.bisect_right(self._log, since, key=_seq)
@@ -303,7 +352,9 @@ class MemoryStore:
         truncated = len(matched) > limit
         return Replay(matched[-limit:] if truncated else matched, truncated, self._last_seq)
 
-    async def search(self, keys: list[str], query: str, before: int | None, limit: int) -> SearchPage:
+    async def search(
+        self, keys: list[str], query: str, before: int | None, limit: int, floors: Mapping[str, int] | None = None
+    ) -> SearchPage:
         terms = split_terms(query)
         wanted = [fold(term) for term in (*terms.words, *terms.substrings, *terms.short)]
         if not wanted:
@@ -311,8 +362,11 @@ class MemoryStore:
         found = [
             message
             for key in keys
+            for floor in [self._floor(key, (floors or {}).get(key, 0))]
             for message in self._threads.get(key, [])
-            if (before is None or message.seq < before) and all(term in fold(message.text) for term in wanted)
+            if message.seq > floor
+            and (before is None or message.seq < before)
+            and all(term in fold(message.text) for term in wanted)
         ]
         found.sort(key=_seq, reverse=True)
         return SearchPage(found[:limit], found[limit - 1].seq if len(found) > limit else None)

@@ -43,7 +43,9 @@ from .session import CLOSE_REASONS
 
 # What carries a session (``session.Transport.kind``): a WebSocket, an event stream, long polls.
 TRANSPORTS = ("websocket", "sse", "poll")
-# Why a request about an HTTP-transport session (a poll, a POST of frames) was refused.
+# Why an HTTP request was refused before it was served: an API request, a request about an HTTP-transport
+# session (a poll, a POST of frames), a request to the ops listener. Account refusals are counted apart
+# (AUTH_REFUSALS).
 HTTP_REFUSALS = (
     "no_token",
     "bad_token",
@@ -57,6 +59,8 @@ HTTP_REFUSALS = (
     "bad_cursor",
     "too_large",
     "unsupported_media_type",
+    "busy",
+    "bad_host",
 )
 # Why a WebSocket handshake was refused before the upgrade.
 HANDSHAKE_REJECT_REASONS = (
@@ -87,6 +91,7 @@ AUTH_REFUSALS = (
     "no_password",
     "unavailable",
     "account_disabled",
+    "busy",
 )
 # Moderation actions, as the audit log names them (room_admin, moderation).
 MODERATION_ACTIONS = ("invite", "kick", "ban", "unban", "topic", "promote", "demote", "transfer", "delete", "disable")
@@ -292,13 +297,11 @@ class ChatMetrics:
             registry=registry,
         )
         self.handshakes_rejected = {reason: rejected.labels(reason) for reason in HANDSHAKE_REJECT_REASONS}
-        http_refused = Counter(
-            "chat_http_refused",
-            "Requests about an HTTP-transport session (polls, POSTs of frames) refused, by why.",
-            ["code"],
+        self.accept_errors = Counter(
+            "chat_accept_errors",
+            "Connections that could not be accepted (out of file descriptors or memory); accepts then back off.",
             registry=registry,
         )
-        self.http_refused = {code: http_refused.labels(code) for code in HTTP_REFUSALS}
 
         refused = Counter(
             "chat_auth_refused",
@@ -307,6 +310,14 @@ class ChatMetrics:
             registry=registry,
         )
         self.auth_refused = {code: refused.labels(code) for code in AUTH_REFUSALS}
+        http_refused = Counter(
+            "chat_http_refused",
+            "HTTP requests refused before they were served (API, HTTP-transport sessions, ops listener), by error"
+            " code; account refusals are counted in chat_auth_refused.",
+            ["code"],
+            registry=registry,
+        )
+        self.http_refused = {code: http_refused.labels(code) for code in HTTP_REFUSALS}
 
         # Traffic.
         self.tallies = Tallies()

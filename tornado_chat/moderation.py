@@ -30,6 +30,7 @@ from .read_state import ReadState
 from .roles import MODERATOR_RANK, OWNER_RANK
 from .room_admin import Outcome, RoomAdmin, forbidden
 from .room_frames import Audit, CreateRoom, Delete, Disable, Edit, MemberAction, RoomFrame, SetTopic
+from .room_limits import RoomLimits
 from .server_frames import Message
 from .session import Session, User
 from .store import AuditEntry, ChangeResult, MembershipChange, MessageChange, MessageStore, StoreError
@@ -57,6 +58,10 @@ class ModerationWriter(Protocol):
 class AccountControl(Protocol):
     """What moderation may do to accounts (the account service, through the server)."""
 
+    def account_name(self, name: str) -> str | None:
+        """The spelling of the account ``name`` names in any case (as a login finds it), or None."""
+        ...
+
     async def disable_account(self, name: str, actor: str) -> bool:
         """Disable an account now: its sockets close, its tokens die. False when it was disabled already."""
         ...
@@ -72,7 +77,9 @@ class Moderation:
         store: MessageStore,
         metrics: ChatMetrics,
         accounts: AccountControl,
+        limits: RoomLimits,
         clock: Callable[[], float],
+        monotonic: Callable[[], float],
         read_state: ReadState,
     ) -> None:
         self.writer = writer
@@ -80,20 +87,30 @@ class Moderation:
         self.store = store
         self.metrics = metrics
         self.accounts = accounts
+        self.limits = limits
         self.clock = clock
+        self.monotonic = monotonic
         self.read_state = read_state
-        self.rooms = RoomAdmin(hub)
+        self.rooms = RoomAdmin(hub, limits)
 
     def handle(self, session: Session, frame: RoomFrame) -> None:
-        """Carry out one frame; raises ``ProtocolError`` for a refusal known at once."""
+        """Carry out one frame; raises ``ProtocolError`` for a refusal known at once.
+
+        A user named in a frame (``invite``, ``kick``, ..., ``disable``) is found as a login finds it, in any
+        case (``Bob`` acts on ``bob``); frames and the audit log then carry the account's own spelling.
+        """
         match frame:
             case CreateRoom():
+                self.limits.admit_join(self.hub.rooms, session.user, frame.room, self.monotonic())
                 self._apply(session, self.rooms.create(session, frame))
             case MemberAction() | SetTopic():
+                if isinstance(frame, MemberAction):
+                    frame.user = self.accounts.account_name(frame.user) or frame.user
                 self._apply(session, self.rooms.act(session, frame, self.clock()))
             case Edit() | Delete():
                 self.writer.tasks.spawn(self._change(session, frame))
             case Disable():
+                frame.user = self.accounts.account_name(frame.user) or frame.user
                 self._check_disable(session.user, frame.user)
                 self.writer.tasks.spawn(self._disable(session, frame))
             case Audit():
@@ -151,6 +168,11 @@ class Moderation:
 
     def _sees(self, user: User, message: Message) -> bool:
         if message.room is not None:
+            # A member (or an admin) sees the messages of the room since it was made, not those of a room of the
+            # same name that emptied and was deleted before: those reach nobody.
+            room = self.hub.rooms.get(message.room)
+            if room is None or message.seq <= room.first_seq:
+                return False
             return message.room in user.rooms or user.name in self.hub.admins
         if message.members is not None:
             return user.name in message.members

@@ -2,10 +2,16 @@
 
 Kept off the chat listener so that chat users cannot read metrics or probe
 health by default; ``--ops-address``/``--ops-port`` choose where it listens.
+It answers only requests whose ``Host`` is a loopback address, its own
+address, or one of ``--ops-allowed-hosts``: a page on another site that
+rebinds its DNS name to this address still sends its own name, so it cannot
+read the status page's user names and addresses.
 """
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 import tornado.web
@@ -13,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from . import server_frames
+from .httpbase import PathOnlyLogs
 from .status import CONTENT_SECURITY_POLICY, StatusPage, StatusSource, load_assets
 
 Report = tuple[bool, dict[str, object]]
@@ -28,16 +35,53 @@ class OpsSource(StatusSource, Protocol):
         """Liveness: (healthy, body)."""
         ...
 
+    def count_http_refusal(self, code: str) -> None:
+        """Count a refused request (``bad_host`` here) in ``chat_http_refused_total``."""
+        ...
+
     def readiness(self) -> Report:
         """Readiness: (ready, body)."""
         ...
 
 
-class OpsHandler(tornado.web.RequestHandler):
+def host_allowed(host_header: str, allowed: frozenset[str]) -> bool:
+    """Whether a ``Host`` header (``name``, ``name:port``, ``[v6]:port``) names loopback or an allowed host."""
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        host = host[1 : host.find("]")] if "]" in host else host
+    elif host.count(":") == 1:
+        host = host.partition(":")[0]
+    if host in allowed:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def allowed_hosts(ops_address: str, configured: Iterable[str]) -> frozenset[str]:
+    """The host names the ops listener answers to besides loopback: ``localhost``, its address, the configured."""
+    hosts = {"localhost", *configured}
+    try:
+        unspecified = ipaddress.ip_address(ops_address).is_unspecified  # 0.0.0.0 names no host
+    except ValueError:
+        unspecified = not ops_address
+    if not unspecified:
+        hosts.add(ops_address.lower())
+    return frozenset(hosts)
+
+
+class OpsHandler(PathOnlyLogs):
+    # Probes are polled every few seconds: refusals (404, 503) get no log line each (PathOnlyLogs).
     server: OpsSource
 
     def initialize(self, server: OpsSource) -> None:
         self.server = server
+
+    def prepare(self) -> None:
+        if not host_allowed(self.request.host, self.settings["ops_hosts"]):
+            self.server.count_http_refusal("bad_host")
+            raise tornado.web.HTTPError(403, reason="Bad Host")
 
     def set_default_headers(self) -> None:
         self.set_header("Cache-Control", "no-store")
@@ -51,11 +95,6 @@ class OpsHandler(tornado.web.RequestHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         self.set_header("Content-Type", "application/json")
         self.finish(server_frames.encode({"error": self._reason.lower().replace(" ", "_"), "message": self._reason}))
-
-    def log_exception(self, *args: Any) -> None:
-        # Probes are polled every few seconds; their 404s and 503s are not worth a log line each.
-        if not isinstance(args[1], tornado.web.HTTPError):
-            super().log_exception(*args)
 
 
 class MetricsHandler(OpsHandler):
@@ -112,10 +151,12 @@ class StatusAssetHandler(OpsHandler):
 
 class OpsNotFoundHandler(OpsHandler):
     def prepare(self) -> None:
+        super().prepare()
         raise tornado.web.HTTPError(404)
 
 
-def make_ops_app(server: OpsSource) -> tornado.web.Application:
+def make_ops_app(server: OpsSource, hosts: frozenset[str]) -> tornado.web.Application:
+    """The ops listener's application; ``hosts`` are the names it answers to besides loopback addresses."""
     args = {"server": server}
     status_page = StatusPage(server)
     assets = [
@@ -133,4 +174,5 @@ def make_ops_app(server: OpsSource) -> tornado.web.Application:
         default_handler_class=OpsNotFoundHandler,
         default_handler_args=args,
         log_function=lambda handler: None,
+        ops_hosts=hosts,
     )

@@ -67,6 +67,17 @@ def _parse_bool(text: str) -> bool:
     raise ValueError(f"{text!r} is not a boolean (use true or false)")
 
 
+def _parse_hosts(text: str) -> tuple[str, ...]:
+    return tuple(part.strip().lower() for part in text.split(",") if part.strip())
+
+
+def _hosts(value: tuple[str, ...]) -> str | None:
+    for host in value:
+        if _address(host) is not None:
+            return f"{host!r} is not a host name or an IP address"
+    return None
+
+
 def _parse_origins(text: str) -> tuple[str, ...]:
     return tuple(part.strip().rstrip("/") for part in text.split(",") if part.strip())
 
@@ -158,6 +169,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("ops_address", "address of the ops listener (/metrics, /healthz, /readyz, /status)", str, _address, "ADDR"),
     Option("ops_port", "port of the ops listener (0 picks a free one)", int, _port, "PORT"),
     Option(
+        "ops_allowed_hosts",
+        "comma-separated host names the ops listener answers to, besides loopback addresses and --ops-address;"
+        " a request naming another Host gets 403 (a page that rebinds its DNS name to this address names its own)",
+        _parse_hosts,
+        _hosts,
+        "HOSTS",
+    ),
+    Option(
         "loop_lag_unhealthy_s",
         "event loop lag above which /healthz answers 503, in seconds",
         float,
@@ -239,7 +258,66 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "login_attempts_per_min",
-        "failed logins allowed per minute per client address and per user name before 429",
+        "failed password checks (logins, password changes) allowed per minute per client address before 429; an"
+        " attempt counts as failed from its start until it succeeds",
+        int,
+        _min(1),
+        "COUNT",
+    ),
+    Option(
+        "registrations_per_hour",
+        "accounts one client address may register per hour; more get 429 (guest logins are not limited)",
+        int,
+        _min(1),
+        "COUNT",
+    ),
+    Option(
+        "login_delay_max_s",
+        "longest wait failed logins for a user name impose on the next attempt at it (doubling from 1 s after 5"
+        " failures in 15 minutes), in seconds; a delay, never a lockout",
+        float,
+        _min(0),
+        "SECONDS",
+    ),
+    Option(
+        "max_hashes_queued",
+        "password hashes (logins, registrations, password changes) running or waiting at once; more get 503 busy",
+        int,
+        _min(1),
+        "COUNT",
+    ),
+    Option(
+        "max_body_bytes",
+        "largest HTTP request body accepted on the chat listener, in bytes; larger ones get 413",
+        int,
+        _min(1024),
+        "BYTES",
+    ),
+    Option(
+        "idle_timeout_s",
+        "seconds an HTTP connection may stay idle, or take to send a request's headers, before it is closed"
+        " (WebSockets are watched by the heartbeat instead)",
+        float,
+        _positive,
+        "SECONDS",
+    ),
+    Option(
+        "body_timeout_s",
+        "seconds an HTTP request body may take to arrive before the connection is closed",
+        float,
+        _positive,
+        "SECONDS",
+    ),
+    Option(
+        "max_rooms_per_user",
+        "rooms one user may be a member of; a join, create or invite into one more gets too_many_rooms",
+        int,
+        _min(1),
+        "COUNT",
+    ),
+    Option(
+        "room_creations_per_hour",
+        "rooms one user may create per hour (by create, or by a join that creates the room); more get too_many_rooms",
         int,
         _min(1),
         "COUNT",

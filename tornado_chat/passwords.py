@@ -45,7 +45,20 @@ def password_problem(password: object) -> str | None:
         return f"password must be at least {PASSWORD_MIN_CHARS} characters"
     if len(password) > PASSWORD_MAX_CHARS:
         return f"password must be at most {PASSWORD_MAX_CHARS} characters"
+    if not encodable(password):
+        return "password must be valid Unicode (no lone surrogates)"
     return None
+
+
+def encodable(text: str) -> bool:
+    """Whether ``text`` has a UTF-8 form (a lone surrogate has none, and the hash needs bytes)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def hash_password(password: str, params: ScryptParams = DEFAULT_SCRYPT, salt: bytes | None = None) -> str:

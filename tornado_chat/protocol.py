@@ -20,7 +20,6 @@ from typing import Any, ClassVar, NoReturn
 
 from . import room_frames
 from .conversation_frames import Read, Search, Typing, parse_read, parse_search, parse_typing, people_field
-from .frame_fields import CONTROL_CHARS as _CONTROL_CHARS
 from .frame_fields import MAX_CLIENT_ID_CHARS as MAX_CLIENT_ID_CHARS
 from .frame_fields import MAX_SEQ as MAX_SEQ
 from .frame_fields import ROOM_PATTERN as ROOM_PATTERN
@@ -33,12 +32,16 @@ from .frame_fields import optional_int as _optional_int
 from .frame_fields import room_field as _room
 from .frame_fields import shorten as _shorten
 from .frame_fields import username_field as _username
+from .text_cleaning import without_invisible_chars
 
 PROTOCOL_VERSION = 1
 HISTORY_DEFAULT_LIMIT = 50
 HISTORY_MAX_LIMIT = 200
 # Largest history frame or page, in bytes; a page with more is cut and says ``more``.
 HISTORY_MAX_BYTES = 256 * 1024
+# Rooms in a page of the room list, when the client does not say, and at most.
+ROOM_PAGE_DEFAULT = 100
+ROOM_PAGE_MAX = 500
 
 # Deepest nesting of arrays and objects a frame may have. The protocol needs two levels; the limit makes a
 # deeply nested frame a bad_json error on every Python (3.13's parser no longer hits the recursion limit).
@@ -108,7 +111,11 @@ class History:
 
 @dataclass(slots=True)
 class ListRooms:
+    """A page of the room list: up to ``limit`` rooms after the name ``after``, in name order."""
+
     label: ClassVar[str] = "rooms"
+    after: str | None = None
+    limit: int = ROOM_PAGE_DEFAULT
     frame_id: FrameId = None
 
 
@@ -179,7 +186,8 @@ def _one_target(obj: dict[str, Any], user_field: str) -> None:
 
 
 def clean_text(text: str, max_text_chars: int) -> str:
-    """Message text as stored: control characters other than tab and newline removed.
+    """Message text as stored: control characters other than tab and newline, and invisible format characters,
+    removed (``text_cleaning``).
 
     Raises ``ProtocolError(bad_text)`` when nothing visible is left, when it is
     longer than ``max_text_chars``, or when it is not valid Unicode.
@@ -191,7 +199,7 @@ def clean_text(text: str, max_text_chars: int) -> str:
             text.encode("utf-8")
         except UnicodeEncodeError:
             raise ProtocolError(ErrorCode.BAD_TEXT, "text is not valid Unicode") from None
-        cleaned = text.translate(_CONTROL_CHARS)
+        cleaned = without_invisible_chars(text)
     if not cleaned.strip():
         raise ProtocolError(ErrorCode.BAD_TEXT, "text is empty")
     if len(cleaned) > max_text_chars:
@@ -249,7 +257,9 @@ def parse_history(query: dict[str, Any]) -> History:
 
 
 def _parse_rooms(obj: dict[str, Any], frame_id: FrameId, max_text_chars: int) -> ListRooms:
-    return ListRooms(frame_id)
+    after = _room(obj, "after") if obj.get("after") is not None else None
+    limit = _optional_int(obj, "limit", 1, ROOM_PAGE_MAX)
+    return ListRooms(after, ROOM_PAGE_DEFAULT if limit is None else limit, frame_id)
 
 
 def _parse_resume(obj: dict[str, Any], frame_id: FrameId, max_text_chars: int) -> Resume:

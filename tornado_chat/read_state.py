@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from . import server_frames
 from .addressing import key_for
 from .conversation_frames import Read
-from .conversations import direct_key, key_of, people_of, room_key, wire_target
+from .conversations import direct_key, key_of, people_of, room_key, room_of, wire_target
 from .hub import Delivery, Hub
 from .server_frames import Message
 from .session import Session, User
@@ -44,14 +44,32 @@ class ReadState:
         self.counter = counter if counter is not None else UnreadCounter()
 
     def restore(self, snapshot: Snapshot) -> None:
-        """Load positions, recent seqs and unread mentions at start (positions before mentions)."""
+        """Load positions, recent seqs and unread mentions at start (positions before mentions), after the hub's
+        rooms: a room's messages count from where the room was made (``Room.first_seq``), and those of a room
+        that is gone count for nobody."""
         counter = self.counter
         for key, seqs in snapshot.recent_seqs.items():
-            counter.restore_thread(key, seqs)
+            floor = self._floor(key)
+            if floor is not None:
+                counter.restore_thread(key, [seq for seq in seqs if seq > floor])
         for user, key, seq in snapshot.read_positions:
-            counter.restore_position(user, key, seq)
+            room_name = room_of(key)
+            room = self.hub.rooms.get(room_name) if room_name is not None else None
+            if room_name is None or (room is not None and user in room.members):  # a room's: its members'
+                counter.restore_position(user, key, seq)
         for name, key, seq in snapshot.mentions:
-            counter.add_mention(name, key, seq)
+            floor = self._floor(key)
+            if floor is not None and seq > floor:
+                counter.add_mention(name, key, seq)
+
+    def _floor(self, key: str) -> int | None:
+        """Where a conversation's messages start: a room's ``first_seq``, 0 for the others; None for a room that
+        is gone (nobody reads it)."""
+        room_name = room_of(key)
+        if room_name is None:
+            return 0
+        room = self.hub.rooms.get(room_name)
+        return room.first_seq if room is not None else None
 
     # ------------------------------------------------------------ changes
 
@@ -91,6 +109,15 @@ class ReadState:
     def forget_user(self, user: str) -> None:
         self.counter.forget_user(user)
 
+    def membership_ended(self, user: str, room: str, room_gone: bool) -> None:
+        """A user is out of a room (``rooms.MembershipObserver``): their position there goes (a return starts
+        read up to then, as a join does), and a room that went takes its counts with it, so that a room made
+        again under its name counts nothing of it. The store forgets the same (``set_membership``)."""
+        key = room_key(room)
+        self.counter.forget_position(user, key)
+        if room_gone:
+            self.counter.forget_thread(key)
+
     # ------------------------------------------------------------ what clients are told
 
     def entry(self, user: str, key: str) -> dict[str, Any]:
@@ -114,12 +141,11 @@ class ReadState:
         groups = [[name for name in people_of(key) if name != user.name] for key in sorted(user.groups)]
         return {"groups": groups, "unread": [self.entry(user.name, key) for key in keys]}
 
-    def room_list(self, user: User) -> bytes:
-        """The ``rooms`` frame, with the counts of the user's own rooms."""
-        entries: list[dict[str, Any]] = []
-        for listed in self.hub.room_entries(user):
-            entry: dict[str, Any] = dict(listed)
+    def room_list(self, user: User, after: str | None, limit: int) -> bytes:
+        """A ``rooms`` frame: a page of the room list (``Hub.room_page``), with the counts of the user's own
+        rooms."""
+        page = self.hub.room_page(user, after, limit)
+        for entry in page.rooms:
             if entry["member"]:
                 entry["unread"], entry["mentions"] = self.counter.counts(user.name, room_key(str(entry["room"])))
-            entries.append(entry)
-        return server_frames.encode({"type": "rooms", "rooms": entries})
+        return page.frame()

@@ -20,10 +20,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from . import server_frames
-from .hub import Delivery, Hub, Room
+from .hub import Delivery, Hub
 from .protocol import ErrorCode, ProtocolError
 from .roles import MODERATOR, MODERATOR_RANK, OWNER, OWNER_RANK, role_rank
 from .room_frames import Ban, CreateRoom, Demote, Invite, Kick, MemberAction, Promote, SetTopic, Transfer, Unban
+from .room_limits import RoomLimits
+from .rooms import Room
 from .session import Session, User
 from .store import AuditEntry, BanChange, MembershipChange, RoleChange, RoomSettings, RoomWrite
 
@@ -53,15 +55,15 @@ def forbidden(message: str) -> ProtocolError:
 class RoomAdmin:
     """The moderation operations of one hub (see the module docstring)."""
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, limits: RoomLimits) -> None:
         self.hub = hub
+        self.limits = limits
 
     def create(self, session: Session, frame: CreateRoom) -> Outcome:
         """A new room, public or private, with the creator as its only member and owner."""
         hub = self.hub
         user = session.user
-        room = hub.create_room(frame.room)
-        room.private = frame.private
+        room = hub.create_room(frame.room, frame.private)
         room.topic = frame.topic
         hub.add_member(user, room, "joined")
         room.roles[user.name] = OWNER
@@ -128,6 +130,7 @@ class RoomAdmin:
                     return False
                 if name in room.banned:
                     raise ProtocolError(ErrorCode.BANNED, f"{name} is banned from room {room.name!r}; unban first")
+                self.limits.admit_invitee(user)
                 outcome.deliveries += self.hub.add_member(user, room, "invited", by)
                 outcome.deliveries.append(Delivery(self._joined(room, name), tuple(user.sessions.values())))
                 outcome.writes.append(MembershipChange(room.name, name, True, self.hub.last_seq))

@@ -15,13 +15,13 @@ import ssl
 import time
 from collections.abc import Callable, Mapping
 
-import tornado.httpserver
 import tornado.ioloop
 import tornado.netutil
 import tornado.web
 from prometheus_client import CollectorRegistry
 
 from . import handlers, http_handlers, liveness
+from .accept import GuardedHTTPServer
 from .account_service import AccountService
 from .admission import Admission, Admitted, Handshake, Refusal
 from .assets import Assets
@@ -29,9 +29,10 @@ from .background import BackgroundTasks
 from .heartbeat import HeartbeatMonitor
 from .http_sessions import HttpSessions
 from .hub import Hub
+from .inflight import InFlight
 from .liveness import Liveness, Report
 from .metrics import ChatMetrics
-from .ops import make_ops_app
+from .ops import allowed_hosts, make_ops_app
 from .protocol import History
 from .service import ChatService
 from .session import Session
@@ -48,6 +49,9 @@ log = logging.getLogger("tornado_chat.server")
 CLOSE_HANDSHAKE_WAIT_S = 3.0
 # How often account changes made by other processes (the admin CLI) are picked up.
 AUTH_SYNC_INTERVAL_S = 1.0
+
+# History requests over HTTP that may wait behind the one running for the same login session (several tabs).
+HTTP_HISTORY_WAITING = 2
 
 STARTING = "starting"
 READY = "ready"
@@ -95,10 +99,11 @@ class ChatServer:
         # Sessions carried over plain HTTP (event streams, long polls) where a WebSocket cannot go.
         self.http_sessions = HttpSessions(settings, self.admission, self.accounts, self.chat, self.metrics, monotonic)
         self.assets = Assets(static_dir())
+        self.http_history = InFlight(waiting=HTTP_HISTORY_WAITING)
         self.auth_sync_timer = tornado.ioloop.PeriodicCallback(self._sync_accounts, AUTH_SYNC_INTERVAL_S * 1000)
         self._syncing = False
-        self._http: tornado.httpserver.HTTPServer | None = None
-        self._ops_http: tornado.httpserver.HTTPServer | None = None
+        self._http: GuardedHTTPServer | None = None
+        self._ops_http: GuardedHTTPServer | None = None
         self.chat_port = 0
         self.ops_port = 0
 
@@ -113,15 +118,14 @@ class ChatServer:
         hub.last_seq = snapshot.last_seq
         for name, offline_since in snapshot.users.items():
             hub.add_user(name).offline_since_seq = offline_since
-        for room in snapshot.rooms:
-            hub.restore_room(room)
+        # Rooms exist through their members: a room without members was deleted (with its roles and bans).
         for user, room in snapshot.memberships:
             hub.restore_membership(user, room)
         for a, b in snapshot.contacts:
             hub.restore_contact(a, b)
         moderation = snapshot.moderation
         for settings in moderation.rooms:
-            hub.restore_room_state(settings.room, settings.private, settings.topic)
+            hub.restore_room_state(settings.room, settings.private, settings.topic, settings.first_seq)
         for role in moderation.roles:
             hub.restore_role(role.room, role.user, role.role or "")
         for room, user in moderation.bans:
@@ -163,15 +167,25 @@ class ChatServer:
         """Restore state, start the timers, and accept connections on both listeners (on the serving loop)."""
         self.restore()
         settings = self.settings
+        accept_failed = self.metrics.accept_errors.inc
         ops_sockets = tornado.netutil.bind_sockets(settings.ops_port, settings.ops_address, family=socket.AF_INET)
-        self._ops_http = tornado.httpserver.HTTPServer(make_ops_app(self))
-        self._ops_http.add_sockets(ops_sockets)
+        ops_app = make_ops_app(self, allowed_hosts(settings.ops_address, settings.ops_allowed_hosts))
+        self._ops_http = GuardedHTTPServer(
+            ops_app, idle_connection_timeout=settings.idle_timeout_s, body_timeout=settings.body_timeout_s
+        )
+        self._ops_http.add_guarded_sockets(ops_sockets, accept_failed)
         self.ops_port = ops_sockets[0].getsockname()[1]
         sockets = tornado.netutil.bind_sockets(settings.port, settings.address, family=socket.AF_INET)
-        self._http = tornado.httpserver.HTTPServer(
-            self.make_app(), xheaders=settings.trust_proxy_headers, ssl_options=self.ssl_context
+        # The header timeout is the idle timeout: a client that sends its headers a byte at a time is idle too.
+        self._http = GuardedHTTPServer(
+            self.make_app(),
+            xheaders=settings.trust_proxy_headers,
+            ssl_options=self.ssl_context,
+            idle_connection_timeout=settings.idle_timeout_s,
+            body_timeout=settings.body_timeout_s,
+            max_body_size=settings.max_body_bytes,
         )
-        self._http.add_sockets(sockets)
+        self._http.add_guarded_sockets(sockets, accept_failed)
         self.chat_port = sockets[0].getsockname()[1]
         self.liveness.start()
         self.auth_sync_timer.start()
@@ -195,6 +209,7 @@ class ChatServer:
         self.liveness.stop()
         self.auth_sync_timer.stop()
         self.tasks.cancel_all()
+        self.accounts.close()
         await self.store.close()
         if self._ops_http is not None:
             self._ops_http.stop()
@@ -211,6 +226,11 @@ class ChatServer:
             log.warning("could not read account changes; will retry")
         finally:
             self._syncing = False
+
+    def account_name(self, name: str) -> str | None:
+        """The account a name means in any case (moderation.AccountControl), as a login finds it."""
+        account = self.accounts.accounts.find(name)
+        return account.name if account is not None else None
 
     async def disable_account(self, name: str, actor: str) -> bool:
         """An admin's ``disable`` frame (moderation.AccountControl)."""
@@ -246,8 +266,17 @@ class ChatServer:
         if counter is not None:
             counter.inc()
 
-    async def history_page(self, viewer: str, request: History) -> bytes:
-        return await self.chat.history_page(viewer, request)
+    def count_http_refusal(self, code: str) -> None:
+        counter = self.metrics.http_refused.get(code)
+        if counter is not None:
+            counter.inc()
+
+    async def history_page(self, viewer: str, client: str, request: History) -> bytes:
+        await self.http_history.enter(client)
+        try:
+            return await self.chat.history_page(viewer, request)
+        finally:
+            self.http_history.leave(client)
 
     # ------------------------------------------------------------ the ops listener (ops.OpsSource)
 

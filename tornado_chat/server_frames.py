@@ -146,11 +146,61 @@ def presence_frame(user: str, online: bool) -> bytes:
     return encode({"type": "presence", "user": user, "status": "online" if online else "offline"})
 
 
+# What a history entry costs beyond its strings: the field names, punctuation, a 19-digit seq and the time.
+HISTORY_ENTRY_OVERHEAD_BYTES = 120
+# What an edited or deleted message's entry costs beyond that: its "rev" and its "edited" time or "deleted".
+HISTORY_CHANGE_OVERHEAD_BYTES = 64
+# What a list of names in an entry (a group's "members", a message's "mentions") costs beyond its names, each of
+# which adds its quotes and a comma: the field's name and brackets.
+HISTORY_NAMES_OVERHEAD_BYTES = 16
+# What a history frame costs beyond its entries: type, more, and the room or the people it is with (a group
+# conversation names up to nine others of up to 32 characters each).
+HISTORY_FRAME_OVERHEAD_BYTES = 512
+# The bytes a page's entries may take: stores select rows up to this (see history_entry_bytes).
+HISTORY_BUDGET_BYTES = HISTORY_MAX_BYTES - HISTORY_FRAME_OVERHEAD_BYTES
+_ESCAPED = str.maketrans(dict.fromkeys('"\\\n\t', ""))
+
+
+def history_entry_bytes(message: Message) -> int:
+    """An upper bound of a message's size in a history frame, as it now stands (``message_fields``).
+
+    The text's UTF-8 bytes and one more for each character JSON escapes (quote, backslash, newline, tab: the
+    only control characters texts keep), the client id twice over (any printable text), the names as they are
+    (user names are ASCII and need no escapes): the sender, the room or the recipient, or a group's member
+    list, and the list of mentions. The text is the message's as it now stands: an edit's (with the mentions
+    parsed anew), or none for a tombstone, which carries the fields of a change instead
+    (``HISTORY_CHANGE_OVERHEAD_BYTES``); a store keeps the size up to date with each change
+    (``sqlite_messages.HISTORY_SQL`` cuts pages by it; schema version 4 computes it in SQL for older rows).
+    """
+    text = message.text
+    escaped = len(text) - len(text.translate(_ESCAPED))
+    text_bytes = len(text) if text.isascii() else len(text.encode())
+    if message.members is not None:
+        target = HISTORY_NAMES_OVERHEAD_BYTES + _names_bytes(message.members)
+    else:
+        target = len(message.room or message.to or "")
+    return (
+        text_bytes
+        + escaped
+        + 2 * len(message.client_id.encode())
+        + len(message.sender)
+        + target
+        + (HISTORY_NAMES_OVERHEAD_BYTES + _names_bytes(message.mentions) if message.mentions else 0)
+        + HISTORY_ENTRY_OVERHEAD_BYTES
+        + (HISTORY_CHANGE_OVERHEAD_BYTES if message.rev else 0)
+    )
+
+
+def _names_bytes(names: tuple[str, ...]) -> int:
+    """What a list of user names takes in JSON: each name, its quotes and a comma."""
+    return sum(len(name) + 3 for name in names)
+
+
 def history_page(request: History, messages: list[Message], more: bool, viewer: str) -> bytes:
     """A history frame of at most ``HISTORY_MAX_BYTES``: the oldest messages are left for the next page.
 
-    ``limit`` bounds the count; long texts (4000 characters of four-byte emoji
-    are 16 KB) could still make one frame too large to send to a slow link.
+    Stores select a page's rows within ``HISTORY_BUDGET_BYTES`` already; the halving here only guards the
+    bound against a store that did not.
     """
     return fit_page(lambda page, page_more: history_frame(request, page, page_more, viewer), messages, more)
 

@@ -31,6 +31,7 @@ from .conversation_frames import Read, Search, Target, Typing
 from .conversations import is_group, people_of
 from .heartbeat import HeartbeatMonitor
 from .hub import Hub
+from .inflight import InFlight
 from .limits import TokenBucket
 from .metrics import ChatMetrics
 from .moderation import AccountControl, Moderation
@@ -38,6 +39,7 @@ from .outbox import Outbox
 from .protocol import ErrorCode, FrameId, ProtocolError
 from .read_state import ReadState
 from .replay import Replayer
+from .room_limits import RoomLimits
 from .search import SearchService
 from .session import (
     CLOSE_POLICY,
@@ -84,9 +86,15 @@ class ChatService:
         self.outbox = outbox = Outbox(metrics, tasks, settings.max_buffered_bytes, self.transport_overflowed)
         self.replayer = Replayer(outbox, store, metrics.tallies, settings.replay_limit)
         self.read_state = ReadState(hub, store, outbox)
-        self.moderation = Moderation(outbox, hub, store, metrics, accounts, clock, self.read_state)
+        hub.membership_observers.append(self.read_state)
+        self.room_limits = RoomLimits(settings.max_rooms_per_user, settings.room_creations_per_hour)
+        self.moderation = Moderation(
+            outbox, hub, store, metrics, accounts, self.room_limits, clock, monotonic, self.read_state
+        )
         self.typing = TypingNotices(hub, outbox, monotonic)
         self.searches = SearchService(hub, store, outbox, metrics.search_seconds)
+        # Sessions with a history request running, whatever carries them: one at a time each.
+        self.history_running = InFlight(waiting=0)
         # Set while a shutdown waits for every session to go.
         self._all_gone: asyncio.Event | None = None
 
@@ -257,6 +265,7 @@ class ChatService:
                 draft = addressing.draft_for(self.hub, user, frame, self.clock())
                 self.store.append(draft, partial(self._stored, session, frame.client_id, received_at))
             case protocol.Join():
+                self.room_limits.admit_join(self.hub.rooms, user, frame.room, self.monotonic())
                 changed, deliveries = self.hub.join(session, frame.room)
                 if changed:
                     self.store.set_membership(user.name, frame.room, True, self.hub.last_seq)
@@ -270,9 +279,11 @@ class ChatService:
                 self.outbox.send(session, server_frames.pong_frame(frame.frame_id, self.clock()))
             case protocol.History():
                 addressing.key_for(self.hub, user, Target(frame.room, frame.with_user, frame.with_group))
+                if not self.history_running.try_enter(session.sid):
+                    raise ProtocolError(ErrorCode.RATE_LIMITED, "one history request at a time: wait for its answer")
                 self.tasks.spawn(self._answer_history(session, frame))
             case protocol.ListRooms():
-                self.outbox.send(session, self.read_state.room_list(user))
+                self.outbox.send(session, self.read_state.room_list(user, frame.after, frame.limit))
             case protocol.Resume():
                 self.replayer.start(session, frame.since)
             case Read():
@@ -307,8 +318,10 @@ class ChatService:
         user = self.hub.users.get(viewer) or self.hub.add_user(viewer)
         key = addressing.key_for(self.hub, user, Target(request.room, request.with_user, request.with_group))
         members = people_of(key) if is_group(key) else None
+        # A room's history starts where the room was made (not at an earlier room of the same name).
+        since = self.hub.rooms[request.room].first_seq if request.room is not None else 0
         messages, more = await self.store.history(
-            viewer, request.room, request.with_user, request.before, request.limit, members
+            viewer, request.room, request.with_user, request.before, request.limit, since, members
         )
         return server_frames.history_page(request, messages, more, viewer)
 
@@ -321,6 +334,8 @@ class ChatService:
             self.outbox.send_error(session, exc.code, exc.message, frame.frame_id)
         else:
             self.outbox.send(session, page)
+        finally:
+            self.history_running.leave(session.sid)
 
     def _welcome(self, session: Session) -> bytes:
         user = session.user

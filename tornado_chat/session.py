@@ -29,6 +29,12 @@ CLOSE_TOO_LARGE = 1009
 CLOSE_INTERNAL_ERROR = 1011
 CLOSE_SERVICE_RESTART = 1012
 CLOSE_TRY_AGAIN_LATER = 1013
+# Most of a session's bytes a streaming transport (WebSocket, event stream) keeps in its socket's stream at once;
+# more frames wait whole in the transport's backlog. A slow consumer's close (1013) drops the backlog, so that
+# the close follows the frame in progress and the memory goes at once; every other close sends it first.
+STREAM_WINDOW_BYTES = 64 * 1024
+# How long a transport the server closed may take to get its last bytes out before it is dropped.
+CLOSE_DEADLINE_S = 5.0
 
 # Why a session ended: the ``reason`` label of ``chat_connections_closed_total``.
 CLOSED_BY_CLIENT = "client"

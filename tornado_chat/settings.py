@@ -58,6 +58,15 @@ class Settings:
     registration: str = "open"
     allow_guests: bool = False
     login_attempts_per_min: int = 10
+    registrations_per_hour: int = 20
+    login_delay_max_s: float = 10.0
+    max_hashes_queued: int = 32
+    max_body_bytes: int = 64 * 1024
+    idle_timeout_s: float = 20.0
+    body_timeout_s: float = 10.0
+    max_rooms_per_user: int = 1000
+    room_creations_per_hour: int = 100
+    ops_allowed_hosts: tuple[str, ...] = ()
     rate_limit_per_s: float = 20.0
     rate_limit_burst: int = 40
     max_buffered_bytes: int = 1024 * 1024

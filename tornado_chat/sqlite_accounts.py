@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 
+from .names import name_key
 from .store import LOGIN_REVOKED, PASSWORD_CHANGED, USER_ADDED, USER_REMOVED, AccountRow, AuthEvent, LoginRow
 
 
@@ -20,16 +21,24 @@ def _event(connection: sqlite3.Connection, kind: str, user: str, login_id: str |
 
 
 def create_user(connection: sqlite3.Connection, name: str, password_hash: str | None, guest: bool, now: float) -> bool:
-    """Add an account; False (and no change) when the name exists or ever existed."""
+    """Add an account; False (and no change) when the name, in any case, exists or ever existed."""
     row = connection.execute(
-        "INSERT INTO users (name, created_at, offline_since_seq, password_hash, guest)"
-        " VALUES (?, ?, (SELECT coalesce(max(seq), 0) FROM messages), ?, ?) ON CONFLICT DO NOTHING RETURNING name",
-        (name, now, password_hash, int(guest)),
+        "INSERT INTO users (name, name_key, created_at, offline_since_seq, password_hash, guest)"
+        " VALUES (?, ?, ?, (SELECT coalesce(max(seq), 0) FROM messages), ?, ?) ON CONFLICT DO NOTHING RETURNING name",
+        (name, name_key(name), now, password_hash, int(guest)),
     ).fetchone()
     if row is None:
         return False
     _event(connection, USER_ADDED, name, None, now)
     return True
+
+
+def spelling(connection: sqlite3.Connection, name: str) -> str | None:
+    """The stored spelling of the open account that ``name`` names in any case (``Bob`` finds ``bob``), or None."""
+    row = connection.execute(
+        "SELECT name FROM users WHERE name_key = ? AND removed_at IS NULL", (name_key(name),)
+    ).fetchone()
+    return str(row[0]) if row is not None else None
 
 
 def set_password(connection: sqlite3.Connection, name: str, password_hash: str, now: float) -> bool:
@@ -56,7 +65,12 @@ def remove_user(connection: sqlite3.Connection, name: str, now: float) -> bool:
     if not changed:
         return False
     connection.execute("UPDATE logins SET revoked_at = ? WHERE user = ? AND revoked_at IS NULL", (now, name))
+    rooms = [room for (room,) in connection.execute("SELECT room FROM memberships WHERE user = ?", (name,))]
     connection.execute("DELETE FROM memberships WHERE user = ?", (name,))
+    for room in rooms:  # a room it leaves empty goes (its roles and bans at the next start, or with a new room)
+        connection.execute(
+            "DELETE FROM rooms WHERE name = ? AND NOT EXISTS (SELECT 1 FROM memberships WHERE room = ?)", (room, room)
+        )
     _event(connection, USER_REMOVED, name, None, now)
     return True
 

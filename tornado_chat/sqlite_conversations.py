@@ -53,6 +53,16 @@ def replace_mentions(connection: sqlite3.Connection, message: Message, previous:
         connection.executemany("INSERT OR IGNORE INTO message_mentions (user, thread, seq) VALUES (?, ?, ?)", new)
 
 
+def forget_room_reader(connection: sqlite3.Connection, user: str, key: str, *, room_gone: bool) -> None:
+    """``user`` left the room ``key``: their read position and mentions there go (a return starts read up to
+    then, as a join does); a room that went takes its ``@room`` calls with it (``read_state.membership_ended``
+    forgets the same in memory)."""
+    connection.execute("DELETE FROM read_positions WHERE user = ? AND thread = ?", (user, key))
+    connection.execute("DELETE FROM message_mentions WHERE user = ? AND thread = ?", (user, key))
+    if room_gone:
+        connection.execute("DELETE FROM message_mentions WHERE user = ? AND thread = ?", (ROOM_MENTION, key))
+
+
 def set_read_position(connection: sqlite3.Connection, *, user: str, key: str, seq: int) -> None:
     connection.execute(_ADVANCE_SQL, (user, key, seq))
 

@@ -12,13 +12,26 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import conversations, sqlite_conversations, sqlite_search
-from .server_frames import Message
+from .server_frames import Message, history_entry_bytes
 from .store import AppendResult, Draft
 
 # Queries name the message columns in the order row_to_message reads them.
+# A page of history: at most :fetch rows (the limit and one to tell whether there are more) between :lower
+# and :upper, cut where their running size passes :budget (the first always comes). The sizes come from the
+# thread index alone; only the texts of the rows on the page are read. A row's size is its entry's as it now
+# stands: an edit or a delete stores the new one (sqlite_rooms.change_message).
 HISTORY_SQL = """
-    SELECT seq, sender, text, ts, client_id, recipient, room, thread, mentions FROM messages
-    WHERE thread = ? AND seq < ? ORDER BY seq DESC LIMIT ?
+    WITH page AS (
+        SELECT seq, size, sum(size) OVER (ORDER BY seq DESC ROWS UNBOUNDED PRECEDING) AS used,
+            count(*) OVER () AS fetched
+        FROM (
+            SELECT seq, size FROM messages WHERE thread = :thread AND seq < :upper AND seq > :lower
+            ORDER BY seq DESC LIMIT :fetch
+        )
+    )
+    SELECT m.seq, m.sender, m.text, m.ts, m.client_id, m.recipient, m.room, m.thread, m.mentions, page.fetched
+    FROM page JOIN messages AS m ON m.seq = page.seq
+    WHERE page.used <= :budget OR page.used = page.size ORDER BY m.seq DESC
 """
 # A user's messages: direct ones either way (self-notes once), their group conversations', and their
 # rooms' since they joined.
@@ -50,8 +63,8 @@ _BY_CLIENT_IDS_SQL = """
 """
 _LOOKUP_CHUNK = 500
 _INSERT_MESSAGE_SQL = """
-    INSERT INTO messages (seq, thread, sender, recipient, room, text, ts, client_id, mentions)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+    INSERT INTO messages (seq, thread, sender, recipient, room, text, ts, client_id, mentions, size)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 
 
@@ -77,15 +90,31 @@ def last_position(connection: sqlite3.Connection) -> int:
     return int(last)
 
 
+def create_room(connection: sqlite3.Connection, room: str, now: float) -> None:
+    """Store a room unless it exists. A new one starts at the current position and audit entry (its history and
+    its audit log show nothing from before), and takes nothing from an earlier room of that name: leftover roles
+    and bans go (an account's removal can leave a room empty until the next start drops it)."""
+    created = connection.execute(
+        "INSERT INTO rooms (name, created_at, first_seq, first_audit_id) VALUES (?, ?, ?,"
+        " (SELECT coalesce(max(id), 0) FROM audit_log)) ON CONFLICT DO NOTHING RETURNING name",
+        (room, now, last_position(connection)),
+    ).fetchone()
+    if created is not None:
+        connection.execute("DELETE FROM room_roles WHERE room = ?", (room,))
+        connection.execute("DELETE FROM room_bans WHERE room = ?", (room,))
+
+
+def room_floor(connection: sqlite3.Connection, room: str) -> int:
+    """The position at which ``room`` was made (0 when it is not stored): its history starts after it."""
+    row = connection.execute("SELECT first_seq FROM rooms WHERE name = ?", (room,)).fetchone()
+    return int(row[0]) if row is not None else 0
+
+
 def join_room(connection: sqlite3.Connection, *, user: str, room: str, seq: int, now: float) -> None:
-    connection.execute("INSERT INTO rooms (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING", (room, now))
+    create_room(connection, room, now)
     connection.execute(
         "INSERT INTO memberships (user, room, joined_seq) VALUES (?, ?, ?) ON CONFLICT DO NOTHING", (user, room, seq)
     )
-
-
-def leave_room(connection: sqlite3.Connection, *, user: str, room: str) -> None:
-    connection.execute("DELETE FROM memberships WHERE user = ? AND room = ?", (user, room))
 
 
 def set_offline_since(connection: sqlite3.Connection, *, user: str, seq: int) -> None:
@@ -126,8 +155,20 @@ def insert_messages(connection: sqlite3.Connection, drafts: list[Draft]) -> list
         results.append(AppendResult(message))
         thread = thread_key(draft.sender, draft.room, draft.to, draft.members)
         mentions = ",".join(draft.mentions) or None
+        size = history_entry_bytes(message)  # what its entry in a history page costs (HISTORY_SQL)
         rows.append(
-            (last_seq, thread, draft.sender, draft.to, draft.room, draft.text, draft.ts, draft.client_id, mentions)
+            (
+                last_seq,
+                thread,
+                draft.sender,
+                draft.to,
+                draft.room,
+                draft.text,
+                draft.ts,
+                draft.client_id,
+                mentions,
+                size,
+            )
         )
         stored.append((message, thread))
         if draft.to is not None and draft.to != draft.sender:

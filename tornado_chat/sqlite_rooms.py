@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import sqlite_accounts, sqlite_conversations, sqlite_messages, sqlite_search
-from .server_frames import Message
+from .conversations import room_key
+from .server_frames import Message, history_entry_bytes
 from .sqlite_messages import last_position, row_to_message
 from .store import (
     ADMIN_GRANTED,
@@ -87,10 +88,9 @@ def record(connection: sqlite3.Connection, writes: Sequence[RoomWrite], now: flo
 def _record(connection: sqlite3.Connection, write: RoomWrite, now: float) -> None:
     match write:
         case RoomSettings():
+            sqlite_messages.create_room(connection, write.room, now)
             connection.execute(
-                "INSERT INTO rooms (name, created_at, private, topic) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (name) DO UPDATE SET private = excluded.private, topic = excluded.topic",
-                (write.room, now, int(write.private), write.topic),
+                "UPDATE rooms SET private = ?, topic = ? WHERE name = ?", (int(write.private), write.topic, write.room)
             )
         case RoleChange(role=None):
             connection.execute("DELETE FROM room_roles WHERE room = ? AND user = ?", (write.room, write.user))
@@ -116,17 +116,35 @@ def _record(connection: sqlite3.Connection, write: RoomWrite, now: float) -> Non
 
 
 def leave_room(connection: sqlite3.Connection, *, user: str, room: str) -> None:
-    """End a membership, and the role that came with it."""
+    """End a membership, and the role and read state that came with it. A room left without members goes, public
+    or private, with its roles, bans and calls to the whole room: its name is free (its messages stay, but a new
+    room of that name does not show them: ``sqlite_messages.create_room``)."""
     connection.execute("DELETE FROM memberships WHERE user = ? AND room = ?", (user, room))
     connection.execute("DELETE FROM room_roles WHERE user = ? AND room = ?", (user, room))
+    gone = connection.execute("SELECT 1 FROM memberships WHERE room = ? LIMIT 1", (room,)).fetchone() is None
+    if gone:
+        for table, column in (("rooms", "name"), ("room_roles", "room"), ("room_bans", "room")):
+            connection.execute(f"DELETE FROM {table} WHERE {column} = ?", (room,))  # noqa: S608 - names only
+    sqlite_conversations.forget_room_reader(connection, user, room_key(room), room_gone=gone)
+
+
+def drop_empty_rooms(connection: sqlite3.Connection) -> int:
+    """Delete every room without members, with its roles and bans (left so by an account's removal, or by an
+    older version); returns how many rooms went."""
+    dropped = connection.execute(
+        "DELETE FROM rooms WHERE NOT EXISTS (SELECT 1 FROM memberships WHERE memberships.room = rooms.name)"
+    ).rowcount
+    connection.execute("DELETE FROM room_roles WHERE room NOT IN (SELECT name FROM rooms)")
+    connection.execute("DELETE FROM room_bans WHERE room NOT IN (SELECT name FROM rooms)")
+    return dropped
 
 
 def load(connection: sqlite3.Connection) -> ModerationSnapshot:
     """Room settings, the roles of current members, bans, admins and disabled accounts."""
     snapshot = ModerationSnapshot()
     snapshot.rooms = [
-        RoomSettings(name, bool(private), topic)
-        for name, private, topic in connection.execute("SELECT name, private, topic FROM rooms")
+        RoomSettings(name, bool(private), topic, first_seq)
+        for name, private, topic, first_seq in connection.execute("SELECT name, private, topic, first_seq FROM rooms")
     ]
     snapshot.roles = [
         RoleChange(*row)
@@ -206,6 +224,9 @@ def change_message(connection: sqlite3.Connection, change: MessageChange) -> Cha
         current.text, current.edited, current.mentions = change.text, change.at, change.mentions
     sqlite_conversations.replace_mentions(connection, current, previous)
     current.rev = rev
+    # History pages are cut by their entries' sizes: the entry is now the edited text (with its mentions), or a
+    # tombstone.
+    connection.execute("UPDATE messages SET size = ? WHERE seq = ?", (history_entry_bytes(current), change.seq))
     return ChangeResult(current, changed=True, previous_mentions=previous)
 
 
@@ -220,16 +241,25 @@ def _audit(connection: sqlite3.Connection, entry: AuditEntry) -> None:
 
 
 def audit_entries(
-    connection: sqlite3.Connection, room: str | None, before: int | None, limit: int
+    connection: sqlite3.Connection, room: str | None, before: int | None, limit: int, *, this_room: bool = True
 ) -> tuple[list[AuditEntry], bool]:
-    """Entries (of ``room``, or all) with ids below ``before``, newest first, and whether more exist."""
+    """Entries (of ``room``, or all) with ids below ``before``, newest first, and whether more exist.
+
+    ``this_room``: only the entries of the room now called ``room``, not those of an earlier room of that name
+    (the ``audit`` frame); the admin CLI reads every entry under the name.
+    """
     upper = before if before is not None else 2**63 - 1
     if room is None:
         query = f"SELECT {_AUDIT_COLUMNS} FROM audit_log WHERE id < ? ORDER BY id DESC LIMIT ?"  # noqa: S608
         rows = connection.execute(query, (upper, limit + 1)).fetchall()
     else:
-        query = f"SELECT {_AUDIT_COLUMNS} FROM audit_log WHERE room = ? AND id < ? ORDER BY id DESC LIMIT ?"  # noqa: S608
-        rows = connection.execute(query, (room, upper, limit + 1)).fetchall()
+        floor = connection.execute("SELECT first_audit_id FROM rooms WHERE name = ?", (room,)).fetchone()
+        lower = int(floor[0]) if floor is not None and this_room else 0
+        query = (
+            f"SELECT {_AUDIT_COLUMNS} FROM audit_log WHERE room = ? AND id < ? AND id > ?"  # noqa: S608
+            " ORDER BY id DESC LIMIT ?"
+        )
+        rows = connection.execute(query, (room, upper, lower, limit + 1)).fetchall()
     entries = [
         AuditEntry(at, actor, action, room_, target, seq, entry_id)
         for entry_id, at, actor, action, room_, target, seq in rows[:limit]

@@ -20,13 +20,21 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
+from .conversations import room_of
 from .search_terms import split_terms, written_without_spaces
 
 # How many messages a short-substring query looks through per page.
 SHORT_QUERY_SCAN_ROWS = 20_000
 COLUMNS = "m.seq, m.sender, m.text, m.ts, m.client_id, m.recipient, m.room, m.thread, m.mentions"
+# Where a room starts, if a message of its thread lies at or below that (an earlier room of the same name's).
+_ROOM_START_SQL = """
+    SELECT start FROM (SELECT max(?, coalesce((SELECT first_seq FROM rooms WHERE name = ?), 0)) AS start)
+    WHERE start > 0 AND EXISTS (SELECT 1 FROM messages WHERE thread = ? AND seq <= start)
+"""
+# Only messages above where their room starts (:starts maps a room's hex key to its start; the others start at 0).
+_AFTER_START = " AND m.seq > coalesce((SELECT s.value FROM json_each(:starts) AS s WHERE s.key = hex(m.thread)), 0)"
 # Conversation keys hold NUL, which json_each (and replace) cut strings at: compare them in hex instead.
 _IN_KEYS = "hex(m.thread) IN (SELECT value FROM json_each(:keys))"
 
@@ -57,6 +65,26 @@ def reindex(connection: sqlite3.Connection, seq: int, old_text: str, new_text: s
         index_messages(connection, [(seq, new_text)])
 
 
+def _hex(key: str) -> str:
+    """A conversation key as ``hex(thread)`` gives it in SQL (see ``_IN_KEYS``)."""
+    return key.encode().hex().upper()
+
+
+def _room_starts(connection: sqlite3.Connection, keys: list[str], floors: Mapping[str, int]) -> dict[str, int]:
+    """Where each room among ``keys`` starts (the higher of ``floors`` and the stored ``first_seq``), for the
+    rooms whose thread holds older messages (of an earlier room of that name): the only ones a query must
+    check. One index probe per room."""
+    starts: dict[str, int] = {}
+    for key in keys:
+        room = room_of(key)
+        if room is None:
+            continue
+        found = connection.execute(_ROOM_START_SQL, (floors.get(key, 0), room, key)).fetchone()
+        if found is not None:
+            starts[key] = int(found[0])
+    return starts
+
+
 def _phrase(term: str, prefix: bool) -> str:
     """An FTS5 string literal for ``term`` (quotes doubled), as a prefix query when ``prefix``."""
     return '"' + term.replace('"', '""') + '"' + ("*" if prefix else "")
@@ -68,15 +96,24 @@ def search(
     query: str,
     before: int,
     limit: int,
+    floors: Mapping[str, int] | None = None,
 ) -> tuple[list[tuple[object, ...]], int | None]:
     """Rows (in ``COLUMNS`` order) of messages in ``keys`` matching ``query`` with ``seq < before``, newest
-    first, at most ``limit``; and the ``before`` of the next page (None: no more)."""
+    first, at most ``limit``; and the ``before`` of the next page (None: no more).
+
+    A room's messages count from where the room was made: above ``floors[key]`` (the hub's ``first_seq``) and
+    above the ``first_seq`` stored with the room, so that a room made again under a freed name finds nothing of
+    the earlier one.
+    """
     terms = split_terms(query)
     if not terms or not keys:
         return [], None
-    keys_json = json.dumps([key.encode().hex().upper() for key in keys])
+    keys_json = json.dumps([_hex(key) for key in keys])
     params: dict[str, object] = {"keys": keys_json, "before": before, "limit": limit + 1}
     checks = []
+    if starts := _room_starts(connection, keys, floors or {}):
+        params["starts"] = json.dumps({_hex(key): floor for key, floor in starts.items()})
+        checks.append(_AFTER_START)
     for index, term in enumerate((*(terms.substrings if terms.words else ()), *terms.short)):
         params[f"t{index}"] = term.lower()
         checks.append(f" AND instr(lower(m.text), :t{index}) > 0")

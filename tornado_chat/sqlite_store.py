@@ -10,7 +10,7 @@ senders and delivers messages. So an ack always means the message is on disk
 (with ``synchronous=FULL``, through power loss too), and a message is never
 delivered that a crash could take back.
 
-Reads (history, replay, search) run on a small thread pool with their own connections;
+Reads (history, replay, search: ``sqlite_reads``) run on a small thread pool with their own connections;
 WAL mode lets them read while the writer writes. Nothing here blocks the event
 loop.
 """
@@ -23,13 +23,13 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
-from . import sqlite_accounts, sqlite_conversations, sqlite_messages, sqlite_rooms, sqlite_search
+from . import sqlite_accounts, sqlite_conversations, sqlite_messages, sqlite_reads, sqlite_rooms
 from .protocol import MAX_SEQ
 from .server_frames import Message
 from .sqlite_schema import DB_FILE, connect, migrate
@@ -128,15 +128,21 @@ class SqliteStore:
     def load(self) -> Snapshot:
         """Open (creating and migrating as needed), read the start-up snapshot, start the writer thread.
 
-        Called once, on the event loop that will receive append results.
+        Called once, on the event loop that will receive append results. Raises ``StoreError`` naming the
+        file and the cause when the database cannot be used.
         """
         self._loop = asyncio.get_running_loop()
-        connection = connect(self.path, self.sync)
         try:
-            migrate(connection)
-            snapshot = self._read_snapshot(connection)
-        finally:
-            connection.close()
+            connection = connect(self.path, self.sync)
+            try:
+                migrate(connection)
+                sqlite_rooms.drop_empty_rooms(connection)
+                snapshot = self._read_snapshot(connection)
+            finally:
+                connection.close()
+        except (sqlite3.Error, StoreError) as exc:
+            # One line naming the file and the cause (corrupt, read-only, a newer schema, name collisions).
+            raise StoreError(f"{self.path}: {exc}") from None
         self._writer = threading.Thread(target=self._write_loop, name="chat-store-writer", daemon=True)
         self._writer.start()
         return snapshot
@@ -351,18 +357,14 @@ class SqliteStore:
         with_user: str | None,
         before: int | None,
         limit: int,
+        since: int = 0,
         members: tuple[str, ...] | None = None,
     ) -> tuple[list[Message], bool]:
         thread = sqlite_messages.thread_key(viewer, room, with_user, members)
         upper = before if before is not None else MAX_SEQ
-
-        def query(connection: sqlite3.Connection) -> tuple[list[Message], bool]:
-            rows = connection.execute(sqlite_messages.HISTORY_SQL, (thread, upper, limit + 1)).fetchall()
-            messages = [sqlite_messages.row_to_message(row) for row in rows[:limit]]
-            sqlite_rooms.annotate(connection, messages)
-            return messages, len(rows) > limit
-
-        return await self._read(query)
+        return await self._read(
+            partial(sqlite_reads.history, thread=thread, room=room, since=since, upper=upper, limit=limit)
+        )
 
     async def auth_events_after(self, event_id: int) -> list[AuthEvent]:
         """Account changes recorded after ``event_id`` (by this server or by the admin CLI)."""
@@ -380,32 +382,14 @@ class SqliteStore:
 
     async def replay(self, user: str, since: int, below: int | None, limit: int) -> Replay:
         upper = below if below is not None else MAX_SEQ
+        return await self._read(partial(sqlite_reads.replay, user=user, since=since, upper=upper, limit=limit))
 
-        def query(connection: sqlite3.Connection) -> Replay:
-            last_seq = sqlite_messages.last_position(connection)
-            rows = connection.execute(
-                sqlite_messages.REPLAY_SQL, {"user": user, "since": since, "upper": upper, "limit": limit + 1}
-            ).fetchall()
-            messages = [sqlite_messages.row_to_message(row) for row in rows]
-            sqlite_rooms.annotate(connection, messages)
-            # Older messages changed since: replayed as their change, at its position (docs/protocol.md).
-            messages += sqlite_rooms.changed_since(connection, user, since, upper, limit + 1)
-            messages.sort(key=lambda m: m.seq if m.seq > since else m.rev)
-            truncated = len(messages) > limit
-            return Replay(messages[-limit:] if truncated else messages, truncated, last_seq)
-
-        return await self._read(query)
-
-    async def search(self, keys: list[str], query: str, before: int | None, limit: int) -> SearchPage:
+    async def search(
+        self, keys: list[str], query: str, before: int | None, limit: int, floors: Mapping[str, int] | None = None
+    ) -> SearchPage:
         upper = before if before is not None else MAX_SEQ
-
-        def run(connection: sqlite3.Connection) -> SearchPage:
-            rows, following = sqlite_search.search(connection, keys, query, upper, limit)
-            messages = [sqlite_messages.row_to_message(row) for row in rows]
-            sqlite_rooms.annotate(connection, messages)  # the "edited" marks of results edited since sent
-            return SearchPage(messages, following)
-
-        return await self._read(run)
+        read = partial(sqlite_reads.search, keys=keys, query=query, upper=upper, limit=limit, floors=floors)
+        return await self._read(read)
 
 
 def _run_outcomes(outcomes: list[Callable[[], None]]) -> None:

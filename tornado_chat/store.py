@@ -16,7 +16,7 @@ depends on either.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -117,11 +117,17 @@ class LoginRow:
 
 @dataclass(frozen=True, slots=True)
 class RoomSettings:
-    """A room's kind and topic (a room without settings is public, with no topic)."""
+    """A room's kind and topic (a room without settings is public, with no topic).
+
+    ``first_seq`` is the position at which the room was made, as loaded: its history starts after it, so that a
+    room made again under the name of one that emptied (and was deleted) shows nothing of the earlier one. A
+    write leaves it to the store, which sets it when it stores a new room.
+    """
 
     room: str
     private: bool
     topic: str
+    first_seq: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,10 +301,16 @@ class MessageStore(RoomStore, Protocol):
         with_user: str | None,
         before: int | None,
         limit: int,
+        since: int = 0,
         members: tuple[str, ...] | None = None,
     ) -> tuple[list[Message], bool]:
-        """Messages of a room or conversation (``members``: a group conversation) older than ``before``,
-        newest first, and whether more exist."""
+        """Messages of a room or conversation (``members``: a group conversation) older than ``before``, newest
+        first, and whether more exist.
+
+        Only messages after ``since`` (a room's ``first_seq``, from the hub) and after the position at which the
+        store made the room: a room made again under a freed name shows nothing of the earlier one, even while
+        the store has not yet stored the new room.
+        """
         ...
 
     async def replay(self, user: str, since: int, below: int | None, limit: int) -> Replay:
@@ -309,8 +321,14 @@ class MessageStore(RoomStore, Protocol):
         """Record that ``user`` has read conversation ``key`` up to ``seq`` (a position never moves back)."""
         ...
 
-    async def search(self, keys: list[str], query: str, before: int | None, limit: int) -> SearchPage:
-        """Messages of the conversations ``keys`` matching ``query``, newest first, below ``before``."""
+    async def search(
+        self, keys: list[str], query: str, before: int | None, limit: int, floors: Mapping[str, int] | None = None
+    ) -> SearchPage:
+        """Messages of the conversations ``keys`` matching ``query``, newest first, below ``before``.
+
+        A room's messages count from where it was made, as in ``history``: above ``floors[key]`` (its
+        ``first_seq``, from the hub) and above where the store made it.
+        """
         ...
 
 

@@ -111,6 +111,17 @@ class UnreadCounter:
         self._positions.pop(user, None)
         self._mentions.pop(user, None)
 
+    def forget_position(self, user: str, key: str) -> None:
+        """``user`` no longer reads ``key`` (they left a room): their position and unread mentions there go."""
+        self._positions.get(user, {}).pop(key, None)
+        self._mentions.get(user, {}).pop(key, None)
+
+    def forget_thread(self, key: str) -> None:
+        """A conversation is gone (a room deleted when it emptied): its seqs and room calls go. Whatever is
+        stored under ``key`` later counts from nothing."""
+        self._seqs.pop(key, None)
+        self._room_calls.pop(key, None)
+
     # ------------------------------------------------------------ reading
 
     def position(self, user: str, key: str) -> int:

@@ -12,14 +12,15 @@ and closes only this connection.
 Writing is ``ws_transport.WebSocketTransport``'s: prepared frames, straight to
 the socket while nothing is queued.
 
-Two additions to Tornado's RFC 6455 code, in ``_ChatProtocol``: every frame
+Three additions to Tornado's RFC 6455 code, in ``_ChatProtocol``: every frame
 read (continuations and control frames included) is reported, so that the rate
-limit counts frames rather than messages; and a client that breaks the
+limit counts frames rather than messages; a client that breaks the
 protocol gets a close frame naming what it broke (1002, or 1007 for text that
 is not UTF-8; 1009 for an oversize message, after a ``too_large`` error frame)
 and the connection lingers until that frame is out, where Tornado would drop
 the socket at once, unread input and all, and the peer could see a reset
-instead. Compression, when enabled, is negotiated without context takeover in
+instead; and a client that keeps sending after the server's close frame (a
+flood it was closed for) is read no further. Compression, when enabled, is negotiated without context takeover in
 either direction, so an idle compressed connection keeps no zlib state.
 """
 
@@ -56,6 +57,7 @@ R = TypeVar("R")
 # The subprotocol this server speaks; offered by a client in Sec-WebSocket-Protocol, it is selected.
 SUBPROTOCOL = "tornado-chat.v1"
 _OP_TEXT = 0x1
+_OP_CLOSE = 0x8
 # What a 101 response carries (Tornado's defaults, ours, the upgrade's), dropped once sent.
 _UPGRADE_RESPONSE_HEADERS = (
     "Server",
@@ -129,6 +131,11 @@ class _ChatProtocol(tornado.websocket.WebSocketProtocol13):
 
     def _handle_message(self, opcode: int, data: bytes) -> asyncio.Future[None] | None:
         flags = self._flags
+        if self.server_terminated and opcode != _OP_CLOSE and not flags.lingering:
+            # The client keeps sending after our close frame: a flood we closed it for. Read nothing more (and
+            # answer no ping): TCP flow control holds it back until Tornado's close deadline drops it.
+            self.client_terminated = True
+            return None
         flags.handling_text = opcode == _OP_TEXT
         try:
             return super()._handle_message(opcode, data)

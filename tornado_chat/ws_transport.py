@@ -9,6 +9,13 @@ Every byte queued in the stream (ours and the frames Tornado writes itself)
 is counted until its write future resolves: the count decides the direct
 path, paces replays (``drain``) and cuts off a client that stops reading
 (past ``--max-buffered-bytes``, reported to the owner from the loop).
+
+A peer that reads slower than it is written to gets at most
+``STREAM_WINDOW_BYTES`` queued in the stream; the frames after them wait
+whole in the transport's backlog. So when such a peer is cut off (close code
+1013) the backlog is dropped and the close frame goes out right after the
+frame in progress, without waiting behind a megabyte the peer was not
+reading; and the memory goes at once.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import select
+from collections import deque
 from functools import partial
 from typing import Protocol
 
@@ -24,6 +32,7 @@ import tornado.websocket
 from tornado.iostream import IOStream, SSLIOStream, StreamClosedError
 
 from .outgoing import Outgoing
+from .session import CLOSE_TRY_AGAIN_LATER, STREAM_WINDOW_BYTES
 
 # RFC 6455 section 5.5: a close frame's reason fits in 123 bytes after the two-byte code.
 MAX_CLOSE_REASON_BYTES = 123
@@ -45,9 +54,12 @@ class WebSocketTransport:
     """The network side of one WebSocket session (``session.Transport``)."""
 
     __slots__ = (
+        "_backlog",
+        "_backlog_bytes",
         "_closing",
         "_direct",
         "_drain_waiter",
+        "_in_stream",
         "_sock",
         "compressed",
         "handler",
@@ -70,9 +82,13 @@ class WebSocketTransport:
         self.compressed = compressed
         # Frames may go straight to the socket (while nothing is queued): plain TCP, no compression, not closing.
         self._direct = not compressed and not isinstance(stream, SSLIOStream)
-        # Bytes handed to IOStream.write (ours and Tornado's own frames) and not yet reported written. While it
-        # is above zero every write goes through the stream, so that no frame overtakes another.
+        # Bytes handed to IOStream.write (ours and Tornado's own frames) and not yet reported written, and frames
+        # waiting in the backlog: all the bytes the peer has still to take. While it is above zero every write
+        # goes through the stream, so that no frame overtakes another.
         self.queued_bytes = 0
+        self._in_stream = 0
+        self._backlog: deque[bytes] = deque()
+        self._backlog_bytes = 0
         # Set while a replay waits for the backlog to shrink (see ``drain``).
         self._drain_waiter: asyncio.Future[None] | None = None
         self._closing = False
@@ -109,7 +125,13 @@ class WebSocketTransport:
             with contextlib.suppress(tornado.websocket.WebSocketClosedError):
                 handler.write_message(frame.payload)
             return
-        self._queue(frame.websocket)
+        data = frame.websocket
+        if self._backlog or self._in_stream >= STREAM_WINDOW_BYTES:
+            self._backlog.append(data)
+            self._backlog_bytes += len(data)
+            self._count(len(data))
+            return
+        self._queue(data)
 
     def _queue(self, data: bytes | memoryview) -> None:
         try:
@@ -121,13 +143,20 @@ class WebSocketTransport:
 
     def track(self, future: asyncio.Future[None], size: int) -> None:
         """Count ``size`` bytes as queued until ``future`` (an IOStream write) resolves."""
-        self.queued_bytes += size
+        self._in_stream += size
         future.add_done_callback(partial(self._written, size))
+        self._count(size)
+
+    def _count(self, size: int) -> None:
+        self.queued_bytes += size
         if self.queued_bytes > self.max_buffered and self.handler is not None:
             tornado.ioloop.IOLoop.current().add_callback(self.handler.overflowed)
 
     def _written(self, size: int, future: asyncio.Future[None]) -> None:
         self.queued_bytes -= size
+        self._in_stream -= size
+        if self._backlog and self._in_stream < STREAM_WINDOW_BYTES and not self._closing:
+            self._feed(STREAM_WINDOW_BYTES)
         if self._drain_waiter is not None and self.queued_bytes <= self.max_buffered // 4:
             self._wake_drain_waiter()
 
@@ -135,6 +164,22 @@ class WebSocketTransport:
         waiter, self._drain_waiter = self._drain_waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def _feed(self, window: float) -> None:
+        """Move frames from the backlog into the stream while it holds less than ``window`` bytes."""
+        backlog = self._backlog
+        while backlog and self._in_stream < window:
+            data = backlog.popleft()
+            self._backlog_bytes -= len(data)
+            self.queued_bytes -= len(data)  # counted again by track, as bytes in the stream
+            self._queue(data)
+            if self._closing:
+                self._drop_backlog()
+
+    def _drop_backlog(self) -> None:
+        self.queued_bytes -= self._backlog_bytes
+        self._backlog.clear()
+        self._backlog_bytes = 0
 
     def _stop_writing(self) -> None:
         self._closing = True
@@ -158,8 +203,13 @@ class WebSocketTransport:
             await self._drain_waiter
 
     def close(self, code: int, reason: str) -> None:
+        """Close: after what is queued, or, for a slow consumer (1013), right after the frame in progress."""
         if self._closing:
             return
+        if code == CLOSE_TRY_AGAIN_LATER:
+            self._drop_backlog()
+        else:
+            self._feed(float("inf"))
         self._stop_writing()
         handler = self.handler
         if handler is not None:
@@ -168,11 +218,13 @@ class WebSocketTransport:
 
     def abort(self) -> None:
         self._stop_writing()
+        self._drop_backlog()
         self.stream.close()
 
     def detach_handler(self) -> None:
         """The connection has ended: drop the reference cycle to the handler, write nothing more."""
         self._stop_writing()
+        self._drop_backlog()
         self.handler = None
 
     def has_unread_input(self) -> bool:

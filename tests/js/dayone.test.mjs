@@ -8,6 +8,7 @@ import { codePoints, replyText } from "../../static/composer.js";
 import { backoffCap, backoffDelay } from "../../static/connection.js";
 import { parseBlocks, parseInline, renderMarkdown, safeUrl } from "../../static/markdown.js";
 import { Prefs } from "../../static/prefs.js";
+import { OneAtATime } from "../../static/search.js";
 import { firstUnread, mentionsMe, ReadState } from "../../static/readstate.js";
 import { TYPING_SEND_EVERY_MS, TYPING_SHOW_MS, TypingState, typingText } from "../../static/typingstate.js";
 import { Clock, FakeStorage } from "./support.mjs";
@@ -135,4 +136,32 @@ test("reconnects stay a few seconds apart early in an outage, then back off to 3
   const highest = () => 0.999;
   assert.ok(backoffDelay(10, highest, backoffCap(5_000)) < 4_000);
   assert.ok(backoffDelay(10, highest) > 29_000);
+});
+
+test("search: one question on the wire at a time; the latest asked meanwhile goes when the answer comes", () => {
+  const sent = [];
+  let up = true;
+  const asker = new OneAtATime((frame) => up && sent.push(frame) > 0, "search");
+  assert.equal(asker.ask({ type: "search", q: "one" }), true);
+  assert.equal(asker.ask({ type: "search", q: "two" }), true); // waits: the server refuses a second at once
+  assert.equal(asker.ask({ type: "search", q: "three" }), true); // replaces "two"
+  assert.deepEqual(sent.map((f) => f.q), ["one"]);
+  assert.equal(asker.settled(sent[0].id), false); // the answer to "one" is not wanted any more
+  assert.deepEqual(sent.map((f) => f.q), ["one", "three"]);
+  assert.equal(asker.mine(sent[1].id), true);
+  assert.equal(asker.settled(sent[1].id), true);
+  assert.equal(asker.mine(sent[1].id), false);
+  // A refusal settles a question as an answer does; a question lost with the link is asked again on the next.
+  asker.ask({ type: "search", q: "four" });
+  up = false;
+  asker.relinked();
+  up = true;
+  asker.relinked();
+  assert.deepEqual(sent.map((f) => f.q), ["one", "three", "four", "four"]);
+  assert.equal(asker.settled(sent[3].id), true);
+  asker.ask({ type: "search", q: "five" });
+  asker.drop(); // the panel closed: its answer is nobody's
+  assert.equal(asker.settled(sent[4].id), false);
+  assert.equal(asker.ask({ type: "search", q: "six" }), true);
+  assert.equal(sent.at(-1).q, "six");
 });
