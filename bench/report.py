@@ -103,7 +103,9 @@ def family(key: str) -> str:
 
 
 def _n(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, int | float) else str(value)
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
+        return f"{int(value):,}"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def title(key: str, entry: dict[str, Any]) -> str:

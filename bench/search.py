@@ -176,6 +176,8 @@ async def w6_search(bench: Bench, target: Target) -> Result:
     cfg = bench.cfg
     if not target.durable_store:
         raise NotAvailable(f"{target.name} keeps no history to search")
+    if target.source is not None and not (target.source / "tornado_chat" / "sqlite_search.py").exists():
+        raise NotAvailable(f"{target.name} has no search")  # an older commit (--baseline-ref)
     source, build_s = await built_history(bench)
     with tempfile.TemporaryDirectory(prefix="chat-bench-search-run-", dir=cfg.data_root) as scratch:
         data = Path(scratch) / "data"

@@ -308,7 +308,7 @@ def test_search_latency_over_a_built_history(tmp_path: Path) -> None:
         "--runs", "1", "--timeout", "30", "--targets", "tornado-chat,tornado-plain", "--workloads", "w6",
         "--w6-messages", str(W6_MESSAGES), "--w6-queries", str(W6_QUERIES), "--data-root", str(tmp_path),
     )  # fmt: skip
-    assert "W6 search, 3000 stored messages" in table
+    assert "W6 search, 3,000 stored messages" in table
     w6 = median(document, "w6", "tornado-chat")
     assert w6["messages"] == W6_MESSAGES and w6["queries"] == W6_QUERIES * 8 and w6["errors"] == 0
     assert 0 < w6["search_p50_ms"] <= w6["search_p99_ms"] <= w6["search_max_ms"]

@@ -87,7 +87,8 @@ class WebSocketTransport:
         # goes through the stream, so that no frame overtakes another.
         self.queued_bytes = 0
         self._in_stream = 0
-        self._backlog: deque[bytes] = deque()
+        # Made when first needed: most sessions never fill their window, and an empty deque is 600 bytes.
+        self._backlog: deque[bytes] | None = None
         self._backlog_bytes = 0
         # Set while a replay waits for the backlog to shrink (see ``drain``).
         self._drain_waiter: asyncio.Future[None] | None = None
@@ -127,6 +128,8 @@ class WebSocketTransport:
             return
         data = frame.websocket
         if self._backlog or self._in_stream >= STREAM_WINDOW_BYTES:
+            if self._backlog is None:
+                self._backlog = deque()
             self._backlog.append(data)
             self._backlog_bytes += len(data)
             self._count(len(data))
@@ -168,6 +171,8 @@ class WebSocketTransport:
     def _feed(self, window: float) -> None:
         """Move frames from the backlog into the stream while it holds less than ``window`` bytes."""
         backlog = self._backlog
+        if backlog is None:
+            return
         while backlog and self._in_stream < window:
             data = backlog.popleft()
             self._backlog_bytes -= len(data)
@@ -175,10 +180,13 @@ class WebSocketTransport:
             self._queue(data)
             if self._closing:
                 self._drop_backlog()
+                return
+        if not backlog and self._backlog is backlog:
+            self._backlog = None
 
     def _drop_backlog(self) -> None:
         self.queued_bytes -= self._backlog_bytes
-        self._backlog.clear()
+        self._backlog = None
         self._backlog_bytes = 0
 
     def _stop_writing(self) -> None:
