@@ -2,7 +2,7 @@
 
 Example (what docs/benchmarks.md was made with)::
 
-    python -m bench --install-peers --pin --runs 3 --json bench.json
+    python -m bench --install-peers --pin --runs 1 --baseline-ref d1f1a9e --json docs/benchmarks.json
 
 and tornado-chat against itself at another commit (``--baseline-ref``)::
 
