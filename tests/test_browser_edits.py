@@ -20,7 +20,7 @@ from playwright.sync_api import Locator, expect
 from .conftest import make_settings
 from .support import ServerThread, clients
 from .test_browser import ChatPage, OpenPage, open_page  # noqa: F401 - a fixture
-from .test_browser_rooms import bubble, delete_message
+from .test_browser_rooms import bubble, delete_message, wait_stored
 
 pytestmark = pytest.mark.system
 
@@ -83,6 +83,7 @@ def test_an_edit_renders_markdown_keeps_the_draft_and_counts_code_points(
 
     # Up arrow in the empty box edits the last message; the length is counted in code points, as for a send.
     box(alice).fill("")
+    wait_stored(alice, "second one")
     box(alice).press("ArrowUp")
     expect(box(alice)).to_have_value("second one")
     counter = alice.page.locator("#composer-count")
@@ -128,7 +129,9 @@ def test_a_group_message_is_edited_and_deleted_by_its_author_on_every_page(
         bubble(bob, "lunch at noon").hover()
         expect(bubble(bob, "lunch at noon").get_by_role("button", name="Edit message")).to_have_count(0)
         expect(bubble(bob, "lunch at noon").get_by_role("button", name="Delete message")).to_have_count(0)
+        wait_stored(alice, "lunch at noon")
         box(alice).press("ArrowUp")
+        expect(box(alice)).to_have_value("lunch at noon")
         box(alice).fill("lunch at *one*")
         box(alice).press("Enter")
         edited = carol.expect("edited", seq=seq)

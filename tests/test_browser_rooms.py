@@ -61,6 +61,12 @@ def bubble(chat: ChatPage, text: str) -> Locator:
     return chat.messages.locator("li.message").filter(has=exactly)
 
 
+def wait_stored(chat: ChatPage, text: str) -> None:
+    """Wait until the page holds its own message ``text`` as stored (acked, with a seq): Up arrow edits only
+    such a message, and the ack may reach the page later than the message reaches the others."""
+    expect(bubble(chat, text).and_(chat.page.locator("li[data-seq]"))).to_have_count(1)
+
+
 def delete_message(chat: ChatPage, text: str) -> None:
     """Delete a message from its own Delete button (shown on hover), saying yes when asked."""
     message = bubble(chat, text)
@@ -124,6 +130,7 @@ def test_a_private_room_with_roles_moderation_edits_and_deletes_in_the_page(
     alice.page.keyboard.press("Escape")
     alice.say("first draft")
     expect(bob.texts("first draft")).to_have_count(1)
+    wait_stored(alice, "first draft")
     box = alice.page.get_by_role("textbox", name="Message", exact=True)
     box.press("ArrowUp")
     expect(alice.page.locator("#editing-banner")).to_be_visible()
@@ -223,8 +230,10 @@ def test_an_edit_lost_with_the_link_is_sent_again_with_its_id(open_page: OpenPag
         alice.say("teh plan")
         said = bob.expect("message", text="teh plan")
         mode["value"] = "drop"
+        wait_stored(alice, "teh plan")
         box = alice.page.get_by_role("textbox", name="Message", exact=True)
         box.press("ArrowUp")
+        expect(box).to_have_value("teh plan")
         box.fill("the plan")
         box.press("Enter")
         expect(box).to_have_value("")
