@@ -340,3 +340,41 @@ def test_a_room_that_empties_goes_with_its_roles_and_bans_and_a_new_one_starts_a
         await reloaded.close()
 
     run_async(load)
+
+
+@pytest.mark.parametrize("kind", FACTORIES)
+def test_a_removed_account_leaves_its_rooms_as_a_leave_would(tmp_path: Path, kind: str) -> None:
+    async def run() -> Store:
+        store = FACTORIES[kind](tmp_path)
+        store.load()
+        for name in ("alice", "bob"):
+            assert await store.create_user(name, "hash", guest=False)
+        store.record(
+            [
+                RoomSettings("solo", True, "alice's"),
+                MembershipChange("solo", "alice", True, 0),
+                RoleChange("solo", "alice", "owner"),
+                BanChange("solo", "carol", True, "alice", NOW),
+                RoomSettings("shared", False, ""),
+                MembershipChange("shared", "bob", True, 0),
+                RoleChange("shared", "bob", "owner"),
+                MembershipChange("shared", "alice", True, 0),
+                RoleChange("shared", "alice", "moderator"),
+            ]
+        )
+        assert await store.remove_user("alice")
+        # The room alice left empty went with its ban: one made again under its name starts without it.
+        store.record([RoomSettings("solo", False, ""), MembershipChange("solo", "carol", True, 0)])
+        await store.close()
+        return store
+
+    store = run_async(run)
+    reloaded = store if kind == "memory" else FACTORIES[kind](tmp_path)
+
+    async def load() -> None:
+        moderation = reloaded.load().moderation
+        assert sorted((r.room, r.user, r.role) for r in moderation.roles) == [("shared", "bob", "owner")]
+        assert moderation.bans == []
+        await reloaded.close()
+
+    run_async(load)

@@ -25,7 +25,7 @@ from typing import Protocol, TypeVar
 
 from .accounts import GUEST_PREFIX, Account, Accounts, Login
 from .names import NEW_NAME_PATTERN, NEW_NAME_RULE, name_key
-from .passwords import PASSWORD_MAX_CHARS, encodable, hash_password, password_problem, verify_password
+from .passwords import PASSWORD_MAX_CHARS, hash_password, password_problem, verify_password
 from .protocol import USERNAME_PATTERN
 from .settings import Settings
 from .store import (
@@ -42,6 +42,7 @@ from .store import (
     Snapshot,
     StoreError,
 )
+from .text_cleaning import encodable
 from .throttle import LOGIN, REGISTER, Attempt, HashPool, Throttle, Throttled
 from .tokens import Claims, TokenError, TokenProblem, TokenSigner
 
@@ -244,8 +245,7 @@ class AccountService:
         name = self._check_name(username)
         if password is None:
             return await self._login_guest(name)
-        if not isinstance(password, str) or len(password) > PASSWORD_MAX_CHARS or not encodable(password):
-            raise AuthError(400, "bad_password", "password must be a string of valid Unicode")
+        password = _given_password(password, "password must be a string of valid Unicode")
         account = await self._password_matches(address, name, password)
         if account is None:
             raise AuthError(401, "bad_credentials", "wrong user name or password")
@@ -287,8 +287,7 @@ class AccountService:
         account = self.accounts.accounts.get(claims.user)
         if account is None or account.guest:
             raise AuthError(400, "no_password", "guests have no password to change")
-        if not isinstance(password, str) or len(password) > PASSWORD_MAX_CHARS or not encodable(password):
-            raise AuthError(400, "bad_password", "give the current password")
+        password = _given_password(password, "give the current password")
         new_password = _usable_password(new_password)
         if await self._password_matches(address, claims.user, password) is None:
             raise AuthError(401, "bad_credentials", "the current password is wrong")
@@ -370,4 +369,13 @@ def _usable_password(password: object) -> str:
     """``password`` when it can be an account's password; ``AuthError`` 400 ``bad_password`` saying why not."""
     if (problem := password_problem(password)) is not None or not isinstance(password, str):
         raise AuthError(400, "bad_password", problem or "password must be a string")
+    return password
+
+
+def _given_password(password: object, problem: str) -> str:
+    """``password`` when it can be checked against a stored hash (a string of at most ``PASSWORD_MAX_CHARS``
+    with a UTF-8 form); ``AuthError`` 400 ``bad_password`` saying ``problem`` otherwise. Unlike a new
+    password, a short one is checked (and fails) like any other."""
+    if not isinstance(password, str) or len(password) > PASSWORD_MAX_CHARS or not encodable(password):
+        raise AuthError(400, "bad_password", problem)
     return password

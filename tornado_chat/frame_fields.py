@@ -10,7 +10,7 @@ import re
 from enum import StrEnum
 from typing import Any
 
-from .text_cleaning import has_control_chars
+from .text_cleaning import encodable, has_control_chars
 
 ROOM_PATTERN = re.compile(r"[a-z0-9_-]{1,64}")
 USERNAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,32}")
@@ -66,11 +66,7 @@ def is_clean(value: str) -> bool:
     """True when ``value`` encodes to UTF-8 (no lone surrogates) and has no control characters."""
     if value.isascii():
         return value.isprintable()  # for ASCII, exactly "no control characters"
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return not has_control_chars(value)
+    return encodable(value) and not has_control_chars(value)
 
 
 def shorten(text: str, limit: int = 40) -> str:

@@ -36,7 +36,7 @@ from .heartbeat import HeartbeatMonitor
 from .http_transport import HttpTransport, PollTransport
 from .metrics import ChatMetrics
 from .protocol import ErrorCode, FrameId
-from .session import CLOSED_BY_CLIENT, Session, Transport
+from .session import CLOSE_INTERNAL_ERROR, CLOSE_NORMAL, CLOSED_BY_CLIENT, Session, Transport
 from .settings import Settings
 from .tokens import TokenError
 
@@ -48,8 +48,6 @@ POST_BODY_MESSAGES = 4
 # How long a POST waits for the acks of its sends (they come once the store commits); later ones go down the
 # session's stream.
 REPLY_WAIT_S = 10.0
-CLOSE_NORMAL = 1000
-CLOSE_INTERNAL_ERROR = 1011
 _JSON_SPACE = re.compile(r"[ \t\n\r]*")
 
 

@@ -40,13 +40,11 @@ from typing import ClassVar, Protocol
 
 from . import server_frames
 from .outgoing import Outgoing
-from .session import CLOSE_TRY_AGAIN_LATER, Session
+from .session import CLOSE_TRY_AGAIN_LATER, Session, cut_close_reason
 
 # The frames a POST answers with; every other frame goes down the stream.
 _ACK_PREFIX = b'{"type":"ack",'
 _ERROR_PREFIX = b'{"type":"error",'
-# A close reason is cut like a WebSocket's (RFC 6455 section 5.5: 123 bytes after the code).
-MAX_CLOSE_REASON_BYTES = 123
 
 
 class TransportOwner(Protocol):
@@ -218,8 +216,7 @@ class HttpTransport:
         if self._closing:
             return
         self._closing = True
-        cut = reason.encode("utf-8")[:MAX_CLOSE_REASON_BYTES].decode("utf-8", "ignore")
-        self.notice = CloseNotice(code, cut)
+        self.notice = CloseNotice(code, cut_close_reason(reason))
         if code == CLOSE_TRY_AGAIN_LATER:
             self._drop_backlog()  # a slow consumer: told at once, not after what it was not taking
         self._closed()

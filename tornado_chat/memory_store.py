@@ -170,10 +170,8 @@ class MemoryStore:
         if account is None or account.removed:
             return False
         self._accounts[name] = AccountRow(name, None, account.guest, removed=True)
-        for room, members in list(self._members.items()):
-            members.pop(name, None)
-            if not members:
-                self._drop_room(room)
+        for room in [room for room, members in self._members.items() if name in members]:
+            self.set_membership(name, room, False, self._last_seq)
         self._event(USER_REMOVED, name)
         return True
 

@@ -13,6 +13,8 @@ import re
 import secrets
 from dataclasses import dataclass
 
+from .text_cleaning import encodable
+
 PASSWORD_MIN_CHARS = 8
 # Long passwords are fine; megabytes of one are a way to burn CPU in the hash.
 PASSWORD_MAX_CHARS = 1024
@@ -48,17 +50,6 @@ def password_problem(password: object) -> str | None:
     if not encodable(password):
         return "password must be valid Unicode (no lone surrogates)"
     return None
-
-
-def encodable(text: str) -> bool:
-    """Whether ``text`` has a UTF-8 form (a lone surrogate has none, and the hash needs bytes)."""
-    if text.isascii():
-        return True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def hash_password(password: str, params: ScryptParams = DEFAULT_SCRYPT, salt: bytes | None = None) -> str:

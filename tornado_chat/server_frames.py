@@ -231,23 +231,13 @@ def history_frame(request: History, messages: list[Message], more: bool, viewer:
 def change_frame(message: Message, frame_id: FrameId = None) -> bytes:
     """``edited`` or ``deleted``: a message's new state, at position ``rev``; ``id`` answers the change's frame.
 
-    An edit carries the text's mentions as parsed anew; it notifies nobody again (see ``edits.py``).
+    An edit carries the text as it stands and its mentions as parsed anew (it notifies nobody again); a delete
+    carries only who, where and the position.
     """
-    frame: dict[str, Any] = {"type": "deleted" if message.deleted else "edited", "seq": message.seq, "rev": message.rev}
-    frame["from"] = message.sender
-    if message.room is not None:
-        frame["room"] = message.room
-    elif message.members is not None:
-        frame["members"] = list(message.members)
-    else:
-        frame["to"] = message.to
-    if not message.deleted:
-        frame["text"] = message.text
-        frame["ts"] = iso_time(message.ts)
-        if message.edited is not None:
-            frame["edited"] = iso_time(message.edited)
-        if message.mentions:
-            frame["mentions"] = list(message.mentions)
+    frame: dict[str, Any] = {"type": "deleted" if message.deleted else "edited", **message_fields(message, own=False)}
+    if message.deleted:
+        del frame["text"], frame["ts"], frame["deleted"]
+        frame.pop("mentions", None)
     if frame_id is not None:
         frame["id"] = frame_id
     return encode(frame)

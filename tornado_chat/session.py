@@ -22,6 +22,7 @@ from .limits import TokenBucket
 from .outgoing import Outgoing
 
 # Close codes a transport's ``close`` takes (RFC 6455 section 7.4.1; other transports map them).
+CLOSE_NORMAL = 1000
 CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_INVALID_DATA = 1007
 CLOSE_POLICY = 1008
@@ -29,12 +30,21 @@ CLOSE_TOO_LARGE = 1009
 CLOSE_INTERNAL_ERROR = 1011
 CLOSE_SERVICE_RESTART = 1012
 CLOSE_TRY_AGAIN_LATER = 1013
+# RFC 6455 section 5.5: a close frame's reason fits in 123 bytes after the two-byte code; every transport cuts
+# its reasons so.
+MAX_CLOSE_REASON_BYTES = 123
 # Most of a session's bytes a streaming transport (WebSocket, event stream) keeps in its socket's stream at once;
 # more frames wait whole in the transport's backlog. A slow consumer's close (1013) drops the backlog, so that
 # the close follows the frame in progress and the memory goes at once; every other close sends it first.
 STREAM_WINDOW_BYTES = 64 * 1024
 # How long a transport the server closed may take to get its last bytes out before it is dropped.
 CLOSE_DEADLINE_S = 5.0
+
+
+def cut_close_reason(reason: str) -> str:
+    """``reason`` cut to ``MAX_CLOSE_REASON_BYTES`` of UTF-8, never inside a character."""
+    return reason.encode("utf-8")[:MAX_CLOSE_REASON_BYTES].decode("utf-8", "ignore")
+
 
 # Why a session ended: the ``reason`` label of ``chat_connections_closed_total``.
 CLOSED_BY_CLIENT = "client"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 
+from . import sqlite_messages
 from .names import name_key
 from .store import LOGIN_REVOKED, PASSWORD_CHANGED, USER_ADDED, USER_REMOVED, AccountRow, AuthEvent, LoginRow
 
@@ -66,11 +67,8 @@ def remove_user(connection: sqlite3.Connection, name: str, now: float) -> bool:
         return False
     connection.execute("UPDATE logins SET revoked_at = ? WHERE user = ? AND revoked_at IS NULL", (now, name))
     rooms = [room for (room,) in connection.execute("SELECT room FROM memberships WHERE user = ?", (name,))]
-    connection.execute("DELETE FROM memberships WHERE user = ?", (name,))
-    for room in rooms:  # a room it leaves empty goes (its roles and bans at the next start, or with a new room)
-        connection.execute(
-            "DELETE FROM rooms WHERE name = ? AND NOT EXISTS (SELECT 1 FROM memberships WHERE room = ?)", (room, room)
-        )
+    for room in rooms:  # as if it left each: its roles and read state go, and a room it leaves empty goes
+        sqlite_messages.leave_room(connection, user=name, room=room)
     _event(connection, USER_REMOVED, name, None, now)
     return True
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import conversations, sqlite_conversations, sqlite_search
+from .conversations import room_key
 from .server_frames import Message, history_entry_bytes
 from .store import AppendResult, Draft
 
@@ -92,16 +93,13 @@ def last_position(connection: sqlite3.Connection) -> int:
 
 def create_room(connection: sqlite3.Connection, room: str, now: float) -> None:
     """Store a room unless it exists. A new one starts at the current position and audit entry (its history and
-    its audit log show nothing from before), and takes nothing from an earlier room of that name: leftover roles
-    and bans go (an account's removal can leave a room empty until the next start drops it)."""
-    created = connection.execute(
+    its audit log show nothing from before). An earlier room of that name took its roles and bans along when it
+    went (``leave_room``)."""
+    connection.execute(
         "INSERT INTO rooms (name, created_at, first_seq, first_audit_id) VALUES (?, ?, ?,"
-        " (SELECT coalesce(max(id), 0) FROM audit_log)) ON CONFLICT DO NOTHING RETURNING name",
+        " (SELECT coalesce(max(id), 0) FROM audit_log)) ON CONFLICT DO NOTHING",
         (room, now, last_position(connection)),
-    ).fetchone()
-    if created is not None:
-        connection.execute("DELETE FROM room_roles WHERE room = ?", (room,))
-        connection.execute("DELETE FROM room_bans WHERE room = ?", (room,))
+    )
 
 
 def room_floor(connection: sqlite3.Connection, room: str) -> int:
@@ -115,6 +113,19 @@ def join_room(connection: sqlite3.Connection, *, user: str, room: str, seq: int,
     connection.execute(
         "INSERT INTO memberships (user, room, joined_seq) VALUES (?, ?, ?) ON CONFLICT DO NOTHING", (user, room, seq)
     )
+
+
+def leave_room(connection: sqlite3.Connection, *, user: str, room: str) -> None:
+    """End a membership, and the role and read state that came with it. A room left without members goes, public
+    or private, with its roles, bans and calls to the whole room: its name is free (its messages stay, but a new
+    room of that name does not show them: ``create_room``)."""
+    connection.execute("DELETE FROM memberships WHERE user = ? AND room = ?", (user, room))
+    connection.execute("DELETE FROM room_roles WHERE user = ? AND room = ?", (user, room))
+    gone = connection.execute("SELECT 1 FROM memberships WHERE room = ? LIMIT 1", (room,)).fetchone() is None
+    if gone:
+        for table, column in (("rooms", "name"), ("room_roles", "room"), ("room_bans", "room")):
+            connection.execute(f"DELETE FROM {table} WHERE {column} = ?", (room,))  # noqa: S608 - names only
+    sqlite_conversations.forget_room_reader(connection, user, room_key(room), room_gone=gone)
 
 
 def set_offline_since(connection: sqlite3.Connection, *, user: str, seq: int) -> None:

@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import sqlite_accounts, sqlite_conversations, sqlite_messages, sqlite_search
-from .conversations import room_key
 from .server_frames import Message, history_entry_bytes
 from .sqlite_messages import last_position, row_to_message
 from .store import (
@@ -112,25 +111,12 @@ def _record(connection: sqlite3.Connection, write: RoomWrite, now: float) -> Non
         case MembershipChange(member=True):
             sqlite_messages.join_room(connection, user=write.user, room=write.room, seq=write.seq, now=now)
         case MembershipChange():
-            leave_room(connection, user=write.user, room=write.room)
-
-
-def leave_room(connection: sqlite3.Connection, *, user: str, room: str) -> None:
-    """End a membership, and the role and read state that came with it. A room left without members goes, public
-    or private, with its roles, bans and calls to the whole room: its name is free (its messages stay, but a new
-    room of that name does not show them: ``sqlite_messages.create_room``)."""
-    connection.execute("DELETE FROM memberships WHERE user = ? AND room = ?", (user, room))
-    connection.execute("DELETE FROM room_roles WHERE user = ? AND room = ?", (user, room))
-    gone = connection.execute("SELECT 1 FROM memberships WHERE room = ? LIMIT 1", (room,)).fetchone() is None
-    if gone:
-        for table, column in (("rooms", "name"), ("room_roles", "room"), ("room_bans", "room")):
-            connection.execute(f"DELETE FROM {table} WHERE {column} = ?", (room,))  # noqa: S608 - names only
-    sqlite_conversations.forget_room_reader(connection, user, room_key(room), room_gone=gone)
+            sqlite_messages.leave_room(connection, user=write.user, room=write.room)
 
 
 def drop_empty_rooms(connection: sqlite3.Connection) -> int:
-    """Delete every room without members, with its roles and bans (left so by an account's removal, or by an
-    older version); returns how many rooms went."""
+    """Delete every room without members, with its roles and bans (an older version could leave them so when it
+    removed an account); returns how many rooms went."""
     dropped = connection.execute(
         "DELETE FROM rooms WHERE NOT EXISTS (SELECT 1 FROM memberships WHERE memberships.room = rooms.name)"
     ).rowcount

@@ -234,7 +234,7 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     ),
     (
         ROOM_EPOCH_VERSION,
-        # A room that emptied was deleted with its roles and bans (sqlite_rooms.leave_room); a room made again
+        # A room that emptied was deleted with its roles and bans (sqlite_messages.leave_room); a room made again
         # under its name is a new room. first_seq (the position at which the room was made) and first_audit_id
         # (the last audit entry then) say where its history and its audit log start, so that nothing of the
         # earlier room reaches the new one's members. Rooms already here keep all their history.

@@ -42,6 +42,7 @@ from .store import (
     ChangeCallback,
     ChangeResult,
     Draft,
+    MembershipChange,
     MessageChange,
     Replay,
     RoomWrite,
@@ -233,10 +234,7 @@ class SqliteStore:
         await self._committed(partial(sqlite_accounts.revoke_login, login_id=login_id, now=time.time()))
 
     def set_membership(self, user: str, room: str, member: bool, seq: int) -> None:
-        if member:
-            self._enqueue(_Call(partial(sqlite_messages.join_room, user=user, room=room, seq=seq, now=time.time())))
-        else:
-            self._enqueue(_Call(partial(sqlite_rooms.leave_room, user=user, room=room)))
+        self.record([MembershipChange(room, user, member, seq)])
 
     def set_offline_since(self, user: str, seq: int) -> None:
         self._enqueue(_Call(partial(sqlite_messages.set_offline_since, user=user, seq=seq)))

@@ -17,6 +17,17 @@ _CONTROL_CHARS = dict.fromkeys([c for c in range(0x20) if c not in (0x09, 0x0A)]
 _ZWJ, _ZWNJ, _EMOJI_PRESENTATION = "\u200d", "\u200c", "\ufe0f"
 
 
+def encodable(text: str) -> bool:
+    """Whether ``text`` has a UTF-8 form (a lone surrogate has none: it cannot be stored, hashed or sent)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def has_control_chars(value: str) -> bool:
     """Whether ``value`` holds a control character other than tab and newline."""
     return value.translate(_CONTROL_CHARS) != value

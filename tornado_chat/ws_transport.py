@@ -32,10 +32,7 @@ import tornado.websocket
 from tornado.iostream import IOStream, SSLIOStream, StreamClosedError
 
 from .outgoing import Outgoing
-from .session import CLOSE_TRY_AGAIN_LATER, STREAM_WINDOW_BYTES
-
-# RFC 6455 section 5.5: a close frame's reason fits in 123 bytes after the two-byte code.
-MAX_CLOSE_REASON_BYTES = 123
+from .session import CLOSE_TRY_AGAIN_LATER, STREAM_WINDOW_BYTES, cut_close_reason
 
 
 class TransportOwner(Protocol):
@@ -221,7 +218,7 @@ class WebSocketTransport:
         self._stop_writing()
         handler = self.handler
         if handler is not None:
-            encoded = reason.encode("utf-8")[:MAX_CLOSE_REASON_BYTES].decode("utf-8", "ignore")
+            encoded = cut_close_reason(reason)
             handler.close(code, encoded)
 
     def abort(self) -> None:
